@@ -1,0 +1,105 @@
+"""Predicting latency of ONNX files with a shipped hardware profile or a checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .errors import InputError, NarformerError, PredictorNotFoundError
+from .graph import OpGraph, build_graph
+from .predictor import Predictor
+
+DEFAULT_PROFILE = "cpu-onnxruntime"  # ONNX Runtime, CPU EP, default session options, this CPU class
+
+
+def profile_dirs() -> list[Path]:
+    """Where hardware profiles are looked up, first match wins."""
+    dirs = []
+    if os.environ.get("NARFORMER_PROFILES"):
+        dirs += [Path(p) for p in os.environ["NARFORMER_PROFILES"].split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "profiles")  # source checkout / editable install
+    dirs.append(Path(sys.prefix) / "share" / "narformer-tvm" / "profiles")
+    return dirs
+
+
+def list_profiles() -> dict[str, Path]:
+    """Profile name -> its folder, for every folder holding a profile.json."""
+    found: dict[str, Path] = {}
+    for d in profile_dirs():
+        if d.is_dir():
+            for p in sorted(d.glob("*/profile.json")):
+                found.setdefault(p.parent.name, p.parent)
+    return found
+
+
+def resolve_predictor(spec: str | None) -> Path:
+    """A checkpoint path from ``--predictor`` (a file or a profile name; None = default profile)."""
+    spec = spec or DEFAULT_PROFILE
+    if Path(spec).is_file():
+        return Path(spec)
+    profiles = list_profiles()
+    if spec in profiles:
+        meta = json.loads((profiles[spec] / "profile.json").read_text())
+        path = profiles[spec] / meta.get("predictor", "predictor.pt")
+        if path.is_file():
+            return path
+        raise PredictorNotFoundError(f"profile {spec!r} names {path}, which does not exist",
+                                     hint="reinstall narformer-tvm or retrain the profile")
+    names = ", ".join(profiles) or "none installed"
+    raise PredictorNotFoundError(
+        f"no predictor {spec!r}: not a file, and no hardware profile of that name (profiles: {names})",
+        hint="train one on measured latencies (`narformer-tvm profile` then `narformer-tvm train --out "
+             "predictor.pt`) and pass --predictor predictor.pt")
+
+
+def collect_models(paths: Sequence[str | Path]) -> list[Path]:
+    """ONNX files named directly, or found (non-recursively) in named folders."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("*.onnx"))
+            if not found:
+                raise InputError(f"{p}: folder holds no .onnx files", hint="pass .onnx files or a folder of them")
+            files += found
+        else:
+            files.append(p)
+    return files
+
+
+@dataclass
+class Estimate:
+    path: Path
+    latency_ms: float | None = None
+    spread_ms: float | None = None  # ensemble std (0 for a single model)
+    graph: OpGraph | None = None
+    error: NarformerError | None = None
+
+    def to_dict(self) -> dict:
+        d = {"model": str(self.path), "latency_ms": self.latency_ms, "spread_ms": self.spread_ms}
+        if self.graph is not None:
+            d.update(nodes=len(self.graph.nodes), macs=self.graph.macs, params=self.graph.params,
+                     batch_size=self.graph.batch_size)
+        if self.error is not None:
+            d["error"] = str(self.error)
+        return d
+
+
+def estimate(paths: Sequence[str | Path], predictor: Predictor, input_shapes: dict | None = None,
+             batch_size: int | None = None) -> list[Estimate]:
+    """Predict every model; a model that cannot be read gets its error, the others still run."""
+    results = [Estimate(Path(p)) for p in paths]
+    ok = []
+    for r in results:
+        try:
+            r.graph = build_graph(r.path, input_shapes, batch_size)
+            ok.append(r)
+        except NarformerError as e:
+            r.error = e
+    if ok:
+        mean, std = predictor.predict_encoded(predictor.encode([r.graph for r in ok]))
+        for r, m, s in zip(ok, mean, std):
+            r.latency_ms, r.spread_ms = float(m), float(s)
+    return results

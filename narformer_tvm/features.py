@@ -1,0 +1,167 @@
+"""Operator graph -> token features (NAR-Former V2's input encoding).
+
+One token per operator: the op type (one-hot over ``VOCAB`` plus an "unknown" slot, or a
+sinusoidal code of its index) followed by a fixed list of real-valued scalars (output and input
+shapes, kernel, stride, padding, dilation, group, axis, cost counts), each encoded with sinusoids
+of ``n_freqs`` frequencies (or kept as one raw log-scaled number, for the ablation).
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .graph import OpGraph, OpNode
+
+FEATURE_VERSION = 1  # bump when the encoding of a graph changes; checkpoints record it
+
+# Every op type in the exported CNN/Transformer families, plus common quantisation and shape ops.
+VOCAB: tuple[str, ...] = (
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "BatchNormalization", "LayerNormalization",
+    "InstanceNormalization", "GroupNormalization", "LRN", "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid",
+    "HardSigmoid", "HardSwish", "Tanh", "Erf", "Gelu", "Elu", "Selu", "Celu", "Softplus", "Mish",
+    "Softmax", "LogSoftmax", "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Neg", "Abs",
+    "Reciprocal", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Greater", "Less", "GreaterOrEqual",
+    "LessOrEqual", "Not", "And", "Or", "Floor", "Ceil", "Round", "Sign", "Cast", "MaxPool", "AveragePool",
+    "LpPool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
+    "ReduceProd", "ReduceL2", "ArgMax", "ArgMin", "TopK", "CumSum", "Flatten", "Reshape", "Transpose",
+    "Concat", "Split", "Slice", "Squeeze", "Unsqueeze", "Gather", "GatherElements", "GatherND",
+    "ScatterND", "ScatterElements", "Expand", "Tile", "Pad", "Resize", "Upsample", "DepthToSpace",
+    "SpaceToDepth", "Shape", "Size", "ConstantOfShape", "Range", "NonZero", "Trilu",
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+    "MatMulInteger", "ConvInteger", "QLinearAdd", "QLinearMul", "QLinearSigmoid",
+    "QLinearGlobalAveragePool", "If", "Loop",
+)
+
+SCALARS: tuple[str, ...] = (
+    "out_0", "out_1", "out_2", "out_3", "in_0", "in_1", "in_2", "in_3", "kernel_h", "kernel_w",
+    "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w", "group", "axis",
+    "n_inputs", "log_flops", "log_params", "log_memory",
+)
+STATIC: tuple[str, ...] = ("log_batch", "log_macs", "log_flops", "log_params", "log_memory", "log_nodes")
+LOG_SCALE = 16.0  # log2 quantities are multiplied by this before the sinusoid: 1/16 octave resolution
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    vocab: tuple[str, ...] = VOCAB  # op types with their own slot; the rest share "unknown"
+    op_encoding: str = "onehot"  # "onehot" | "sinusoidal" (code of the vocabulary index)
+    attr_encoding: str = "sinusoidal"  # "sinusoidal" | "raw" (one log-scaled number per scalar)
+    n_freqs: int = 8  # frequencies per sinusoid-encoded scalar (each gives a sin and a cos)
+    max_period: float = 10000.0  # slowest sinusoid's period, as in Transformer position codes
+    version: int = FEATURE_VERSION
+
+    def __post_init__(self):
+        if self.op_encoding not in ("onehot", "sinusoidal"):
+            raise ValueError(f"op_encoding must be onehot or sinusoidal, not {self.op_encoding!r}")
+        if self.attr_encoding not in ("sinusoidal", "raw"):
+            raise ValueError(f"attr_encoding must be sinusoidal or raw, not {self.attr_encoding!r}")
+
+    @property
+    def op_width(self) -> int:
+        return len(self.vocab) + 1 if self.op_encoding == "onehot" else 2 * self.n_freqs
+
+    @property
+    def n_features(self) -> int:
+        per = 2 * self.n_freqs if self.attr_encoding == "sinusoidal" else 1
+        return self.op_width + per * len(SCALARS)
+
+    @property
+    def n_static(self) -> int:
+        return len(STATIC)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["vocab"] = list(self.vocab)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureConfig":
+        return cls(**{**d, "vocab": tuple(d["vocab"])})
+
+
+@dataclass
+class EncodedGraph:
+    """Tensors for one graph, ready to batch."""
+
+    x: np.ndarray  # (N, F) float32 token features
+    edges: np.ndarray  # (E, 2) int64 directed edges (src, dst)
+    static: np.ndarray  # (S,) float32 graph-level features
+    name: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+
+def sinusoid(values: np.ndarray, n_freqs: int, max_period: float) -> np.ndarray:
+    """(..., K) values -> (..., K * 2 * n_freqs): sin and cos at geometric frequencies."""
+    freqs = max_period ** (-np.arange(n_freqs) / n_freqs)  # 1 ... 1/max_period
+    angles = values[..., None] * freqs  # (..., K, n_freqs)
+    enc = np.concatenate([np.sin(angles), np.cos(angles)], axis=-1)
+    return enc.reshape(*values.shape[:-1], -1)
+
+
+def _fold4(shape: tuple[int, ...]) -> list[int]:
+    """A shape as 4 numbers: left-aligned, trailing dims beyond the 4th multiplied into it."""
+    dims = list(shape) if shape else [1]
+    if len(dims) > 4:
+        dims = dims[:3] + [math.prod(dims[3:])]
+    return dims + [1] * (4 - len(dims))
+
+
+def _log(v: float) -> float:
+    return math.log2(1.0 + max(v, 0))
+
+
+def node_scalars(node: OpNode) -> list[float]:
+    """The raw scalar vector of one operator, in ``SCALARS`` order."""
+    a = node.attrs
+    out = node.output_shapes[0] if node.output_shapes else ()
+    inp = node.input_shapes[0] if node.input_shapes else ()
+    kernel = a.get("kernel", (0, 0))
+    stride = a.get("stride", (0, 0))
+    pad = a.get("pad", (0, 0))
+    dil = a.get("dilation", (0, 0))
+    axis = a.get("axis", 0)
+    if isinstance(axis, int) and axis < 0:
+        axis += len(inp) or 1
+    axis = axis if isinstance(axis, int) else 0
+    return [*_fold4(out), *_fold4(inp), kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1],
+            dil[0], dil[1], a.get("group", 1) if isinstance(a.get("group", 1), int) else 1, axis,
+            len(node.input_shapes), LOG_SCALE * _log(node.flops), LOG_SCALE * _log(node.params),
+            LOG_SCALE * _log(node.memory)]
+
+
+def unknown_ops(graph: OpGraph, vocab: tuple[str, ...] = VOCAB) -> Counter:
+    known = set(vocab)
+    return Counter(n.op_type for n in graph.nodes if n.op_type not in known)
+
+
+def static_features(graph: OpGraph) -> np.ndarray:
+    return np.array([math.log2(max(graph.batch_size, 1)), _log(graph.macs) / 10, _log(graph.flops) / 10,
+                     _log(graph.params) / 10, _log(graph.memory) / 10, _log(len(graph.nodes)) / 4],
+                    dtype=np.float32)
+
+
+def encode(graph: OpGraph, cfg: FeatureConfig = FeatureConfig()) -> EncodedGraph:
+    """Token features, edges and static features of one graph."""
+    index = {op: i for i, op in enumerate(cfg.vocab)}
+    unknown = len(cfg.vocab)
+    ops = np.array([index.get(n.op_type, unknown) for n in graph.nodes], dtype=np.int64)
+    if cfg.op_encoding == "onehot":
+        op_feat = np.zeros((len(ops), unknown + 1), dtype=np.float32)
+        op_feat[np.arange(len(ops)), ops] = 1.0
+    else:
+        op_feat = sinusoid(ops[:, None].astype(np.float64), cfg.n_freqs, cfg.max_period)
+    scalars = np.array([node_scalars(n) for n in graph.nodes], dtype=np.float64).reshape(len(ops), len(SCALARS))
+    if cfg.attr_encoding == "sinusoidal":
+        attr_feat = sinusoid(scalars, cfg.n_freqs, cfg.max_period)
+    else:
+        attr_feat = np.log2(1.0 + np.abs(scalars)) / 8.0
+    x = np.concatenate([op_feat, attr_feat], axis=1).astype(np.float32)
+    edges = np.array(graph.edges, dtype=np.int64).reshape(-1, 2)
+    return EncodedGraph(x=x, edges=edges, static=static_features(graph), name=graph.name)

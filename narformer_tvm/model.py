@@ -1,0 +1,192 @@
+"""NAR-Former V2: a Transformer made graph-aware (Yi et al., NeurIPS 2023).
+
+Reads top to bottom: config, graph-aided attention, grouped feed-forward network, type-aware
+enhancement, block, the NNLP GraphSAGE baseline layer, and the full model with sum readout fused
+with graph-level static features. Shapes: B graphs, N nodes (padded), F token features, d hidden.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+@dataclass
+class ModelConfig:
+    n_features: int  # token width produced by features.encode
+    n_static: int = 6  # graph-level static features (batch, MACs, FLOPs, params, memory, nodes)
+    d_model: int = 512  # hidden width
+    n_layers: int = 2  # blocks (2 for latency, 6 for NAS cells)
+    n_groups: int = 8  # groups of the GFFN's group linear layers
+    ffn_ratio: int = 4  # GFFN hidden expansion
+    dropout: float = 0.05
+    layer_scale: float = 0.1  # initial value of the per-channel residual scales
+    backbone: str = "transformer"  # "transformer" (NAR-Former V2) | "gnn" (NNLP: GraphSAGE)
+    graph_attention: bool = True  # False: plain softmax self-attention over all nodes
+    gffn: bool = True  # False: a plain (ungrouped) feed-forward network
+    type_enhance: bool = True  # degree-gated type-aware enhancement after each block
+    layerwise_readout: bool = False  # sum the readouts of every block, not only the last (cells)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----- graph-aided attention ----------------------------------------------------------------------
+
+class GraphAttention(nn.Module):
+    """X = sigmoid(Wq H + b); S = (X X^T / sqrt(d)) * A; row-normalise S; Z = Wa (S H) + b + root(H).
+
+    The sigmoid query doubles as the key, so S is non-negative and masking with the adjacency A
+    (symmetric, with self-loops) keeps each node's attention on its graph neighbourhood.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.query = nn.Linear(d, d)
+        self.proj = nn.Linear(d, d)
+        self.root = nn.Linear(d, d, bias=False)  # the node's own term, independent of neighbours
+        self.scale = 1.0 / math.sqrt(d)
+
+    def forward(self, h, adj, mask):
+        x = torch.sigmoid(self.query(h))  # (B, N, d)
+        s = (x @ x.transpose(1, 2)) * self.scale * adj  # (B, N, N)
+        s = s / s.sum(-1, keepdim=True).clamp_min(1e-6)  # row normalisation
+        return self.proj(s @ h) + self.root(h)  # (B, N, d)
+
+
+class SelfAttention(nn.Module):
+    """Ablation: standard single-head softmax attention over all (unpadded) nodes."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, h, adj, mask):
+        q, k, v = self.qkv(h).chunk(3, dim=-1)  # (B, N, d) each
+        key_mask = mask[:, None, :]  # (B, 1, N)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+        return self.proj(out)  # (B, N, d)
+
+
+# ----- grouped feed-forward network ---------------------------------------------------------------
+
+class GroupLinear(nn.Module):
+    """g independent linear maps, each over d_in/g channels: g times fewer weights than Linear."""
+
+    def __init__(self, d_in: int, d_out: int, groups: int):
+        super().__init__()
+        assert d_in % groups == 0 and d_out % groups == 0, "widths must divide by the group count"
+        self.groups = groups
+        self.weight = nn.Parameter(torch.empty(groups, d_in // groups, d_out // groups))
+        self.bias = nn.Parameter(torch.zeros(d_out))
+        nn.init.kaiming_uniform_(self.weight.view(groups * (d_in // groups), -1), a=math.sqrt(5))
+
+    def forward(self, x):
+        *lead, d = x.shape
+        xg = x.reshape(-1, self.groups, d // self.groups)  # (BN, g, d_in/g)
+        y = torch.einsum("bgi,gio->bgo", xg, self.weight)  # (BN, g, d_out/g)
+        return y.reshape(*lead, -1) + self.bias
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, hidden = cfg.d_model, cfg.d_model * cfg.ffn_ratio
+        if cfg.gffn:
+            self.fc1 = GroupLinear(d, hidden, cfg.n_groups)
+            self.fc2 = GroupLinear(hidden, d, cfg.n_groups)
+        else:
+            self.fc1, self.fc2 = nn.Linear(d, hidden), nn.Linear(hidden, d)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, h):
+        return self.fc2(self.drop(F.gelu(self.fc1(h))))  # (B, N, d)
+
+
+# ----- type-aware enhancement ---------------------------------------------------------------------
+
+class TypeEnhance(nn.Module):
+    """H <- sigmoid(Wd D + b) * H, with D the node's (in, out) connection counts."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate = nn.Linear(2, cfg.d_model)
+
+    def forward(self, h, degree):
+        return torch.sigmoid(self.gate(torch.log1p(degree))) * h  # (B, N, d)
+
+
+# ----- blocks -------------------------------------------------------------------------------------
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = GraphAttention(cfg) if cfg.graph_attention else SelfAttention(cfg)
+        self.ffn = FeedForward(cfg)
+        self.scale1 = nn.Parameter(torch.full((d,), cfg.layer_scale))
+        self.scale2 = nn.Parameter(torch.full((d,), cfg.layer_scale))
+        self.enhance = TypeEnhance(cfg) if cfg.type_enhance else None
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, h, adj, degree, mask):
+        h = h + self.drop(self.scale1 * self.attn(self.norm1(h), adj, mask))
+        h = h + self.drop(self.scale2 * self.ffn(self.norm2(h)))
+        if self.enhance is not None:
+            h = self.enhance(h, degree)
+        return h  # (B, N, d)
+
+
+class SAGELayer(nn.Module):
+    """NNLP baseline: h' = ReLU(W_self h + W_neigh mean_{j in N(i)} h_j), then LayerNorm."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.self_fc, self.neigh_fc = nn.Linear(d, d), nn.Linear(d, d, bias=False)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, h, adj, degree, mask):
+        eye = torch.eye(adj.shape[-1], dtype=adj.dtype, device=adj.device)
+        nb = adj * (1 - eye)  # neighbours without self-loops, (B, N, N)
+        mean = (nb @ h) / nb.sum(-1, keepdim=True).clamp_min(1.0)  # (B, N, d)
+        return self.norm(F.relu(self.self_fc(h) + self.neigh_fc(mean)))
+
+
+# ----- the model ----------------------------------------------------------------------------------
+
+class NARFormer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.embed = nn.Sequential(nn.Linear(cfg.n_features, d), nn.LayerNorm(d))
+        layer = SAGELayer if cfg.backbone == "gnn" else Block
+        if cfg.backbone not in ("transformer", "gnn"):
+            raise ValueError(f"backbone must be transformer or gnn, not {cfg.backbone!r}")
+        self.blocks = nn.ModuleList(layer(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.LayerNorm(d)
+        self.static = nn.Sequential(nn.Linear(cfg.n_static, d // 4), nn.GELU())
+        self.head = nn.Sequential(nn.Linear(d + d // 4, d // 2), nn.GELU(), nn.Linear(d // 2, 1))
+
+    def forward(self, x, adj, degree, mask, static):
+        """x (B, N, F), adj (B, N, N) symmetric with self-loops, degree (B, N, 2), mask (B, N) bool,
+        static (B, S) -> positive prediction (B,) in the target's normalised units."""
+        m = mask.unsqueeze(-1).to(x.dtype)  # (B, N, 1)
+        h = self.embed(x) * m  # (B, N, d)
+        readout = 0
+        for block in self.blocks:
+            h = block(h, adj, degree, mask) * m
+            if self.cfg.layerwise_readout:
+                readout = readout + (self.norm(h) * m).sum(1)
+        if not self.cfg.layerwise_readout:
+            readout = (self.norm(h) * m).sum(1)  # sum readout: latency adds up over layers, (B, d)
+        z = torch.cat([readout, self.static(static)], dim=-1)  # (B, d + d/4)
+        return F.softplus(self.head(z).squeeze(-1))  # (B,)
