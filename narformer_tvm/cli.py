@@ -22,7 +22,9 @@ batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=
 
 def _console(stderr: bool = False):
     from rich.console import Console
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output is read by people and greps alike: do not cut names at 80 columns.
+    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 200)
 
 
 def _si(n: float, unit: str = "") -> str:

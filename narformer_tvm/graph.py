@@ -183,6 +183,12 @@ def _fix_input_shapes(model: onnx.ModelProto, source: str, overrides: dict[str, 
         tt = inp.type.tensor_type
         if inp.name in overrides:
             shape = overrides[inp.name]
+            declared = len(tt.shape.dim) if tt.HasField("shape") else len(shape)
+            if declared != len(shape):
+                raise InputShapeError(
+                    f"{source}: input {inp.name!r} has {declared} dimensions, --input-shape gives {len(shape)}",
+                    hint=f"give all {declared} dimensions, e.g. --input-shape {inp.name}="
+                         + "x".join(["N"] * declared))
             tt.ClearField("shape")
             for d in shape:
                 tt.shape.dim.add().dim_value = d
@@ -474,14 +480,17 @@ def _data_inputs(model: onnx.ModelProto) -> set[str]:
 def build_graph(source: str | os.PathLike | onnx.ModelProto, input_shapes: dict | None = None,
                 batch_size: int | None = None, name: str | None = None) -> OpGraph:
     """Load an ONNX model and return its operator graph."""
-    model, opset, batch = load_model(source, input_shapes, batch_size)
     label = name or (Path(source).stem if not isinstance(source, onnx.ModelProto)
                      else (source.graph.name or "model"))
+    where = source.graph.name or "<in-memory model>" if isinstance(source, onnx.ModelProto) else str(source)
     try:
+        model, opset, batch = load_model(source, input_shapes, batch_size)
         return _build(model, opset, batch, label)
-    except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:
-        raise ModelLoadError(f"{label}: cannot analyse the model graph ({type(e).__name__}: {e})",
-                             hint="check the model with onnx.checker.check_model") from None
+    except ModelLoadError:
+        raise
+    except Exception as e:  # a malformed model can break onnx or us anywhere: report, don't crash
+        raise ModelLoadError(f"{where}: cannot analyse the model ({type(e).__name__}: {str(e)[:200]})",
+                             hint="check it with onnx.checker.check_model(model, full_check=True)") from None
 
 
 def _build(model: onnx.ModelProto, opset: int, batch: int, label: str) -> OpGraph:

@@ -1,0 +1,155 @@
+import json
+import subprocess
+import sys
+
+import onnx
+import pytest
+from onnx import helper
+
+from narformer_tvm import __version__
+from narformer_tvm.cli import main
+from narformer_tvm.features import FeatureConfig
+from narformer_tvm.predictor import new_predictor
+from conftest import conv_model
+
+
+def run(capsys, *argv):
+    with pytest.raises(SystemExit) as exc:
+        main(list(map(str, argv)))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return exc.value.code, out, err
+
+
+@pytest.fixture
+def predictor_file(tmp_path):
+    path = tmp_path / "predictor.pt"
+    p = new_predictor(FeatureConfig(n_freqs=4), d_model=32, n_groups=4)
+    p.profile = {"name": "unit-test"}
+    p.save(path)
+    return path
+
+
+def test_version_and_help(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and __version__ in out
+    for cmd in ([], ["inspect"], ["estimate"]):
+        code, out, _ = run(capsys, *cmd, "--help")
+        assert code == 0 and "Usage:" in out
+
+
+def test_usage_errors_exit_2(capsys):
+    code, _, err = run(capsys, "estimate")
+    assert code == 2 and "Missing argument" in err
+    code, _, err = run(capsys, "frobnicate")
+    assert code == 2 and "No such command" in err
+
+
+def test_inspect_table_and_json(capsys, conv_onnx):
+    code, out, _ = run(capsys, "inspect", conv_onnx)
+    assert code == 0 and "Conv" in out and "MACs 6.91 k" in out and "2 layers" in out
+    code, out, _ = run(capsys, "inspect", conv_onnx, "--json")
+    data = json.loads(out)
+    assert data["macs"] == 6912 and data["op_histogram"] == {"Conv": 1, "Relu": 1}
+    assert data["layers"][0]["op"] == "Conv" and data["unknown_ops"] == {}
+
+
+def test_inspect_reports_unknown_ops(capsys, tmp_path):
+    m = conv_model()
+    m.graph.node.append(helper.make_node("Celu", ["y"], ["z"]))
+    m.graph.node.append(helper.make_node("Mod", ["z", "z"], ["w"], fmod=1))
+    m.graph.output[0].name = "w"
+    onnx.save(m, tmp_path / "u.onnx")
+    code, out, _ = run(capsys, "inspect", tmp_path / "u.onnx", "--json")
+    assert code == 0 and json.loads(out)["unknown_ops"] == {"Mod": 1}
+
+
+BAD_FILES = {
+    "missing.onnx": (None, "no such file"),
+    "empty.onnx": (b"", "file is empty"),
+    "text.onnx": (b"hello, I am not a model\n", "not a readable ONNX model"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_bad_files(capsys, tmp_path, name, predictor_file):
+    content, message = BAD_FILES[name]
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    for cmd in (["inspect"], ["estimate", "--predictor", predictor_file]):
+        code, _, err = run(capsys, *cmd, tmp_path / name)
+        assert code == 2 and message in err and str(tmp_path / name) in err and "hint:" in err
+
+
+def test_truncated_file(capsys, tmp_path, exported):
+    data = exported("resnet18").read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 3])
+    code, _, err = run(capsys, "inspect", tmp_path / "cut.onnx")
+    assert code == 2 and "cut.onnx" in err and "error:" in err
+
+
+def test_directory_unsupported_opset_and_empty_graph(capsys, tmp_path):
+    code, _, err = run(capsys, "inspect", tmp_path)
+    assert code == 2 and "is a directory" in err
+    onnx.save(conv_model(opset=30), tmp_path / "future.onnx", )
+    code, _, err = run(capsys, "inspect", tmp_path / "future.onnx")
+    assert code == 2 and "opset 30 is not supported" in err
+    onnx.save(helper.make_model(helper.make_graph([], "e", [], []), opset_imports=[helper.make_opsetid("", 17)]),
+              tmp_path / "empty_graph.onnx")
+    code, _, err = run(capsys, "inspect", tmp_path / "empty_graph.onnx")
+    assert code == 2 and "no nodes" in err
+
+
+def test_dynamic_dims_need_input_shape(capsys, tmp_path):
+    onnx.save(conv_model(dims=(1, 3, "height", "width")), tmp_path / "dyn.onnx")
+    code, _, err = run(capsys, "inspect", tmp_path / "dyn.onnx")
+    assert code == 2 and "input 'x' has dynamic dimension 2 ('height')" in err
+    assert "--input-shape x=1x3xNxN" in err
+    code, out, _ = run(capsys, "inspect", tmp_path / "dyn.onnx", "--input-shape", "x=1x3x16x16", "--json")
+    assert code == 0 and json.loads(out)["macs"] == 4 * 16 * 16 * 27
+    code, _, err = run(capsys, "inspect", tmp_path / "dyn.onnx", "--input-shape", "x=1x3x16")
+    assert code == 2
+    code, _, err = run(capsys, "inspect", tmp_path / "dyn.onnx", "--input-shape", "y=1x3x16x16")
+    assert code == 2 and "not a model input" in err and "model inputs: x" in err
+    code, _, err = run(capsys, "inspect", tmp_path / "dyn.onnx", "--input-shape", "x:1x3")
+    assert code == 2 and "bad --input-shape" in err
+
+
+def test_estimate_without_a_predictor_says_how_to_get_one(capsys, conv_onnx, monkeypatch, tmp_path):
+    monkeypatch.setenv("NARFORMER_PROFILES", str(tmp_path / "none"))
+    code, _, err = run(capsys, "estimate", conv_onnx, "--predictor", "no-such-profile")
+    assert code == 2 and "no predictor 'no-such-profile'" in err and "narformer-tvm train" in err
+
+
+def test_estimate_one_many_and_json(capsys, tmp_path, conv_onnx, predictor_file, exported):
+    code, out, _ = run(capsys, "estimate", conv_onnx, "--predictor", predictor_file)
+    assert code == 0 and out.strip().startswith(str(conv_onnx)) and out.strip().endswith("ms")
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("resnet18", "mobilenet_v2"):
+        (folder / f"{name}.onnx").write_bytes(exported(name).read_bytes())
+    code, out, _ = run(capsys, "estimate", folder, conv_onnx, "--predictor", predictor_file)
+    assert code == 0 and "resnet18.onnx" in out and "mobilenet_v2.onnx" in out and "unit-test" in out
+    code, out, _ = run(capsys, "estimate", folder, "--predictor", predictor_file, "--json")
+    results = json.loads(out)["results"]
+    assert [r["model"].endswith(n) for r, n in zip(results, ("mobilenet_v2.onnx", "resnet18.onnx"))] == [True, True]
+    assert all(r["latency_ms"] > 0 for r in results)
+
+
+def test_estimate_reports_bad_models_and_still_predicts_the_rest(capsys, tmp_path, conv_onnx, predictor_file):
+    (tmp_path / "bad.onnx").write_bytes(b"junk")
+    code, out, err = run(capsys, "estimate", conv_onnx, tmp_path / "bad.onnx", "--predictor", predictor_file)
+    assert code == 2 and "conv.onnx" in out and "bad.onnx" in err
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    code, _, err = run(capsys, "estimate", empty, "--predictor", predictor_file)
+    assert code == 2 and "holds no .onnx files" in err
+
+
+def test_console_script_runs_as_a_process(conv_onnx):
+    proc = subprocess.run([sys.executable, "-m", "narformer_tvm.cli", "inspect", str(conv_onnx), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["nodes"] == 2
+    proc = subprocess.run([sys.executable, "-m", "narformer_tvm.cli", "inspect", "/no/such.onnx"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "no such file" in proc.stderr
