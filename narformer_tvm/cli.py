@@ -134,6 +134,251 @@ def estimate(models, predictor_spec, input_shapes, batch_size, as_json):
         sys.exit(max(r.error.exit_code for r in failed))
 
 
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+                    console=_console(stderr=True), transient=False)
+
+
+@cli.command()
+@click.option("--family", "family_spec", default="all", show_default=True,
+              help="Family name, a comma-separated list, 'nnlqp' (NNLQP's ten) or 'all'.")
+@click.option("--count", type=click.IntRange(min=1), default=10, show_default=True, help="Variants per family.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=str), required=True, help="Output folder.")
+@click.option("--opset", type=click.IntRange(11, 21), default=17, show_default=True)
+@click.option("--standard", is_flag=True, help="Also export the published networks of each family.")
+def zoo(family_spec, count, seed, out, opset, standard):
+    """Generate model variants of the NNLQP families (plus ViT, ConvNeXt) as ONNX files.
+
+    Writes OUT/<family>-s<seed>-<index>.onnx and OUT/manifest.jsonl (the generating parameters).
+    Existing files are kept, so an interrupted run resumes.
+    """
+    import warnings
+    from pathlib import Path
+
+    from .zoo import family_names, standard_names, variants
+
+    warnings.filterwarnings("ignore")
+    names = family_names(family_spec)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo = [v for f in names for v in variants(f, seed, count)]
+    if standard:
+        todo += [v for n, v in standard_names().items() if v.family in names]
+    manifest = out_dir / "manifest.jsonl"
+    written = 0
+    with _progress() as bar, open(manifest, "a") as mf:
+        task = bar.add_task("exporting", total=len(todo), status="")
+        for v in todo:
+            name = v.name if v.seed >= 0 else next(n for n, s in standard_names().items() if s == v)
+            path = out_dir / f"{name}.onnx"
+            if not path.exists():
+                tmp = path.with_suffix(".onnx.tmp")
+                v.export(tmp, opset=opset)
+                tmp.replace(path)
+                mf.write(json.dumps({"file": path.name, "key": v.key, **v.to_dict()}) + "\n")
+                mf.flush()
+                written += 1
+            bar.update(task, advance=1, status=path.name)
+    click.echo(f"{written} new models in {out_dir} ({len(todo) - written} already there); manifest: {manifest}")
+
+
+@cli.command()
+@click.argument("models", nargs=-1, type=click.Path(path_type=str))
+@click.option("--zoo", "zoo_spec", default=None, metavar="FAMILIES",
+              help="Measure zoo variants instead of (or besides) files: 'all', 'nnlqp' or names.")
+@click.option("--count", type=click.IntRange(min=1), default=10, show_default=True, help="Zoo variants per family.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Zoo seed.")
+@click.option("--target", type=click.Choice(["llvm", "cuda"]), default="llvm", show_default=True)
+@click.option("--runtime", default="onnxruntime", show_default=True, help="A backend (see --list-runtimes).")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=str), required=True,
+              help="Dataset file (SQLite), created if missing.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="Intra-op threads (0 = physical cores).")
+@click.option("--opt-level", type=click.Choice(["disabled", "basic", "extended", "all"]), default="all",
+              show_default=True, help="ONNX Runtime graph optimisation level.")
+@click.option("--kernels", is_flag=True, help="Also record per-operator durations (ONNX Runtime profiler).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True,
+              help="Seconds before a model's worker is killed and the model recorded as failed.")
+@click.option("--repeat-pass", type=click.FloatRange(0, 1), default=0.0,
+              help="Re-measure this fraction of the models in a second pass to measure the noise floor.")
+@click.option("--retry-failed", is_flag=True, help="Measure again models whose measurement failed.")
+@click.option("--remeasure-noisy", is_flag=True, help="Measure again models flagged noisy.")
+@click.option("--rpc-tracker", default="", metavar="HOST:PORT", help="TVM RPC tracker for remote devices.")
+@click.option("--rpc-key", default="", help="Device key registered with the RPC tracker.")
+@input_shape_option
+@batch_option
+def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, opt_level, kernels, timeout,
+            repeat_pass, retry_failed, remeasure_noisy, rpc_tracker, rpc_key, input_shapes, batch_size):
+    """Measure real latencies of MODELS (ONNX files or folders) and store them in a dataset.
+
+    Each model runs in an isolated worker with a timeout; results are committed one by one, so an
+    interrupted run loses nothing and the same command resumes where it stopped.
+    """
+    from pathlib import Path
+
+    from .backends import MeasureConfig
+    from .dataset import Store
+    from .estimate import collect_models
+    from .graph import parse_input_shapes
+    from .profile import check_config, env_threads_note, jobs_from_paths, jobs_from_zoo, noise_floor, repeat_subset, sweep
+    from .zoo import family_names
+
+    if not models and not zoo_spec:
+        raise click.UsageError("give ONNX files/folders, or --zoo FAMILIES")
+    cfg = MeasureConfig(runtime=runtime, target=target, threads=threads, opt_level=opt_level, kernels=kernels,
+                        rpc_tracker=rpc_tracker, rpc_key=rpc_key)
+    check_config(cfg)
+    shapes = parse_input_shapes(input_shapes)
+    jobs = jobs_from_paths(collect_models(models), shapes, batch_size) if models else []
+    if zoo_spec:
+        jobs += jobs_from_zoo(family_names(zoo_spec), count, seed)
+    if note := env_threads_note():
+        click.echo(f"warning: {note} is set and may change thread counts", err=True)
+    con = _console(stderr=True)
+    store = Store(db_path)
+    summaries = []
+    try:
+        for pass_, pass_jobs in (("main", jobs), ("repeat", repeat_subset(jobs, repeat_pass))):
+            if not pass_jobs:
+                continue
+            with _progress() as bar:
+                task = bar.add_task(f"{pass_} pass", total=len(pass_jobs), status="")
+
+                def report(kind, i, n, msg):
+                    if kind == "done":
+                        bar.update(task, completed=i + (len(pass_jobs) - n), status=msg)
+
+                summaries.append((pass_, sweep(pass_jobs, store, cfg, pass_, timeout, shapes, batch_size, retry_failed,
+                                               remeasure_noisy=remeasure_noisy, progress=report)))
+    except KeyboardInterrupt:
+        con.print("[yellow]interrupted: every finished measurement is saved; run the same command to resume[/yellow]")
+        raise
+    finally:
+        _print_summaries(con, summaries)
+        if repeat_pass:
+            _print_noise(con, noise_floor(store))
+        store.close()
+    if any(s.failed for _, s in summaries):
+        sys.exit(1)
+
+
+def _print_summaries(con, summaries) -> None:
+    from rich.table import Table
+
+    if not summaries:
+        return
+    t = Table(title="profiling summary", title_justify="left")
+    for col in ("pass", "measured", "failed", "skipped (done before)", "noisy", "re-measured", "time"):
+        t.add_column(col, justify="left" if col == "pass" else "right")
+    for pass_, s in summaries:
+        t.add_row(pass_, str(s.measured), str(s.failed), str(s.skipped), str(s.noisy), str(s.retried), f"{s.seconds:.0f} s")
+    con.print(t)
+    for pass_, s in summaries:
+        for name, err in s.failures[:10]:
+            con.print(f"  [red]failed[/red] {name}: {err}")
+        if len(s.failures) > 10:
+            con.print(f"  ... and {len(s.failures) - 10} more failures (see `narformer-tvm dataset info`)")
+        for d in s.drift:
+            con.print(f"  [yellow]drift:[/yellow] {d}")
+
+
+def _print_noise(con, noise: dict) -> None:
+    from rich.table import Table
+
+    if not noise:
+        return
+    t = Table(title="noise floor: main vs repeat pass (same models)", title_justify="left")
+    for col in ("statistic", "pairs", "MAPE", "p90", "max"):
+        t.add_column(col, justify="left" if col == "statistic" else "right")
+    for name, n in noise.items():
+        t.add_row(name, str(n["pairs"]), f"{100 * n['mape']:.2f}%", f"{100 * n['p90']:.2f}%", f"{100 * n['max']:.2f}%")
+    con.print(t)
+
+
+@cli.group()
+def dataset():
+    """Inspect, export, import and merge profiling datasets."""
+
+
+@dataset.command("info")
+@click.argument("db", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--json", "as_json", is_flag=True)
+def dataset_info(db, as_json):
+    """Summary per configuration and family: models, failures, latency range, noise."""
+    from .dataset import Store, dataset_summary
+    from .profile import noise_floor
+
+    with Store(db, create=False) as store:
+        summary = dataset_summary(store)
+        noise = noise_floor(store)
+    if as_json:
+        click.echo(json.dumps({"summary": summary, "noise_floor": noise}, indent=2))
+        return
+    from rich.table import Table
+
+    con = _console()
+    for cfg in summary:
+        t = Table(title=f"{cfg['platform']}  ({json.dumps(cfg['config'])})", title_justify="left")
+        for col in ("family", "models", "failed", "noisy", "median ms", "min ms", "max ms"):
+            t.add_column(col, justify="left" if col == "family" else "right")
+        for fam in cfg["families"]:
+            t.add_row(fam["family"], str(fam["measured"]), str(fam["failed"]), str(fam["noisy"]),
+                      *(f"{fam[k]:.3f}" if fam[k] is not None else "" for k in ("median_ms", "min_ms", "max_ms")))
+        con.print(t)
+    _print_noise(con, noise)
+
+
+@dataset.command("export")
+@click.argument("db", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--format", "fmt", type=click.Choice(["nnlqp", "csv", "parquet"]), default="csv", show_default=True)
+@click.option("--out", type=click.Path(path_type=str), required=True)
+@click.option("--write-onnx", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="With nnlqp: write zoo models' ONNX files here (they are regenerated from their parameters).")
+def dataset_export(db, fmt, out, write_onnx):
+    """Export measurements as NNLQP gt.txt, CSV or Parquet."""
+    from .dataset import Store, export_csv, export_nnlqp, export_parquet
+
+    with Store(db, create=False) as store:
+        n = {"csv": export_csv, "parquet": export_parquet}[fmt](store, out) if fmt != "nnlqp" else \
+            export_nnlqp(store, out, write_onnx)
+    click.echo(f"{n} rows written to {out}")
+
+
+@dataset.command("import")
+@click.argument("db", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("gt", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--onnx-root", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Folder the OnnxPath column is relative to (default: the gt file's folder).")
+def dataset_import(db, gt, onnx_root):
+    """Import an NNLQP gt.txt file (GraphID OnnxPath BatchSize Latency(ms) ModelType PlatformId [split])."""
+    from .dataset import Store, import_nnlqp
+
+    with Store(db) as store:
+        n, errors = import_nnlqp(store, gt, onnx_root)
+    click.echo(f"{n} measurements imported into {db}")
+    for line, err in errors[:10]:
+        click.echo(f"  skipped line {line}: {err}", err=True)
+    if errors:
+        sys.exit(1)
+
+
+@dataset.command("merge")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
+def dataset_merge(out, sources):
+    """Merge datasets (e.g. profiled on several machines) into OUT."""
+    from .dataset import Store, merge
+
+    with Store(out) as dst:
+        for src in sources:
+            with Store(src, create=False) as s:
+                added = merge(dst, s)
+            click.echo(f"{src}: {added} measurements added")
+
+
 def _report(err: NarformerError) -> None:
     click.echo(f"error: {err.message}", err=True)
     if err.hint:

@@ -1,25 +1,29 @@
-"""Batching encoded graphs: many graphs of different sizes in one padded, masked batch."""
+"""Datasets: the SQLite store of graphs and measured latencies, and batching of encoded graphs
+(many graphs of different sizes in one padded, masked batch)."""
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
-from .features import EncodedGraph
+from .errors import InputError
+from .features import FEATURE_VERSION, EncodedGraph, GraphTable
 
 
 @dataclass
-class Batch:
-    x: torch.Tensor  # (B, N, F) token features, zero on padding
-    adj: torch.Tensor  # (B, N, N) symmetric adjacency with self-loops on real nodes
-    degree: torch.Tensor  # (B, N, 2) in/out connection counts
-    mask: torch.Tensor  # (B, N) True on real nodes
-    static: torch.Tensor  # (B, S) graph-level features
-    y: torch.Tensor | None = None  # (B,) targets, when known
+class Batch:  # fields are torch tensors
+    x: "torch.Tensor"  # (B, N, F) token features, zero on padding
+    adj: "torch.Tensor"  # (B, N, N) symmetric adjacency with self-loops on real nodes
+    degree: "torch.Tensor"  # (B, N, 2) in/out connection counts
+    mask: "torch.Tensor"  # (B, N) True on real nodes
+    static: "torch.Tensor"  # (B, S) graph-level features
+    y: "torch.Tensor | None" = None  # (B,) targets, when known
 
-    def inputs(self) -> tuple[torch.Tensor, ...]:
+    def inputs(self) -> tuple["torch.Tensor", ...]:
         return self.x, self.adj, self.degree, self.mask, self.static
 
     def __len__(self) -> int:
@@ -45,6 +49,8 @@ def collate(graphs: Sequence[EncodedGraph], targets: Sequence[float] | None = No
             adj[i, dst, src] = 1.0
             np.add.at(degree[i, :, 1], src, 1.0)
             np.add.at(degree[i, :, 0], dst, 1.0)
+    import torch  # lazy: profiling reads and writes datasets without torch
+
     static = np.stack([g.static for g in graphs]).astype(np.float32)
     y = torch.tensor(np.asarray(targets, dtype=np.float32)) if targets is not None else None
     return Batch(torch.from_numpy(x), torch.from_numpy(adj), torch.from_numpy(degree),
@@ -61,3 +67,376 @@ def size_buckets(sizes: Sequence[int], batch_size: int, rng: np.random.Generator
     if rng is not None:
         rng.shuffle(batches)
     return batches
+
+
+# ----- the dataset store (SQLite) -----------------------------------------------------------------
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- one row per network: the compact graph (features.GraphTable) is enough to train without ONNX files
+CREATE TABLE IF NOT EXISTS models (
+    id INTEGER PRIMARY KEY,
+    key TEXT UNIQUE NOT NULL,          -- zoo variant key, or sha1 of the ONNX file
+    name TEXT NOT NULL,
+    family TEXT,                       -- zoo family, or NULL for user models
+    source TEXT,                       -- JSON: zoo variant (family, seed, index, raw) or {"path": ...}
+    onnx_path TEXT,                    -- where the ONNX file was (optional; zoo models are regenerated)
+    graph BLOB NOT NULL,               -- features.GraphTable.to_bytes()
+    graph_version INTEGER NOT NULL,    -- features.FEATURE_VERSION when the graph was extracted
+    nodes INTEGER, macs INTEGER, flops INTEGER, params INTEGER, memory INTEGER, batch_size INTEGER,
+    split TEXT                         -- optional fixed split tag (train/test) from imports
+);
+-- one row per measurement configuration (runtime, target, threads, ...) and machine fingerprint
+CREATE TABLE IF NOT EXISTS configs (
+    id INTEGER PRIMARY KEY,
+    key TEXT UNIQUE NOT NULL,          -- JSON of identity + fingerprint
+    config TEXT NOT NULL,              -- MeasureConfig.identity() JSON
+    fingerprint TEXT NOT NULL,         -- backends.fingerprint() JSON
+    platform TEXT NOT NULL             -- short name used by NNLQP exports (PlatformId)
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY,
+    model_id INTEGER NOT NULL REFERENCES models(id),
+    config_id INTEGER NOT NULL REFERENCES configs(id),
+    pass TEXT NOT NULL DEFAULT 'main', -- 'main', or 'repeat' for the noise-floor pass
+    latency_ms REAL,                   -- label: min over blocks of block medians; NULL if failed
+    samples BLOB,                      -- raw samples: float32 blocks, see pack_blocks
+    statistic TEXT,
+    spread REAL,                       -- block medians max/min - 1
+    contention REAL,                   -- CPU share used by other processes while measuring
+    noisy INTEGER NOT NULL DEFAULT 0,  -- spread or contention stayed above threshold after retries
+    error TEXT,                        -- why the measurement failed
+    info TEXT,                         -- JSON: runs per block, warm-up, provider, ...
+    method_id INTEGER REFERENCES methods(id),  -- MeasureConfig (warm-up, blocks, runs) used
+    measured_at TEXT NOT NULL,
+    duration_s REAL,
+    UNIQUE (model_id, config_id, pass)
+);
+CREATE TABLE IF NOT EXISTS methods (id INTEGER PRIMARY KEY, method TEXT UNIQUE NOT NULL);
+CREATE TABLE IF NOT EXISTS kernels (
+    measurement_id INTEGER NOT NULL REFERENCES measurements(id),
+    name TEXT NOT NULL, op TEXT, mean_us REAL, runs INTEGER
+);
+CREATE TABLE IF NOT EXISTS reference (
+    id INTEGER PRIMARY KEY, config_id INTEGER NOT NULL, measured_at TEXT NOT NULL, latency_ms REAL, spread REAL
+);
+CREATE INDEX IF NOT EXISTS idx_meas_model ON measurements(model_id);
+CREATE INDEX IF NOT EXISTS idx_kernels_meas ON kernels(measurement_id);
+"""
+
+
+def pack_blocks(blocks: list[list[float]]) -> bytes:
+    """[n_blocks, runs_0, runs_1, ...] as uint16 then all samples as float32."""
+    head = np.array([len(blocks), *[len(b) for b in blocks]], dtype=np.uint16)
+    body = np.array([x for b in blocks for x in b], dtype=np.float32)
+    return head.tobytes() + body.tobytes()
+
+
+def unpack_blocks(blob: bytes) -> list[list[float]]:
+    n = int(np.frombuffer(blob, dtype=np.uint16, count=1)[0])
+    sizes = np.frombuffer(blob, dtype=np.uint16, count=n + 1)[1:]
+    body = np.frombuffer(blob, dtype=np.float32, offset=2 * (n + 1))
+    out, k = [], 0
+    for s in sizes:
+        out.append(body[k:k + s].astype(float).tolist())
+        k += s
+    return out
+
+
+class Store:
+    """A dataset of graphs and measured latencies in one SQLite file, written transactionally."""
+
+    def __init__(self, path: str | Path, create: bool = True):
+        import sqlite3
+
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise InputError(f"{self.path}: no such dataset", hint="create one with `narformer-tvm profile --db PATH`")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise InputError(f"{self.path}: not a narformer-tvm dataset ({e})",
+                             hint="pass a .db file written by `narformer-tvm profile`") from None
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            with self.db:
+                self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise InputError(f"{self.path}: dataset schema v{row[0]}, this narformer-tvm reads v{SCHEMA_VERSION}",
+                             hint="use the narformer-tvm release that wrote it, or re-profile")
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ----- writing --------------------------------------------------------------------------------
+
+    def config_id(self, identity: dict, fingerprint: dict) -> int:
+        key = json.dumps({"config": identity, "fingerprint": fingerprint}, sort_keys=True)
+        row = self.db.execute("SELECT id FROM configs WHERE key=?", (key,)).fetchone()
+        if row:
+            return row[0]
+        platform = f"{identity['runtime']}-{identity['target']}-{identity['threads']}t-{fingerprint.get('cpu', '')}"
+        platform = "".join(c if c.isalnum() or c in "-_." else "_" for c in platform)[:80]
+        with self.db:
+            cur = self.db.execute("INSERT INTO configs (key, config, fingerprint, platform) VALUES (?,?,?,?)",
+                                  (key, json.dumps(identity, sort_keys=True), json.dumps(fingerprint, sort_keys=True),
+                                   platform))
+        return cur.lastrowid
+
+    def model_id(self, key: str) -> int | None:
+        row = self.db.execute("SELECT id FROM models WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def add_model(self, key: str, name: str, table: GraphTable, stats: dict, family: str | None = None,
+                  source: dict | None = None, onnx_path: str | None = None, split: str | None = None) -> int:
+        existing = self.model_id(key)
+        if existing is not None:
+            return existing
+        with self.db:
+            cur = self.db.execute(
+                "INSERT INTO models (key, name, family, source, onnx_path, graph, graph_version, nodes, macs, flops,"
+                " params, memory, batch_size, split) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key, name, family, json.dumps(source or {}, sort_keys=True, default=str), onnx_path,
+                 table.to_bytes(), FEATURE_VERSION, len(table.ops), stats.get("macs"), stats.get("flops"),
+                 stats.get("params"), stats.get("memory"), stats.get("batch_size"), split))
+        return cur.lastrowid
+
+    def has_measurement(self, model_key: str, config_id: int, pass_: str = "main", retry_failed: bool = False,
+                        remeasure_noisy: bool = False) -> bool:
+        """Whether a finished measurement exists (failed or noisy ones count unless asked to redo them)."""
+        q = ("SELECT m.latency_ms, m.noisy FROM measurements m JOIN models d ON d.id = m.model_id "
+             "WHERE d.key=? AND m.config_id=? AND m.pass=?")
+        row = self.db.execute(q, (model_key, config_id, pass_)).fetchone()
+        if row is None:
+            return False
+        if row[0] is None:
+            return not retry_failed
+        return not (remeasure_noisy and row[1])
+
+    def add_measurement(self, model_id: int, config_id: int, m, pass_: str = "main", contention: float | None = None,
+                        noisy: bool = False, method: dict | None = None, duration_s: float | None = None) -> int:
+        """Insert or replace one measurement (and its kernels) in one transaction."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        with self.db:
+            old = self.db.execute("SELECT id FROM measurements WHERE model_id=? AND config_id=? AND pass=?",
+                                  (model_id, config_id, pass_)).fetchone()
+            if old:
+                self.db.execute("DELETE FROM kernels WHERE measurement_id=?", (old[0],))
+                self.db.execute("DELETE FROM measurements WHERE id=?", (old[0],))
+            method_json = json.dumps(method or {}, sort_keys=True)
+            self.db.execute("INSERT OR IGNORE INTO methods (method) VALUES (?)", (method_json,))
+            method_id = self.db.execute("SELECT id FROM methods WHERE method=?", (method_json,)).fetchone()[0]
+            cur = self.db.execute(
+                "INSERT INTO measurements (model_id, config_id, pass, latency_ms, samples, statistic, spread,"
+                " contention, noisy, error, info, method_id, measured_at, duration_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (model_id, config_id, pass_, m.latency_ms, pack_blocks(m.blocks) if m.ok else None,
+                 "min_block_median" if m.ok else None, m.spread, contention, int(noisy), m.error,
+                 json.dumps(m.info), method_id, now, duration_s))
+            if m.kernels:
+                self.db.executemany("INSERT INTO kernels VALUES (?,?,?,?,?)",
+                                    [(cur.lastrowid, k["name"], k["op"], k["mean_us"], k["runs"]) for k in m.kernels])
+        return cur.lastrowid
+
+    def add_reference(self, config_id: int, latency_ms: float | None, spread: float | None) -> None:
+        with self.db:
+            self.db.execute("INSERT INTO reference (config_id, measured_at, latency_ms, spread) VALUES (?,?,?,?)",
+                            (config_id, time.strftime("%Y-%m-%dT%H:%M:%S"), latency_ms, spread))
+
+    # ----- reading --------------------------------------------------------------------------------
+
+    def configs(self) -> list[dict]:
+        return [{"id": i, "config": json.loads(c), "fingerprint": json.loads(f), "platform": p}
+                for i, c, f, p in self.db.execute("SELECT id, config, fingerprint, platform FROM configs ORDER BY id")]
+
+    def rows(self, config_id: int | None = None, pass_: str = "main", ok_only: bool = True) -> list[dict]:
+        """Measured models with their graph tables (one dict per measurement)."""
+        q = ("SELECT d.id, d.key, d.name, d.family, d.graph, d.batch_size, d.onnx_path, d.split, m.latency_ms,"
+             " m.config_id, m.error, m.spread, m.noisy, m.samples, d.source FROM measurements m"
+             " JOIN models d ON d.id = m.model_id WHERE m.pass=?")
+        args: list = [pass_]
+        if config_id is not None:
+            q += " AND m.config_id=?"
+            args.append(config_id)
+        if ok_only:
+            q += " AND m.latency_ms IS NOT NULL"
+        out = []
+        for (mid, key, name, fam, graph, batch, path, split, lat, cid, err, spread, noisy, samples,
+             source) in self.db.execute(q + " ORDER BY d.id", args):
+            out.append({"model_id": mid, "key": key, "name": name, "family": fam, "graph": graph, "batch_size": batch,
+                        "onnx_path": path, "split": split, "latency_ms": lat, "config_id": cid, "error": err,
+                        "spread": spread, "noisy": bool(noisy), "samples": samples, "source": source})
+        return out
+
+
+# ----- summaries, import, export, merge -----------------------------------------------------------
+
+def dataset_summary(store: Store) -> list[dict]:
+    out = []
+    for cfg in store.configs():
+        fams = []
+        q = ("SELECT COALESCE(d.family, 'user'), m.latency_ms, m.noisy FROM measurements m "
+             "JOIN models d ON d.id = m.model_id WHERE m.config_id=? AND m.pass='main'")
+        by_family: dict[str, list] = {}
+        for fam, lat, noisy in store.db.execute(q, (cfg["id"],)):
+            by_family.setdefault(fam, []).append((lat, noisy))
+        for fam, rows in sorted(by_family.items()):
+            lats = [r[0] for r in rows if r[0] is not None]
+            fams.append({"family": fam, "measured": len(lats), "failed": len(rows) - len(lats),
+                         "noisy": sum(r[1] for r in rows),
+                         "median_ms": float(np.median(lats)) if lats else None,
+                         "min_ms": min(lats) if lats else None, "max_ms": max(lats) if lats else None})
+        out.append({**cfg, "families": fams})
+    return out
+
+
+EXPORT_COLUMNS = ("key", "name", "family", "batch_size", "nodes", "macs", "flops", "params", "memory", "latency_ms",
+                  "spread", "contention", "noisy", "error", "pass", "platform", "config", "measured_at")
+
+
+def _export_rows(store: Store) -> list[tuple]:
+    q = ("SELECT d.key, d.name, d.family, d.batch_size, d.nodes, d.macs, d.flops, d.params, d.memory, m.latency_ms,"
+         " m.spread, m.contention, m.noisy, m.error, m.pass, c.platform, c.config, m.measured_at FROM measurements m"
+         " JOIN models d ON d.id = m.model_id JOIN configs c ON c.id = m.config_id ORDER BY m.id")
+    return list(store.db.execute(q))
+
+
+def export_csv(store: Store, out: str | Path) -> int:
+    import csv
+
+    rows = _export_rows(store)
+    with open(out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(EXPORT_COLUMNS)
+        w.writerows(rows)
+    return len(rows)
+
+
+def export_parquet(store: Store, out: str | Path) -> int:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError("Parquet export needs pyarrow", hint="pip install pyarrow, or use --format csv") from None
+    rows = _export_rows(store)
+    cols = {c: [r[i] for r in rows] for i, c in enumerate(EXPORT_COLUMNS)}
+    pq.write_table(pa.table(cols), out)
+    return len(rows)
+
+
+def export_nnlqp(store: Store, out: str | Path, write_onnx: str | Path | None = None) -> int:
+    """NNLQP's gt.txt: ``GraphID OnnxPath BatchSize Latency(ms) ModelType PlatformId [train/test]``."""
+    out = Path(out)
+    q = ("SELECT d.id, d.name, d.family, d.onnx_path, d.source, d.batch_size, m.latency_ms, c.platform, d.split"
+         " FROM measurements m JOIN models d ON d.id = m.model_id JOIN configs c ON c.id = m.config_id"
+         " WHERE m.pass='main' AND m.latency_ms IS NOT NULL ORDER BY m.id")
+    n = 0
+    with open(out, "w") as f:
+        for mid, name, fam, path, source, batch, lat, platform, split in store.db.execute(q):
+            if not path:
+                path = f"zoo/{name}.onnx"
+                if write_onnx:
+                    from .zoo import Variant
+
+                    dst = Path(write_onnx) / f"{name}.onnx"
+                    if not dst.exists():
+                        dst.parent.mkdir(parents=True, exist_ok=True)
+                        Variant(**json.loads(source)).export(dst)
+                    path = str(dst)
+            f.write(f"{mid} {path} {batch} {lat:.6f} {fam or 'user'} {platform}" + (f" {split}" if split else "") + "\n")
+            n += 1
+    return n
+
+
+def import_nnlqp(store: Store, gt: str | Path, onnx_root: str | Path | None = None) -> tuple[int, list]:
+    """Read a gt.txt; each line's ONNX file is analysed so the dataset can train without it later."""
+    from .errors import NarformerError
+    from .features import table
+    from .graph import build_graph
+
+    gt = Path(gt)
+    if not gt.is_file():
+        raise InputError(f"{gt}: no such file")
+    root = Path(onnx_root) if onnx_root else gt.parent
+    n, errors = 0, []
+    for lineno, line in enumerate(gt.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts or line.startswith("#"):
+            continue
+        if len(parts) < 6:
+            errors.append((lineno, f"expected 6 or 7 fields, got {len(parts)}"))
+            continue
+        gid, rel, batch, lat, family, platform = parts[:6]
+        split = parts[6] if len(parts) > 6 else None
+        path = Path(rel) if Path(rel).is_absolute() else root / rel
+        try:
+            batch_i, lat_f = int(batch), float(lat)
+            g = build_graph(path, batch_size=batch_i, name=Path(rel).stem)
+        except (ValueError, NarformerError) as e:
+            errors.append((lineno, str(e).splitlines()[0]))
+            continue
+        from .profile import file_key
+        from .backends import Measurement
+
+        key = file_key(path, None, batch_i)
+        model_id = store.add_model(key, f"{family}-{gid}", table(g),
+                                   {"macs": g.macs, "flops": g.flops, "params": g.params, "memory": g.memory,
+                                    "batch_size": g.batch_size}, family=family, source={"path": str(path), "gt": str(gt)},
+                                   onnx_path=str(path), split=split)
+        config_id = store.config_id({"runtime": "imported", "target": platform, "threads": 0}, {"platform": platform})
+        store.add_measurement(model_id, config_id, Measurement(blocks=[[lat_f]], info={"imported_from": str(gt)}))
+        n += 1
+    return n, errors
+
+
+def merge(dst: Store, src: Store) -> int:
+    """Copy models, configurations, measurements, kernels and reference checks of ``src`` into ``dst``;
+    measurements already present (same model, configuration and pass) are kept."""
+    config_map = {}
+    for cid, key, config, fp, platform in src.db.execute("SELECT id, key, config, fingerprint, platform FROM configs"):
+        config_map[cid] = dst.config_id(json.loads(config), json.loads(fp))
+    model_cols = "key, name, family, source, onnx_path, graph, graph_version, nodes, macs, flops, params, memory, batch_size, split"
+    model_map = {}
+    for row in src.db.execute(f"SELECT id, {model_cols} FROM models"):
+        existing = dst.model_id(row[1])
+        if existing is None:
+            with dst.db:
+                existing = dst.db.execute(f"INSERT INTO models ({model_cols}) VALUES ({','.join('?' * 14)})",
+                                          row[1:]).lastrowid
+        model_map[row[0]] = existing
+    method_map = {}
+    for mid_, method in src.db.execute("SELECT id, method FROM methods"):
+        with dst.db:
+            dst.db.execute("INSERT OR IGNORE INTO methods (method) VALUES (?)", (method,))
+        method_map[mid_] = dst.db.execute("SELECT id FROM methods WHERE method=?", (method,)).fetchone()[0]
+    meas_cols = ("pass, latency_ms, samples, statistic, spread, contention, noisy, error, info, method_id, measured_at,"
+                 " duration_s")
+    added = 0
+    for row in list(src.db.execute(f"SELECT id, model_id, config_id, {meas_cols} FROM measurements")):
+        mid, cid = model_map[row[1]], config_map[row[2]]
+        if dst.db.execute("SELECT 1 FROM measurements WHERE model_id=? AND config_id=? AND pass=?",
+                          (mid, cid, row[3])).fetchone():
+            continue
+        with dst.db:
+            values = list(row[3:])
+            values[9] = method_map.get(values[9])
+            new_id = dst.db.execute(f"INSERT INTO measurements (model_id, config_id, {meas_cols}) VALUES "
+                                    f"({','.join('?' * 14)})", (mid, cid, *values)).lastrowid
+            dst.db.executemany("INSERT INTO kernels VALUES (?,?,?,?,?)",
+                               [(new_id, *k) for k in src.db.execute(
+                                   "SELECT name, op, mean_us, runs FROM kernels WHERE measurement_id=?", (row[0],))])
+        added += 1
+    with dst.db:
+        for cid, at, lat, spread in src.db.execute("SELECT config_id, measured_at, latency_ms, spread FROM reference"):
+            dst.db.execute("INSERT INTO reference (config_id, measured_at, latency_ms, spread) VALUES (?,?,?,?)",
+                           (config_map[cid], at, lat, spread))
+    return added

@@ -42,7 +42,7 @@ class Classifier(nn.Module):
 # ----- AlexNet / VGG ------------------------------------------------------------------------------
 
 class AlexNet(nn.Module):
-    def __init__(self, widths=(64, 192, 384, 256, 256), fc=4096, classes=1000):
+    def __init__(self, widths=(64, 192, 384, 256, 256), fc=4096, pool=6, classes=1000):
         super().__init__()
         w = widths
         self.features = nn.Sequential(
@@ -51,8 +51,8 @@ class AlexNet(nn.Module):
             nn.Conv2d(w[1], w[2], 3, 1, 1), nn.ReLU(),
             nn.Conv2d(w[2], w[3], 3, 1, 1), nn.ReLU(),
             nn.Conv2d(w[3], w[4], 3, 1, 1), nn.ReLU(), nn.MaxPool2d(3, 2))
-        self.pool = nn.AdaptiveAvgPool2d(6)
-        self.head = nn.Sequential(nn.Dropout(), nn.Linear(w[4] * 36, fc), nn.ReLU(), nn.Dropout(),
+        self.pool = nn.AdaptiveAvgPool2d(pool)
+        self.head = nn.Sequential(nn.Dropout(), nn.Linear(w[4] * pool * pool, fc), nn.ReLU(), nn.Dropout(),
                                   nn.Linear(fc, fc), nn.ReLU(), nn.Linear(fc, classes))
 
     def forward(self, x):
@@ -60,7 +60,7 @@ class AlexNet(nn.Module):
 
 
 class VGG(nn.Module):
-    def __init__(self, depths=(2, 2, 3, 3, 3), widths=(64, 128, 256, 512, 512), bn=False, fc=4096,
+    def __init__(self, depths=(2, 2, 3, 3, 3), widths=(64, 128, 256, 512, 512), bn=False, fc=4096, pool=7,
                  classes=1000):
         super().__init__()
         layers: list[nn.Module] = []
@@ -71,8 +71,8 @@ class VGG(nn.Module):
                 cin = w
             layers.append(nn.MaxPool2d(2, 2))
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(7)
-        self.head = nn.Sequential(nn.Linear(cin * 49, fc), nn.ReLU(), nn.Dropout(),
+        self.pool = nn.AdaptiveAvgPool2d(pool)
+        self.head = nn.Sequential(nn.Linear(cin * pool * pool, fc), nn.ReLU(), nn.Dropout(),
                                   nn.Linear(fc, fc), nn.ReLU(), nn.Dropout(), nn.Linear(fc, classes))
 
     def forward(self, x):

@@ -7,7 +7,10 @@ of ``n_freqs`` frequencies (or kept as one raw log-scaled number, for the ablati
 """
 from __future__ import annotations
 
+import json
 import math
+import struct
+import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -132,8 +135,8 @@ def node_scalars(node: OpNode) -> list[float]:
     axis = axis if isinstance(axis, int) else 0
     return [*_fold4(out), *_fold4(inp), kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1],
             dil[0], dil[1], a.get("group", 1) if isinstance(a.get("group", 1), int) else 1, axis,
-            len(node.input_shapes), LOG_SCALE * _log(node.flops), LOG_SCALE * _log(node.params),
-            LOG_SCALE * _log(node.memory)]
+            len(node.input_shapes), round(LOG_SCALE * _log(node.flops)), round(LOG_SCALE * _log(node.params)),
+            round(LOG_SCALE * _log(node.memory))]
 
 
 def unknown_ops(graph: OpGraph, vocab: tuple[str, ...] = VOCAB) -> Counter:
@@ -147,21 +150,63 @@ def static_features(graph: OpGraph) -> np.ndarray:
                     dtype=np.float32)
 
 
-def encode(graph: OpGraph, cfg: FeatureConfig = FeatureConfig()) -> EncodedGraph:
+@dataclass
+class GraphTable:
+    """The compact form of a graph that training needs: stored in datasets instead of ONNX files."""
+
+    ops: list[str]  # op type per node
+    scalars: np.ndarray  # (N, len(SCALARS)) int64, node_scalars() per node
+    edges: np.ndarray  # (E, 2) int64
+    static: np.ndarray  # (S,) float32, static_features()
+    name: str = ""
+
+    def to_bytes(self) -> bytes:
+        names = sorted(set(self.ops))
+        index = {op: i for i, op in enumerate(names)}
+        header = json.dumps({"ops": names, "n": len(self.ops), "e": len(self.edges), "k": self.scalars.shape[1],
+                             "static": [float(v) for v in self.static]}).encode()
+        body = b"".join([np.array([index[o] for o in self.ops], dtype=np.uint16).tobytes(),
+                         self.scalars.astype(np.int64).tobytes(), self.edges.astype(np.int32).tobytes()])
+        return struct.pack("<I", len(header)) + header + zlib.compress(body, 9)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, name: str = "") -> "GraphTable":
+        (hlen,) = struct.unpack("<I", blob[:4])
+        h = json.loads(blob[4:4 + hlen])
+        body = zlib.decompress(blob[4 + hlen:])
+        n, e, k = h["n"], h["e"], h["k"]
+        ops_idx = np.frombuffer(body, dtype=np.uint16, count=n)
+        off = 2 * n
+        scalars = np.frombuffer(body, dtype=np.int64, count=n * k, offset=off).reshape(n, k)
+        off += 8 * n * k
+        edges = np.frombuffer(body, dtype=np.int32, count=2 * e, offset=off).reshape(e, 2).astype(np.int64)
+        return cls([h["ops"][i] for i in ops_idx], scalars.copy(), edges, np.array(h["static"], dtype=np.float32), name)
+
+
+def table(graph: OpGraph) -> GraphTable:
+    scalars = np.array([node_scalars(n) for n in graph.nodes], dtype=np.int64).reshape(len(graph.nodes), len(SCALARS))
+    return GraphTable([n.op_type for n in graph.nodes], scalars, np.array(graph.edges, dtype=np.int64).reshape(-1, 2),
+                      static_features(graph), graph.name)
+
+
+def encode_table(t: GraphTable, cfg: FeatureConfig = FeatureConfig()) -> EncodedGraph:
     """Token features, edges and static features of one graph."""
     index = {op: i for i, op in enumerate(cfg.vocab)}
     unknown = len(cfg.vocab)
-    ops = np.array([index.get(n.op_type, unknown) for n in graph.nodes], dtype=np.int64)
+    ops = np.array([index.get(op, unknown) for op in t.ops], dtype=np.int64)
     if cfg.op_encoding == "onehot":
         op_feat = np.zeros((len(ops), unknown + 1), dtype=np.float32)
         op_feat[np.arange(len(ops)), ops] = 1.0
     else:
         op_feat = sinusoid(ops[:, None].astype(np.float64), cfg.n_freqs, cfg.max_period)
-    scalars = np.array([node_scalars(n) for n in graph.nodes], dtype=np.float64).reshape(len(ops), len(SCALARS))
+    scalars = t.scalars.astype(np.float64)
     if cfg.attr_encoding == "sinusoidal":
         attr_feat = sinusoid(scalars, cfg.n_freqs, cfg.max_period)
     else:
         attr_feat = np.log2(1.0 + np.abs(scalars)) / 8.0
     x = np.concatenate([op_feat, attr_feat], axis=1).astype(np.float32)
-    edges = np.array(graph.edges, dtype=np.int64).reshape(-1, 2)
-    return EncodedGraph(x=x, edges=edges, static=static_features(graph), name=graph.name)
+    return EncodedGraph(x=x, edges=t.edges, static=t.static, name=t.name)
+
+
+def encode(graph: OpGraph, cfg: FeatureConfig = FeatureConfig()) -> EncodedGraph:
+    return encode_table(table(graph), cfg)

@@ -57,3 +57,16 @@ def test_config_round_trip_and_validation():
     assert FeatureConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="op_encoding"):
         FeatureConfig(op_encoding="bogus")
+
+
+def test_graph_table_round_trips_through_bytes(exported):
+    from narformer_tvm.features import GraphTable, encode_table, table
+    from narformer_tvm.graph import build_graph
+
+    g = build_graph(exported("mobilenet_v3_small"))
+    t = table(g)
+    back = GraphTable.from_bytes(t.to_bytes(), name=g.name)
+    assert back.ops == t.ops and np.array_equal(back.scalars, t.scalars) and np.array_equal(back.edges, t.edges)
+    np.testing.assert_array_equal(back.static, t.static)
+    np.testing.assert_array_equal(encode_table(back).x, encode(g).x)
+    assert len(t.to_bytes()) < 40 * len(g.nodes)  # compact: a 20k-model dataset stays small

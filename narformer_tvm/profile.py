@@ -1,0 +1,343 @@
+"""The profiler: measure real latencies of ONNX models and store them as a training set.
+
+Each model is measured in an isolated worker process (exported there too, for zoo variants) with
+a timeout: a crash or hang inside a runtime becomes a failed measurement and the sweep goes on.
+Every result is committed as soon as it exists, so Ctrl-C or a kill loses nothing, and running the
+same command again resumes without measuring a finished model twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .backends import Measurement, MeasureConfig, fingerprint, get_backend
+from .dataset import Store
+from .errors import InputError, NarformerError
+
+SPREAD_LIMIT = 0.15  # block medians differing by more than this: re-measure
+CONTENTION_LIMIT = 0.25
+STARTUP_TIMEOUT = 180
+MAX_CONSECUTIVE_CRASHES = 5  # a worker that dies on everything is a broken set-up, not bad models  # other processes using more than this share of the CPUs: re-measure
+REFERENCE = {"family": "resnet", "seed": -2, "index": 0,
+             "raw": {"block": "basic", "d1": 1, "d2": 1, "d3": 1, "d4": 1, "width": 32, "kernel": 3, "se": 0.0,
+                     "resolution": 96, "batch": 1}}  # a small fixed network re-measured to detect drift
+
+
+@dataclass
+class Job:
+    """One model to measure: an ONNX file, or a zoo variant exported inside the worker."""
+
+    key: str
+    name: str
+    family: str | None = None
+    onnx_path: str | None = None
+    variant: dict | None = None  # zoo.Variant.to_dict()
+
+    @property
+    def source(self) -> dict:
+        return self.variant if self.variant else {"path": self.onnx_path}
+
+
+def file_key(path: Path, input_shapes: dict | None, batch_size: int | None) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    h.update(json.dumps([input_shapes or {}, batch_size], sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def jobs_from_paths(paths: Iterable[Path], input_shapes: dict | None = None, batch_size: int | None = None) -> list[Job]:
+    jobs = []
+    for p in paths:
+        if not p.is_file():
+            raise InputError(f"{p}: no such file", hint="pass .onnx files or folders of them")
+        jobs.append(Job(key=file_key(p, input_shapes, batch_size), name=p.stem, onnx_path=str(p.resolve())))
+    return jobs
+
+
+def jobs_from_zoo(families: list[str], count: int, seed: int) -> list[Job]:
+    """Zoo variants, interleaved across families so that a partial sweep covers every family."""
+    from .zoo import variants
+
+    per_family = [[Job(key=v.key, name=v.name, family=v.family, variant=v.to_dict()) for v in variants(fam, seed, count)]
+                  for fam in families]
+    return [fam_jobs[i] for i in range(count) for fam_jobs in per_family if i < len(fam_jobs)]
+
+
+# ----- the worker ---------------------------------------------------------------------------------
+
+def _cpu_busy() -> tuple[float, float]:
+    """(system-wide busy CPU seconds, this process's CPU seconds)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    busy = t.user + t.system + getattr(t, "nice", 0) + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
+    p = psutil.Process().cpu_times()
+    return busy, p.user + p.system
+
+
+def measure_with_retries(backend, path: str, cfg: MeasureConfig, input_shapes, batch_size: int,
+                         tries: int) -> tuple[Measurement, float, int]:
+    """Measure; while the block spread or the CPU contention is high, measure again (keep the best)."""
+    import psutil
+
+    ncpu = psutil.cpu_count() or 1
+    best: tuple[Measurement, float] | None = None
+    for attempt in range(1, tries + 1):
+        busy0, own0, t0 = *_cpu_busy(), time.perf_counter()
+        m = backend.measure(path, cfg, input_shapes, batch_size)
+        busy1, own1, t1 = *_cpu_busy(), time.perf_counter()
+        other = max(0.0, (busy1 - busy0) - (own1 - own0)) / max(1e-6, (t1 - t0) * ncpu)
+        if not m.ok:
+            return m, other, attempt
+        if best is None or (m.spread, other) < (best[0].spread, best[1]):
+            best = (m, other)
+        if m.spread <= SPREAD_LIMIT and other <= CONTENTION_LIMIT:
+            break
+    return best[0], best[1], attempt
+
+
+def run_job(task: dict) -> dict:
+    """Inside the worker: export (zoo), extract the graph, measure. Never raises."""
+    from .backends import MeasureConfig, get_backend
+    from .features import table
+    from .graph import build_graph
+
+    job, cfg = Job(**task["job"]), MeasureConfig(**task["cfg"])
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = job.onnx_path
+            if job.variant:
+                from .zoo import Variant
+
+                path = str(Variant(**job.variant).export(Path(tmp) / "model.onnx"))
+            g = build_graph(path, task.get("input_shapes"), task.get("batch_size"), name=job.name)
+            if task.get("need_graph", True):
+                out["graph"] = table(g).to_bytes()
+                out["stats"] = {"macs": g.macs, "flops": g.flops, "params": g.params, "memory": g.memory,
+                                "batch_size": g.batch_size}
+            backend = get_backend(cfg.runtime)
+            m, contention, tries = measure_with_retries(backend, path, cfg, task.get("input_shapes"), g.batch_size,
+                                                        task.get("tries", 3))
+            out.update(measurement=asdict(m), contention=contention, tries=tries)
+        except NarformerError as e:
+            out["measurement"] = asdict(Measurement(error=f"{type(e).__name__}: {e.message}"))
+        except Exception as e:  # export or graph failures are data too
+            out["measurement"] = asdict(Measurement(error=f"{type(e).__name__}: {str(e)[:500]}"))
+    return out
+
+
+def _worker_main(conn) -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from . import features, graph  # noqa: F401  (pay the imports before the first timed task)
+
+    conn.send("ready")
+    while True:
+        task = conn.recv()
+        if task is None:
+            return
+        conn.send(run_job(task))
+
+
+class Worker:
+    """One persistent worker process (imports paid once), restarted after a crash or a timeout."""
+
+    def __init__(self):
+        self.proc = None
+        self._start()
+
+    def _start(self) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        # Task timeouts start once the worker has paid its imports.
+        if not self.conn.poll(STARTUP_TIMEOUT) or self.conn.recv() != "ready":
+            self.kill()
+            raise NarformerError(f"the measuring worker did not start within {STARTUP_TIMEOUT} s")
+
+    def call(self, task: dict, timeout: float) -> dict:
+        self.conn.send(task)
+        if not self.conn.poll(timeout):
+            self.restart()
+            return {"measurement": asdict(Measurement(error=f"timed out after {timeout:.0f} s (worker killed)"))}
+        try:
+            return self.conn.recv()
+        except (EOFError, ConnectionResetError):
+            self.proc.join(5)
+            code = self.proc.exitcode
+            self.restart()
+            return {"measurement": asdict(Measurement(error=f"worker crashed (exit code {code})"))}
+
+    def restart(self) -> None:
+        self.kill()
+        self._start()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.join(5)
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+            self.proc.join(5)
+        except (OSError, BrokenPipeError):
+            pass
+        self.kill()
+
+
+# ----- the sweep ----------------------------------------------------------------------------------
+
+@dataclass
+class Summary:
+    measured: int = 0
+    failed: int = 0
+    skipped: int = 0
+    noisy: int = 0
+    retried: int = 0
+    drift: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def check_config(cfg: MeasureConfig) -> None:
+    """Fail fast, before any sweep, when the runtime cannot measure this target here."""
+    backend = get_backend(cfg.runtime)
+    why = backend.check(cfg)
+    if why:
+        raise InputError(why)
+
+
+def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main", timeout: float = 300.0,
+          input_shapes: dict | None = None, batch_size: int | None = None, retry_failed: bool = False,
+          reference_every: int = 50, tries: int = 3, remeasure_noisy: bool = False,
+          progress: Callable[[str, int, int, str], None] | None = None) -> Summary:
+    """Measure every job not yet in ``store`` for this configuration and pass."""
+    check_config(cfg)
+    backend = get_backend(cfg.runtime)
+    config_id = store.config_id(cfg.identity(), fingerprint(cfg, backend))
+    todo = [j for j in jobs if not store.has_measurement(j.key, config_id, pass_, retry_failed, remeasure_noisy)]
+    summary = Summary(skipped=len(jobs) - len(todo))
+    if not todo:
+        return summary
+    worker = Worker()
+    t_start = time.time()
+    crashes = 0
+    ref_first = _reference_baseline(store, config_id)
+    try:
+        for i, job in enumerate(todo):
+            if reference_every and i % reference_every == 0:
+                ref_first = _measure_reference(worker, store, cfg, config_id, ref_first, timeout, summary)
+            if progress:
+                progress("start", i, len(todo), job.name)
+            t0 = time.time()
+            task = {"job": asdict(job), "cfg": cfg.to_dict(), "input_shapes": input_shapes, "batch_size": batch_size,
+                    "need_graph": store.model_id(job.key) is None, "tries": tries}
+            result = worker.call(task, timeout)
+            m = Measurement(**result["measurement"])
+            crashes = crashes + 1 if (m.error or "").startswith("worker crashed") else 0
+            if crashes >= MAX_CONSECUTIVE_CRASHES:
+                raise NarformerError(f"the measuring worker crashed {crashes} times in a row (last: {m.error}); "
+                                     "stopping the sweep", hint="fix the runtime, then rerun with --retry-failed")
+            if "graph" in result:
+                from .features import GraphTable
+
+                store.add_model(job.key, job.name, GraphTable.from_bytes(result["graph"]), result["stats"],
+                                family=job.family, source=job.source, onnx_path=job.onnx_path)
+            model_id = store.model_id(job.key)
+            if model_id is None:  # the graph could not be extracted: keep the failure as a row anyway
+                from .features import GraphTable
+                import numpy as np
+
+                empty = GraphTable([], np.zeros((0, 22), dtype=np.int64), np.zeros((0, 2), dtype=np.int64),
+                                   np.zeros(6, dtype=np.float32))
+                model_id = store.add_model(job.key, job.name, empty, {}, family=job.family, source=job.source,
+                                           onnx_path=job.onnx_path)
+            contention = result.get("contention")
+            noisy = bool(m.ok and (m.spread > SPREAD_LIMIT or (contention or 0) > CONTENTION_LIMIT))
+            store.add_measurement(model_id, config_id, m, pass_, contention, noisy, cfg.to_dict(), time.time() - t0)
+            summary.measured += m.ok
+            summary.failed += not m.ok
+            summary.noisy += noisy
+            summary.retried += result.get("tries", 1) > 1
+            if not m.ok:
+                summary.failures.append((job.name, m.error or ""))
+            if progress:
+                status = f"{m.latency_ms:.3f} ms" if m.ok else "failed"
+                progress("done", i + 1, len(todo), f"{job.name}: {status}")
+        if reference_every:
+            _measure_reference(worker, store, cfg, config_id, ref_first, timeout, summary)
+    finally:
+        worker.close()
+        summary.seconds = time.time() - t_start
+    return summary
+
+
+def _reference_baseline(store: Store, config_id: int) -> float | None:
+    row = store.db.execute("SELECT latency_ms FROM reference WHERE config_id=? AND latency_ms IS NOT NULL "
+                           "ORDER BY id LIMIT 1", (config_id,)).fetchone()
+    return row[0] if row else None
+
+
+def _measure_reference(worker: Worker, store: Store, cfg: MeasureConfig, config_id: int, first: float | None,
+                       timeout: float, summary: Summary) -> float | None:
+    from .zoo import Variant
+
+    v = Variant(**REFERENCE)
+    job = Job(key=v.key, name="reference", family=v.family, variant=v.to_dict())
+    result = worker.call({"job": asdict(job), "cfg": cfg.to_dict(), "need_graph": False, "tries": 3}, timeout)
+    m = Measurement(**result["measurement"])
+    store.add_reference(config_id, m.latency_ms, m.spread)
+    if m.ok and first is not None and abs(m.latency_ms / first - 1) > 0.10:
+        summary.drift.append(f"reference model {m.latency_ms:.3f} ms vs {first:.3f} ms at the first check "
+                             f"({100 * (m.latency_ms / first - 1):+.0f}%): the machine drifted or is contended")
+    return first if first is not None else m.latency_ms
+
+
+def repeat_subset(jobs: list[Job], fraction: float) -> list[Job]:
+    """A deterministic, evenly spread subset for the noise-floor pass."""
+    if fraction <= 0:
+        return []
+    step = max(1, round(1 / fraction))
+    return jobs[::step]
+
+
+def noise_floor(store: Store, config_id: int | None = None) -> dict[str, dict]:
+    """MAPE between the main and the repeat pass of the same models, for each candidate statistic."""
+    from .backends import STATISTICS
+    from .dataset import unpack_blocks
+
+    main = {(r["key"], r["config_id"]): r for r in store.rows(config_id, "main")}
+    pairs = [(main[(r["key"], r["config_id"])], r) for r in store.rows(config_id, "repeat")
+             if (r["key"], r["config_id"]) in main]
+    out = {}
+    for name, stat in STATISTICS.items():
+        errs = []
+        for a, b in pairs:
+            x, y = stat(unpack_blocks(a["samples"])), stat(unpack_blocks(b["samples"]))
+            errs.append(abs(x - y) / y)
+        if errs:
+            errs.sort()
+            out[name] = {"pairs": len(errs), "mape": sum(errs) / len(errs), "p90": errs[int(0.9 * (len(errs) - 1))],
+                         "max": errs[-1]}
+    return out
+
+
+def env_threads_note() -> str:
+    """Variables that silently change thread counts and would make rows incomparable."""
+    keys = [k for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS") if os.environ.get(k)]
+    return ", ".join(f"{k}={os.environ[k]}" for k in keys)

@@ -1,0 +1,103 @@
+import csv
+import json
+import sqlite3
+
+import onnx
+import pytest
+
+from narformer_tvm.backends import Measurement, MeasureConfig
+from narformer_tvm.dataset import (Store, export_csv, export_nnlqp, import_nnlqp, merge, pack_blocks,
+                                   unpack_blocks)
+from narformer_tvm.errors import InputError
+from narformer_tvm.features import GraphTable, table
+from narformer_tvm.graph import build_graph
+from conftest import conv_model
+
+
+def test_blocks_round_trip():
+    blocks = [[1.5, 2.25], [3.0], [4.0, 5.0, 6.5]]
+    assert unpack_blocks(pack_blocks(blocks)) == blocks
+
+
+def _fill(store: Store, tmp_path, n=3, platform="cpu-a") -> list:
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"{platform}-{i}.onnx"
+        onnx.save(conv_model(dims=(1, 3, 8 + 8 * i, 8)), p)
+        g = build_graph(p)
+        mid = store.add_model(f"{platform}-{i}", p.stem, table(g), {"macs": g.macs, "batch_size": 1}, family="conv",
+                              onnx_path=str(p))
+        cid = store.config_id({"runtime": "onnxruntime", "target": "llvm", "threads": 2}, {"cpu": platform})
+        store.add_measurement(mid, cid, Measurement(blocks=[[1.0 + i, 2.0], [1.5 + i]]))
+        paths.append(p)
+    return paths
+
+
+def test_store_schema_is_versioned_and_bad_files_are_refused(tmp_path):
+    Store(tmp_path / "a.db").close()
+    db = sqlite3.connect(tmp_path / "a.db")
+    db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    db.commit()
+    with pytest.raises(InputError, match="schema v99"):
+        Store(tmp_path / "a.db")
+    (tmp_path / "junk.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(InputError, match="not a narformer-tvm dataset"):
+        Store(tmp_path / "junk.db")
+    with pytest.raises(InputError, match="no such dataset"):
+        Store(tmp_path / "missing.db", create=False)
+
+
+def test_rows_decode_to_graph_tables(tmp_path):
+    store = Store(tmp_path / "d.db")
+    _fill(store, tmp_path)
+    rows = store.rows()
+    assert [r["latency_ms"] for r in rows] == [1.5, 2.0, 2.5]  # min of block medians
+    t = GraphTable.from_bytes(rows[0]["graph"])
+    assert t.ops == ["Conv", "Relu"]
+
+
+def test_nnlqp_export_import_round_trip(tmp_path):
+    src = Store(tmp_path / "src.db")
+    _fill(src, tmp_path)
+    gt = tmp_path / "gt.txt"
+    assert export_nnlqp(src, gt) == 3
+    lines = gt.read_text().splitlines()
+    assert len(lines[0].split()) == 6 and lines[0].split()[2] == "1" and lines[0].split()[4] == "conv"
+    gt.write_text("\n".join(l + (" train" if i < 2 else " test") for i, l in enumerate(lines)) + "\n")
+    dst = Store(tmp_path / "dst.db")
+    n, errors = import_nnlqp(dst, gt)
+    assert (n, errors) == (3, [])
+    a = [(r["latency_ms"], GraphTable.from_bytes(r["graph"]).ops) for r in src.rows()]
+    b = [(r["latency_ms"], GraphTable.from_bytes(r["graph"]).ops) for r in dst.rows()]
+    assert [x[1] for x in a] == [x[1] for x in b]
+    assert [round(x[0], 5) for x in a] == [round(x[0], 5) for x in b]
+    assert [r["split"] for r in dst.rows()] == ["train", "train", "test"]
+    (tmp_path / "bad.txt").write_text("1 missing.onnx 1 2.0 conv cpu\n1 2 3\n")
+    n, errors = import_nnlqp(dst, tmp_path / "bad.txt")
+    assert n == 0 and [e[0] for e in errors] == [1, 2]
+
+
+def test_csv_export_and_merge(tmp_path):
+    a, b = Store(tmp_path / "a.db"), Store(tmp_path / "b.db")
+    _fill(a, tmp_path, 2, "cpu-a")
+    _fill(b, tmp_path, 3, "cpu-b")
+    merged = Store(tmp_path / "m.db")
+    assert merge(merged, a) == 2 and merge(merged, b) == 3 and merge(merged, a) == 0
+    assert len(merged.configs()) == 2 and len(merged.rows()) == 5
+    assert export_csv(merged, tmp_path / "m.csv") == 5
+    rows = list(csv.DictReader(open(tmp_path / "m.csv")))
+    assert {r["family"] for r in rows} == {"conv"} and float(rows[0]["latency_ms"]) == 1.5
+
+
+def test_dataset_stays_small(tmp_path, exported):
+    """20,000 typical graphs must fit well under 100 MB."""
+    store = Store(tmp_path / "size.db")
+    g = build_graph(exported("resnet50"))  # 122 layers: zoo graphs average about 100
+    t = table(g)
+    for i in range(200):
+        mid = store.add_model(f"k{i}", "e", t, {"macs": g.macs})
+        cid = store.config_id({"runtime": "onnxruntime", "target": "llvm", "threads": 2}, {"cpu": "x"})
+        store.add_measurement(mid, cid, Measurement(blocks=[[1.0] * 20] * 7))
+    store.close()
+    per_model = (tmp_path / "size.db").stat().st_size / 200
+    assert per_model * 20_000 < 100e6

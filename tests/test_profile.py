@@ -1,0 +1,178 @@
+import json
+import socket
+import sqlite3
+import time
+
+import onnx
+import pytest
+
+from narformer_tvm.backends import MeasureConfig, block_spread, get_backend, label_statistic, list_backends
+from narformer_tvm.cli import main
+from narformer_tvm.dataset import Store, unpack_blocks
+from narformer_tvm.errors import InputError
+from narformer_tvm.profile import jobs_from_paths, jobs_from_zoo, noise_floor, repeat_subset, sweep
+from conftest import conv_model
+
+FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
+
+
+@pytest.fixture
+def models(tmp_path):
+    paths = []
+    for i, dims in enumerate([(1, 3, 16, 16), (1, 3, 32, 32), (2, 3, 24, 24)]):
+        p = tmp_path / f"m{i}.onnx"
+        onnx.save(conv_model(dims=dims), p)
+        paths.append(p)
+    return paths
+
+
+def test_statistics_by_hand():
+    blocks = [[3.0, 1.0, 2.0], [5.0, 4.0, 6.0]]
+    assert label_statistic(blocks) == 2.0
+    assert block_spread(blocks) == pytest.approx(5.0 / 2.0 - 1)
+
+
+def test_registry_lists_and_rejects():
+    assert {"onnxruntime", "tvm"} <= set(list_backends())
+    with pytest.raises(InputError, match="available runtimes: .*onnxruntime"):
+        get_backend("nope")
+
+
+def test_onnxruntime_writes_correct_rows(tmp_path, models):
+    store = Store(tmp_path / "d.db")
+    cfg = MeasureConfig(kernels=True, **FAST)
+    s = sweep(jobs_from_paths(models), store, cfg, reference_every=0)
+    assert (s.measured, s.failed) == (3, 0)
+    rows = store.rows()
+    assert [r["name"] for r in rows] == ["m0", "m1", "m2"]
+    assert [r["batch_size"] for r in rows] == [1, 1, 2]
+    for r in rows:
+        blocks = unpack_blocks(r["samples"])
+        assert len(blocks) == 3 and all(2 <= len(b) <= 3 for b in blocks)
+        assert r["latency_ms"] == pytest.approx(label_statistic(blocks), rel=1e-6)
+    (cfg_row,) = store.configs()
+    assert cfg_row["config"]["runtime"] == "onnxruntime" and cfg_row["config"]["threads"] >= 1
+    assert cfg_row["fingerprint"]["onnxruntime"] and cfg_row["fingerprint"]["cpu"]
+    kernels = store.db.execute("SELECT op, mean_us FROM kernels").fetchall()
+    assert {"Conv"} <= {k[0] for k in kernels} and all(k[1] >= 0 for k in kernels)
+    method = json.loads(store.db.execute("SELECT t.method FROM measurements m JOIN methods t ON t.id = m.method_id"
+                                         " LIMIT 1").fetchone()[0])
+    assert method["blocks"] == 3 and method["warmup_s"] == 0.01
+
+
+@pytest.mark.slow
+def test_tvm_runtime_writes_rows(tmp_path, models):
+    pytest.importorskip("tvm")
+    store = Store(tmp_path / "d.db")
+    s = sweep(jobs_from_paths(models[:1]), store, MeasureConfig(runtime="tvm", **FAST), reference_every=0)
+    assert (s.measured, s.failed) == (1, 0)
+    assert store.configs()[0]["fingerprint"]["tvm"]
+    assert json.loads(store.db.execute("SELECT info FROM measurements").fetchone()[0])["build_s"] > 0
+
+
+def test_crash_and_hang_are_recorded_and_the_sweep_goes_on(tmp_path, models):
+    crash, hang = tmp_path / "crash.onnx", tmp_path / "hang.onnx"
+    onnx.save(conv_model(dims=(1, 3, 40, 40)), crash)  # distinct contents: equal files are one model
+    onnx.save(conv_model(dims=(1, 3, 48, 48)), hang)
+    store = Store(tmp_path / "d.db")
+    cfg = MeasureConfig(runtime="faulty_backend:FaultyBackend", **FAST)
+    s = sweep(jobs_from_paths([models[0], crash, hang, models[1]]), store, cfg, timeout=15, reference_every=0)
+    assert (s.measured, s.failed) == (2, 2)
+    errors = dict(store.db.execute("SELECT d.name, m.error FROM measurements m JOIN models d ON d.id=m.model_id"))
+    assert errors["m0"] is None and errors["m1"] is None
+    assert "crashed" in errors["crash"] and "timed out" in errors["hang"]
+
+
+def test_interrupted_sweep_resumes_without_measuring_twice(tmp_path, models):
+    store = Store(tmp_path / "d.db")
+    cfg = MeasureConfig(**FAST)
+    jobs = jobs_from_paths(models)
+
+    def stop_after_two(kind, i, n, msg):
+        if kind == "done" and i == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep(jobs, store, cfg, reference_every=0, progress=stop_after_two)
+    first = dict(store.db.execute("SELECT model_id, measured_at || id FROM measurements"))
+    assert len(first) == 2
+    s = sweep(jobs, store, cfg, reference_every=0)
+    assert (s.skipped, s.measured) == (2, 1)
+    after = dict(store.db.execute("SELECT model_id, measured_at || id FROM measurements"))
+    assert len(after) == 3 and all(after[k] == v for k, v in first.items())
+
+
+def test_zoo_sweep_with_repeat_pass_and_reference(tmp_path):
+    store = Store(tmp_path / "d.db")
+    cfg = MeasureConfig(**FAST)
+    jobs = jobs_from_zoo(["nb201"], 4, 0)
+    assert sweep(jobs, store, cfg, reference_every=2).measured == 4
+    assert sweep(repeat_subset(jobs, 0.5), store, cfg, "repeat", reference_every=0).measured == 2
+    noise = noise_floor(store)
+    assert noise["min_block_median"]["pairs"] == 2 and noise["min_block_median"]["mape"] >= 0
+    assert store.db.execute("SELECT COUNT(*) FROM reference").fetchone()[0] >= 2
+    source = json.loads(store.rows()[0]["source"])
+    assert source["family"] == "nb201" and "arch" in source["raw"]
+
+
+def test_cuda_target_fails_fast_without_a_gpu(capsys, tmp_path, models):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA-enabled onnxruntime is installed")
+    for runtime, message in (("onnxruntime", "CUDAExecutionProvider"), ("tvm", "no CUDA device")):
+        if runtime == "tvm":
+            pytest.importorskip("tvm")
+        t0 = time.time()
+        with pytest.raises(SystemExit) as exc:
+            main(["profile", str(models[0]), "--target", "cuda", "--runtime", runtime, "--db", str(tmp_path / "c.db")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and "Traceback" not in err
+        assert time.time() - t0 < 30
+
+
+def test_profile_cli_end_to_end(capsys, tmp_path, models):
+    db = tmp_path / "cli.db"
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", str(models[0]), str(models[1]), "--db", str(db), "--repeat-pass", "0.5"])
+    captured = capsys.readouterr()
+    assert exc.value.code == 0, captured.err
+    assert "profiling summary" in captured.err and "noise floor" in captured.err
+    with pytest.raises(SystemExit) as exc:
+        main(["dataset", "info", str(db), "--json"])
+    info = json.loads(capsys.readouterr().out)
+    assert info["summary"][0]["families"][0]["measured"] == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", "--db", str(db)])
+    assert exc.value.code == 2 and "--zoo" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_rpc_profiling_on_loopback(tmp_path, models):
+    pytest.importorskip("tornado")
+    tvm = pytest.importorskip("tvm")
+    from tvm import rpc
+    from tvm.rpc.tracker import Tracker
+
+    port = _free_port()
+    tracker = Tracker(host="127.0.0.1", port=port, port_end=port + 50, silent=True)
+    server = rpc.Server(host="127.0.0.1", port=port + 100, port_end=port + 200, key="loopback-board",
+                        tracker_addr=("127.0.0.1", tracker.port), silent=True)
+    try:
+        time.sleep(1)
+        store = Store(tmp_path / "rpc.db")
+        cfg = MeasureConfig(runtime="tvm", rpc_tracker=f"127.0.0.1:{tracker.port}", rpc_key="loopback-board", **FAST)
+        s = sweep(jobs_from_paths(models[:1]), store, cfg, reference_every=0)
+        assert (s.measured, s.failed) == (1, 0), s.failures
+        info = json.loads(store.db.execute("SELECT info FROM measurements").fetchone()[0])
+        assert info["remote"] is True and "remote" in info["device"]
+        assert store.configs()[0]["config"]["rpc_key"] == "loopback-board"
+    finally:
+        server.terminate()
+        tracker.terminate()
