@@ -105,6 +105,10 @@ def estimate(models, predictor_spec, input_shapes, batch_size, as_json):
     files = collect_models(models)
     path = resolve_predictor(predictor_spec)
     predictor = Predictor.load(path)
+    from .estimate import fingerprint_mismatch
+
+    if warning := fingerprint_mismatch(predictor):
+        click.echo(f"warning: {warning}", err=True)
     results = run_estimate(files, predictor, shapes, batch_size)
     failed = [r for r in results if r.error is not None]
     if as_json:
@@ -311,7 +315,7 @@ def dataset_info(db, as_json):
     from .dataset import Store, dataset_summary
     from .profile import noise_floor
 
-    with Store(db, create=False) as store:
+    with Store(db, readonly=True) as store:
         summary = dataset_summary(store)
         noise = noise_floor(store)
     if as_json:
@@ -341,7 +345,7 @@ def dataset_export(db, fmt, out, write_onnx):
     """Export measurements as NNLQP gt.txt, CSV or Parquet."""
     from .dataset import Store, export_csv, export_nnlqp, export_parquet
 
-    with Store(db, create=False) as store:
+    with Store(db, readonly=True) as store:
         n = {"csv": export_csv, "parquet": export_parquet}[fmt](store, out) if fmt != "nnlqp" else \
             export_nnlqp(store, out, write_onnx)
     click.echo(f"{n} rows written to {out}")
@@ -374,9 +378,141 @@ def dataset_merge(out, sources):
 
     with Store(out) as dst:
         for src in sources:
-            with Store(src, create=False) as s:
+            with Store(src, readonly=True) as s:
                 added = merge(dst, s)
             click.echo(f"{src}: {added} measurements added")
+
+
+def _model_options(f):
+    opts = [
+        click.option("--d-model", type=click.IntRange(min=8), default=None, help="Hidden width (default 512)."),
+        click.option("--layers", type=click.IntRange(min=1), default=None, help="Blocks (default 2)."),
+        click.option("--groups", type=click.IntRange(min=1), default=None, help="GFFN groups (default 8)."),
+        click.option("--backbone", type=click.Choice(["transformer", "gnn"]), default=None),
+        click.option("--no-graph-attention", is_flag=True, help="Ablation: plain self-attention."),
+        click.option("--no-gffn", is_flag=True, help="Ablation: plain feed-forward network."),
+        click.option("--no-type-enhance", is_flag=True, help="Ablation: no degree gate."),
+        click.option("--op-encoding", type=click.Choice(["onehot", "sinusoidal"]), default=None),
+        click.option("--attr-encoding", type=click.Choice(["sinusoidal", "raw"]), default=None),
+        click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True),
+        click.option("--batch-size", "train_batch", type=click.IntRange(min=1), default=32, show_default=True),
+        click.option("--patience", type=click.IntRange(min=1), default=15, show_default=True,
+                     help="Early stopping: epochs without validation improvement."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--loss", type=click.Choice(["relative", "log"]), default="relative", show_default=True,
+                     help="relative: |pred - y| / y (MAPE); log: squared error of log latencies."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _train_options(kw) -> tuple[dict, dict, "FitConfig"]:
+    from .train import FitConfig
+
+    model = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
+                                ("backbone", kw["backbone"])) if v is not None}
+    if kw["no_graph_attention"]:
+        model["graph_attention"] = False
+    if kw["no_gffn"]:
+        model["gffn"] = False
+    if kw["no_type_enhance"]:
+        model["type_enhance"] = False
+    feats = {k: v for k, v in (("op_encoding", kw["op_encoding"]), ("attr_encoding", kw["attr_encoding"])) if v}
+    fit = FitConfig(epochs=kw["epochs"], lr=kw["lr"], batch_size=kw["train_batch"], patience=kw["patience"],
+                    seed=kw["seed"], loss=kw["loss"])
+    return model, feats, fit
+
+
+@cli.command()
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=str), required=True, help="Dataset file.")
+@click.option("--runtime", default=None, help="Select the configuration by runtime.")
+@click.option("--target", default=None, help="Select the configuration by target.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=str), required=True, help="Predictor checkpoint to write.")
+@click.option("--split", type=click.Choice(["same", "all"]), default="same", show_default=True,
+              help="same: hold out each family's last 10% as a test set and report on it; all: train on everything.")
+@click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Models with different seeds; their spread is each prediction's uncertainty.")
+@click.option("--finetune", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Start from this predictor (few-shot transfer to a new target/runtime).")
+@click.option("--limit", type=click.IntRange(min=2), default=None, help="Use only this many training samples (few-shot).")
+@click.option("--profile-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Also write a hardware profile (profile.json + predictor.pt) to this folder.")
+@_model_options
+def train(db_path, runtime, target, out, split, ensemble, finetune, limit, profile_dir, **kw):
+    """Train a latency predictor on a profiled dataset (resumable: rerun the same command)."""
+    import numpy as np
+
+    from .backends import fingerprint as machine_fp  # noqa: F401
+    from .metrics import summary
+    from .predictor import Predictor
+    from .train import TrainOptions, carve_validation, load_samples, predict_samples, split_same_distribution, train_predictor
+
+    model, feats, fit = _train_options(kw)
+    samples, cfg = load_samples(db_path, runtime, target)
+    train_idx, test_idx = split_same_distribution(samples) if split == "same" else (list(range(len(samples))), [])
+    if limit:
+        train_idx = sorted(np.random.default_rng(kw["seed"]).permutation(train_idx)[:limit].tolist())
+    tr, val = carve_validation(train_idx, 0.1, kw["seed"])
+    init = Predictor.load(finetune) if finetune else None
+    opts = TrainOptions(model=model, features=feats, fit=fit, ensemble=ensemble)
+    con = _console(stderr=True)
+    con.print(f"{len(samples)} samples ({len(tr)} train, {len(val)} validation, {len(test_idx)} test) from "
+              f"{db_path} [{json.dumps(cfg['config'])}]")
+    with _progress() as bar:
+        task = bar.add_task("training", total=None, status="")
+        pred = train_predictor([samples[i] for i in tr], [samples[i] for i in val], opts, checkpoint=out,
+                               progress=lambda msg: bar.update(task, status=msg), init=init)
+    pred.profile = {"runtime": cfg["config"]["runtime"], "target": cfg["config"]["target"],
+                    "threads": cfg["config"].get("threads"), "config": cfg["config"], "fingerprint": cfg["fingerprint"],
+                    "dataset": str(db_path)}
+    if test_idx:
+        test = [samples[i] for i in test_idx]
+        m = summary(predict_samples(pred, test)[0], [s.latency_ms for s in test])
+        pred.metadata["test"] = m
+        con.print(f"test ({len(test)} held-out models): MAPE {100 * m['mape']:.2f}%  RMSPE {100 * m['rmspe']:.2f}%  "
+                  f"Acc(10%) {100 * m['acc10']:.1f}%  Acc(5%) {100 * m['acc5']:.1f}%  tau {m['kendall_tau']:.3f}")
+    pred.save(out)
+    click.echo(f"predictor written to {out} ({pred.metadata['train_seconds']} s)")
+    if profile_dir:
+        from .estimate import write_profile
+
+        click.echo(f"hardware profile written to {write_profile(pred, profile_dir)}")
+
+
+@cli.command()
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=str), required=True)
+@click.option("--runtime", default=None)
+@click.option("--target", default=None)
+@click.option("--protocol", type=click.Choice(["same", "lofo", "random"]), default="same", show_default=True,
+              help="same: per-family last 10% test; lofo: leave one family out; random: 10% random test.")
+@click.option("--methods", "methods_spec", default="main", show_default=True,
+              help="main (flops, flops_mac, nnlp, narformer), ablations, all, or a comma-separated list.")
+@click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Independent runs (mean and best).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=str), required=True, help="Report folder.")
+@_model_options
+def evaluate(db_path, runtime, target, protocol, methods_spec, runs, out, **kw):
+    """Compare NAR-Former V2 with baselines on a dataset; writes a Markdown report and plots."""
+    from .dataset import Store
+    from .evaluate import evaluate as run_eval, method_names, write_report
+    from .profile import noise_floor
+    from .train import load_samples
+
+    model, feats, fit = _train_options(kw)
+    if feats:
+        raise click.UsageError("--op-encoding/--attr-encoding are set per method in evaluate (see ablations)")
+    samples, cfg = load_samples(db_path, runtime, target)
+    with Store(db_path, readonly=True) as store:
+        nf = noise_floor(store, cfg["id"]).get("min_block_median", {}).get("mape")
+    with _progress() as bar:
+        task = bar.add_task(f"evaluating ({protocol})", total=None, status="")
+        results = run_eval(samples, protocol, method_names(methods_spec), runs, fit, model,
+                           progress=lambda msg: bar.update(task, status=msg[-110:]))
+    command = "narformer-tvm evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+    path = write_report(results, out, f"{protocol} split on {db_path}", nf, command)
+    click.echo(path.read_text())
+    click.echo(f"report: {path}")
 
 
 def _report(err: NarformerError) -> None:

@@ -147,27 +147,32 @@ def unpack_blocks(blob: bytes) -> list[list[float]]:
 class Store:
     """A dataset of graphs and measured latencies in one SQLite file, written transactionally."""
 
-    def __init__(self, path: str | Path, create: bool = True):
+    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False):
         import sqlite3
 
         self.path = Path(path)
-        if not create and not self.path.is_file():
+        if (readonly or not create) and not self.path.is_file():
             raise InputError(f"{self.path}: no such dataset", hint="create one with `narformer-tvm profile --db PATH`")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(self.path, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.executescript(SCHEMA)
+            if readonly:  # never touches the file (committed datasets, shared folders)
+                self.db = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True, timeout=30)
+                row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(self.path, timeout=30)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.executescript(SCHEMA)
+                row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    with self.db:
+                        self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    row = (str(SCHEMA_VERSION),)
         except sqlite3.DatabaseError as e:
             raise InputError(f"{self.path}: not a narformer-tvm dataset ({e})",
                              hint="pass a .db file written by `narformer-tvm profile`") from None
-        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            with self.db:
-                self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise InputError(f"{self.path}: dataset schema v{row[0]}, this narformer-tvm reads v{SCHEMA_VERSION}",
-                             hint="use the narformer-tvm release that wrote it, or re-profile")
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            raise InputError(f"{self.path}: dataset schema v{row[0] if row else '?'}, this narformer-tvm reads "
+                             f"v{SCHEMA_VERSION}", hint="use the narformer-tvm release that wrote it, or re-profile")
 
     def close(self) -> None:
         self.db.close()

@@ -103,3 +103,31 @@ def estimate(paths: Sequence[str | Path], predictor: Predictor, input_shapes: di
         for r, m, s in zip(ok, mean, std):
             r.latency_ms, r.spread_ms = float(m), float(s)
     return results
+
+
+def write_profile(predictor: Predictor, folder: str | Path, name: str | None = None) -> Path:
+    """A hardware profile: profile.json (target, runtime, threads, fingerprint, metrics) + predictor.pt."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = name or folder.name
+    predictor.profile = {**predictor.profile, "name": name}
+    predictor.save(folder / "predictor.pt")
+    meta = {"name": name, "predictor": "predictor.pt", **{k: v for k, v in predictor.profile.items() if k != "name"},
+            "metrics": predictor.metadata.get("test"), "train_samples": predictor.metadata.get("train_samples")}
+    (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return folder / "profile.json"
+
+
+def fingerprint_mismatch(predictor: Predictor) -> str | None:
+    """A warning when this machine differs from the one the predictor's training data came from."""
+    fp = predictor.profile.get("fingerprint")
+    if not fp:
+        return None
+    from .backends import cpu_model, physical_cores
+
+    here = {"cpu": cpu_model(), "physical_cores": physical_cores()}
+    diffs = [f"{k}: trained on {fp.get(k)!r}, this machine {v!r}" for k, v in here.items() if fp.get(k) not in (None, v)]
+    if not diffs:
+        return None
+    return (f"predictor {predictor.profile.get('name', '')!r} was trained for other hardware ({'; '.join(diffs)}); "
+            "latencies are for that hardware, not this machine")

@@ -14,6 +14,9 @@ from torch import nn
 import torch.nn.functional as F
 
 
+READOUT_SCALE = 100.0  # sums over ~100 nodes stay O(1) for the head
+
+
 @dataclass
 class ModelConfig:
     n_features: int  # token width produced by features.encode
@@ -29,6 +32,7 @@ class ModelConfig:
     gffn: bool = True  # False: a plain (ungrouped) feed-forward network
     type_enhance: bool = True  # degree-gated type-aware enhancement after each block
     layerwise_readout: bool = False  # sum the readouts of every block, not only the last (cells)
+    readout: str = "sum"  # "sum": the paper's sum of node embeddings -> head | "node_cost": sum of per-node costs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -175,6 +179,14 @@ class NARFormer(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.static = nn.Sequential(nn.Linear(cfg.n_static, d // 4), nn.GELU())
         self.head = nn.Sequential(nn.Linear(d + d // 4, d // 2), nn.GELU(), nn.Linear(d // 2, 1))
+        nn.init.zeros_(self.head[-1].weight)  # start at exp(0) = 1: the training set's median latency
+        nn.init.zeros_(self.head[-1].bias)
+        if cfg.readout == "node_cost":
+            self.node_cost = nn.Linear(d, 1)  # log cost of each operator
+            nn.init.zeros_(self.node_cost.weight)
+            nn.init.constant_(self.node_cost.bias, -math.log(READOUT_SCALE))
+        elif cfg.readout != "sum":
+            raise ValueError(f"readout must be sum or node_cost, not {cfg.readout!r}")
 
     def forward(self, x, adj, degree, mask, static):
         """x (B, N, F), adj (B, N, N) symmetric with self-loops, degree (B, N, 2), mask (B, N) bool,
@@ -188,5 +200,11 @@ class NARFormer(nn.Module):
                 readout = readout + (self.norm(h) * m).sum(1)
         if not self.cfg.layerwise_readout:
             readout = (self.norm(h) * m).sum(1)  # sum readout: latency adds up over layers, (B, d)
+        readout = readout / READOUT_SCALE
         z = torch.cat([readout, self.static(static)], dim=-1)  # (B, d + d/4)
-        return F.softplus(self.head(z).squeeze(-1))  # (B,)
+        # exp: positive, and latencies spanning orders of magnitude are additive in log space
+        out = torch.exp(self.head(z).squeeze(-1).clamp(-20.0, 20.0))  # (B,)
+        if self.cfg.readout == "node_cost":  # latency as the sum of operator costs, times a graph factor
+            cost = torch.exp(self.node_cost(self.norm(h)).squeeze(-1).clamp(-30.0, 20.0))  # (B, N)
+            out = out * (cost * mask).sum(1) * 1.0  # (B,)
+        return out

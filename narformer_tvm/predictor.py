@@ -22,16 +22,14 @@ CHECKPOINT_VERSION = 1
 class TargetNorm:
     """How latency (ms) maps to the model's positive output."""
 
-    kind: str = "ratio"  # "ratio": y / scale | "log": log1p(y / scale)
+    kind: str = "ratio"  # the model predicts y / scale
     scale: float = 1.0  # ms; typically the training set's median latency
 
     def encode(self, ms: np.ndarray) -> np.ndarray:
-        r = np.asarray(ms, dtype=np.float64) / self.scale
-        return np.log1p(r) if self.kind == "log" else r
+        return np.asarray(ms, dtype=np.float64) / self.scale
 
     def decode(self, out: np.ndarray) -> np.ndarray:
-        out = np.asarray(out, dtype=np.float64)
-        return self.scale * (np.expm1(out) if self.kind == "log" else out)
+        return self.scale * np.asarray(out, dtype=np.float64)
 
 
 @dataclass

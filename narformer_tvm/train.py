@@ -1,17 +1,101 @@
-"""Training loop for latency predictors (relative-error loss, AdamW, warm-up + cosine decay)."""
+"""Training latency predictors: samples from a dataset, splits, the training loop (relative-error
+loss, AdamW with warm-up and cosine decay, early stopping on a validation split, resumable
+checkpoints), ensembles and few-shot fine-tuning."""
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
-from .dataset import collate, size_buckets
-from .features import EncodedGraph
-from .model import NARFormer
+from .dataset import Store, collate, size_buckets
+from .errors import InputError
+from .features import EncodedGraph, FeatureConfig, GraphTable, encode_table
+from .metrics import mape
 
+
+# ----- samples and splits -------------------------------------------------------------------------
+
+@dataclass
+class Sample:
+    key: str
+    name: str
+    family: str
+    table: GraphTable
+    latency_ms: float
+    model_id: int = 0
+    split: str | None = None  # fixed split tag from an import, if any
+
+
+def load_samples(db: str | Path, runtime: str | None = None, target: str | None = None,
+                 config_id: int | None = None) -> tuple[list[Sample], dict]:
+    """Successful main-pass measurements of one configuration (the only one, or the one selected)."""
+    with Store(db, readonly=True) as store:
+        configs = store.configs()
+        chosen = [c for c in configs if (config_id is None or c["id"] == config_id)
+                  and (runtime is None or c["config"].get("runtime") == runtime)
+                  and (target is None or c["config"].get("target") == target)]
+        if not chosen:
+            raise InputError(f"{db}: no measurements for runtime={runtime or 'any'} target={target or 'any'}",
+                             hint="see `narformer-tvm dataset info` for what the dataset holds")
+        if len(chosen) > 1:
+            names = "; ".join(f"{c['id']}: {json.dumps(c['config'])}" for c in chosen)
+            raise InputError(f"{db}: several configurations match ({names})",
+                             hint="narrow it down with --runtime/--target (or --config-id)")
+        cfg = chosen[0]
+        rows = store.rows(cfg["id"])
+    samples = [Sample(r["key"], r["name"], r["family"] or "user", GraphTable.from_bytes(r["graph"], r["name"]),
+                      r["latency_ms"], r["model_id"], r["split"]) for r in rows if r["latency_ms"] and r["latency_ms"] > 0]
+    if not samples:
+        raise InputError(f"{db}: the configuration has no successful measurements")
+    return samples, cfg
+
+
+def split_same_distribution(samples: Sequence[Sample], test_frac: float = 0.1) -> tuple[list[int], list[int]]:
+    """Per family, the last ``test_frac`` of the models (in generation order) are the test set
+    (NNLQP's Table 1 protocol). Imported rows with a split tag keep it."""
+    train, test = [], []
+    by_family: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        if s.split in ("train", "test"):
+            (train if s.split == "train" else test).append(i)
+        else:
+            by_family.setdefault(s.family, []).append(i)
+    for idx in by_family.values():
+        idx = sorted(idx, key=lambda i: samples[i].model_id)
+        k = max(1, int(round(test_frac * len(idx)))) if len(idx) > 1 else 0
+        train += idx[:len(idx) - k]
+        test += idx[len(idx) - k:]
+    return sorted(train), sorted(test)
+
+
+def split_leave_one_family_out(samples: Sequence[Sample], family: str) -> tuple[list[int], list[int]]:
+    train = [i for i, s in enumerate(samples) if s.family != family]
+    test = [i for i, s in enumerate(samples) if s.family == family]
+    if not test:
+        raise InputError(f"no samples of family {family!r}")
+    return train, test
+
+
+def split_random(samples: Sequence[Sample], test_frac: float = 0.1, seed: int = 0) -> tuple[list[int], list[int]]:
+    order = np.random.default_rng(seed).permutation(len(samples))
+    k = int(round(test_frac * len(samples)))
+    return sorted(order[k:].tolist()), sorted(order[:k].tolist())
+
+
+def carve_validation(train: Sequence[int], frac: float = 0.1, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Hold out part of the training indices for early stopping (the test split is never used)."""
+    order = np.random.default_rng(seed + 1000).permutation(len(train))
+    k = max(1, int(round(frac * len(train)))) if len(train) > 4 else 0
+    val = sorted(train[i] for i in order[:k])
+    return sorted(set(train) - set(val)), val
+
+
+# ----- the training loop --------------------------------------------------------------------------
 
 @dataclass
 class FitConfig:
@@ -20,34 +104,43 @@ class FitConfig:
     weight_decay: float = 1e-2
     batch_size: int = 32
     warmup: float = 0.05  # fraction of steps with linear warm-up
-    loss: str = "relative"  # "relative": |pred - y| / y (MAPE) | "mse" (on normalised targets)
+    loss: str = "relative"  # "relative": |pred - y| / y, the MAPE | "log": MSE of log latencies
+    patience: int = 15  # epochs without validation improvement before stopping
     seed: int = 0
 
 
-def loss_fn(kind: str, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def loss_fn(kind: str, pred, y):
     if kind == "relative":
         return ((pred - y).abs() / y.clamp_min(1e-6)).mean()
-    if kind == "mse":
-        return torch.mean((pred - y) ** 2)
-    raise ValueError(f"unknown loss {kind!r}; use relative or mse")
+    if kind == "log":
+        return ((pred.clamp_min(1e-9).log() - y.clamp_min(1e-9).log()) ** 2).mean()
+    raise ValueError(f"unknown loss {kind!r}; use relative or log")
 
 
-def fit(model: NARFormer, graphs: Sequence[EncodedGraph], targets: Sequence[float], cfg: FitConfig = FitConfig(),
-        on_epoch: Callable[[int, float], bool | None] | None = None) -> list[float]:
+def fit(model, graphs: Sequence[EncodedGraph], targets: Sequence[float], cfg: FitConfig = FitConfig(),
+        on_epoch: Callable[[int, float], bool | None] | None = None, state: dict | None = None) -> list[float]:
     """Train ``model`` in place on normalised ``targets``; returns the mean training loss per epoch.
 
-    ``on_epoch(epoch, loss)`` may return True to stop early.
+    ``on_epoch(epoch, loss)`` may return True to stop. ``state`` (optimizer, scheduler, epoch) makes
+    the loop resumable: it is updated after every epoch.
     """
+    import torch
+
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     y = np.asarray(targets, dtype=np.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(graphs) / cfg.batch_size)
     warm = max(1, int(cfg.warmup * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
-    history = []
-    for epoch in range(cfg.epochs):
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, steps - warm)))))
+    start = 0
+    if state and "optimizer" in state:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = state["epoch"] + 1
+    history = list(state.get("history", [])) if state else []
+    for epoch in range(start, cfg.epochs):
+        rng = np.random.default_rng(cfg.seed * 100003 + epoch)
         model.train()
         total, count = 0.0, 0
         for idx in size_buckets([g.n for g in graphs], cfg.batch_size, rng):
@@ -61,7 +154,96 @@ def fit(model: NARFormer, graphs: Sequence[EncodedGraph], targets: Sequence[floa
             total += loss.item() * len(idx)
             count += len(idx)
         history.append(total / count)
+        if state is not None:
+            state.update(optimizer=opt.state_dict(), scheduler=sched.state_dict(), epoch=epoch, history=history)
         if on_epoch is not None and on_epoch(epoch, history[-1]):
             break
     model.eval()
     return history
+
+
+# ----- training a predictor -----------------------------------------------------------------------
+
+@dataclass
+class TrainOptions:
+    model: dict = field(default_factory=dict)  # ModelConfig overrides (d_model, n_layers, backbone, ablations)
+    features: dict = field(default_factory=dict)  # FeatureConfig overrides (op/attr encoding, n_freqs)
+    fit: FitConfig = field(default_factory=FitConfig)
+    ensemble: int = 1  # models with different seeds; their spread is the uncertainty
+
+
+def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainOptions = TrainOptions(),
+                    checkpoint: str | Path | None = None, progress: Callable[[str], None] | None = None,
+                    init=None):
+    """Train (or fine-tune ``init``, a Predictor) with early stopping on ``val``; returns the Predictor
+    holding the best epoch of each ensemble member. ``checkpoint`` makes it resumable."""
+    import torch
+
+    from .predictor import Predictor, TargetNorm, new_predictor
+
+    if init is not None:
+        pred = init
+        feats = pred.features
+    else:
+        feats = FeatureConfig(**opts.features)
+        pred = new_predictor(feats, ensemble=opts.ensemble, seed=opts.fit.seed, **opts.model)
+        median = float(np.median([s.latency_ms for s in train]))
+        pred.target = TargetNorm("ratio", median)
+    loss_kind = opts.fit.loss
+    g_train = [encode_table(s.table, feats) for s in train]
+    g_val = [encode_table(s.table, feats) for s in val]
+    y_train = pred.target.encode(np.array([s.latency_ms for s in train]))
+    y_val = np.array([s.latency_ms for s in val])
+    state_path = Path(str(checkpoint) + ".state") if checkpoint else None
+    saved = torch.load(state_path, weights_only=False) if state_path and state_path.exists() else {}
+    t0 = time.time()
+    for k, model in enumerate(pred.models):
+        member = saved.get(k, {})
+        if member.get("done"):
+            model.load_state_dict(member["best_weights"])
+            continue
+        if "weights" in member:
+            model.load_state_dict(member["weights"])
+        best = {"mape": member.get("best_mape", math.inf), "weights": member.get("best_weights"),
+                "epoch": member.get("best_epoch", -1)}
+        fit_state = member.get("fit", {})
+        cfg = replace(opts.fit, seed=opts.fit.seed + k, loss=loss_kind)
+
+        def on_epoch(epoch, loss, k=k, best=best, fit_state=fit_state):
+            single = Predictor([model], feats, pred.target)
+            val_mape = mape(single.predict_encoded(g_val)[0], y_val) if g_val else loss
+            model.train()
+            if val_mape < best["mape"]:
+                best.update(mape=val_mape, weights={n: t.clone() for n, t in model.state_dict().items()}, epoch=epoch)
+            rate = (epoch + 1 - fit_state.get("start_epoch", 0)) * len(g_train) / max(1e-9, time.time() - t0)
+            if progress:
+                progress(f"model {k + 1}/{len(pred.models)} epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} "
+                         f"val MAPE {100 * val_mape:.2f}% (best {100 * best['mape']:.2f}% @ {best['epoch'] + 1}) "
+                         f"{rate:.0f} samples/s")
+            if state_path:
+                saved[k] = {"weights": model.state_dict(), "fit": fit_state, "best_mape": best["mape"],
+                            "best_weights": best["weights"], "best_epoch": best["epoch"]}
+                torch.save(saved, state_path)
+            return epoch - best["epoch"] >= cfg.patience
+
+        fit_state.setdefault("start_epoch", fit_state.get("epoch", -1) + 1)
+        fit(model, g_train, y_train, cfg, on_epoch, fit_state)
+        if best["weights"] is not None:
+            model.load_state_dict(best["weights"])
+        if state_path:
+            saved[k] = {"done": True, "best_weights": model.state_dict()}
+            torch.save(saved, state_path)
+    for m in pred.models:
+        m.eval()
+    pred.metadata = {**pred.metadata, "train_samples": len(train), "val_samples": len(val),
+                     "train_seconds": round(time.time() - t0, 1),
+                     "val_mape": mape(pred.predict_encoded(g_val)[0], y_val) if g_val else None,
+                     "options": {"model": opts.model, "features": opts.features, "fit": asdict(opts.fit),
+                                 "ensemble": opts.ensemble}}
+    if state_path and state_path.exists():
+        state_path.unlink()
+    return pred
+
+
+def predict_samples(pred, samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
+    return pred.predict_encoded([encode_table(s.table, pred.features) for s in samples])

@@ -1,0 +1,236 @@
+"""Evaluation protocols (same-distribution, leave-one-family-out, random), baselines and reports.
+
+Every method runs in the same harness on the same splits: FLOPs and FLOPs+MAC regressions, the
+NNLP GNN (GraphSAGE) and NAR-Former V2 with the ablation switches of the paper's Table 5.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .metrics import summary
+from .train import (FitConfig, Sample, TrainOptions, carve_validation, predict_samples, split_leave_one_family_out,
+                    split_random, split_same_distribution, train_predictor)
+
+
+# ----- baselines ----------------------------------------------------------------------------------
+
+def _static_counts(s: Sample) -> dict:
+    """FLOPs and memory access back from the table's log-scaled static features."""
+    st = s.table.static.astype(np.float64)
+    inv = lambda v: 2.0 ** (10.0 * v) - 1.0  # noqa: E731  (static = log2(1 + x) / 10)
+    return {"flops": inv(st[2]), "memory": inv(st[4]), "macs": inv(st[1])}
+
+
+@dataclass
+class LinearBaseline:
+    """latency = w . [counts, 1], fitted to minimise the squared *relative* error."""
+
+    features: tuple[str, ...]
+    w: np.ndarray | None = None
+
+    def _x(self, samples):
+        return np.array([[_static_counts(s)[f] for f in self.features] + [1.0] for s in samples])
+
+    def fit(self, samples: Sequence[Sample]) -> "LinearBaseline":
+        x, y = self._x(samples), np.array([s.latency_ms for s in samples])
+        scale = np.abs(x).max(0) + 1e-12
+        self.w = np.linalg.lstsq((x / scale) / y[:, None], np.ones(len(y)), rcond=None)[0] / scale
+        return self
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:
+        return np.maximum(self._x(samples) @ self.w, 1e-6)
+
+
+# ----- methods ------------------------------------------------------------------------------------
+
+NARFORMER = TrainOptions()
+# Table 5 of the paper, bottom-up: the NNLP-style GNN, then a Transformer gaining each component.
+ABLATIONS: dict[str, TrainOptions] = {
+    "ablation1_gnn_raw": TrainOptions(model={"backbone": "gnn"}, features={"attr_encoding": "raw"}),
+    "ablation2_transformer_raw": TrainOptions(model={"graph_attention": False, "gffn": False, "type_enhance": False},
+                                              features={"attr_encoding": "raw"}),
+    "ablation3_+encoding": TrainOptions(model={"graph_attention": False, "gffn": False, "type_enhance": False}),
+    "ablation4_+graph_attention": TrainOptions(model={"gffn": False, "type_enhance": False}),
+    "ablation5_+gffn": TrainOptions(model={"type_enhance": False}),
+    "ablation6_+type_enhance": TrainOptions(),
+}
+METHODS: dict[str, TrainOptions | LinearBaseline | None] = {
+    "flops": None, "flops_mac": None,  # built per run (stateful)
+    "nnlp": TrainOptions(model={"backbone": "gnn"}),
+    "narformer": NARFORMER, **ABLATIONS,
+}
+
+
+def method_names(spec: str) -> list[str]:
+    if spec == "all":
+        return list(METHODS)
+    if spec == "main":
+        return ["flops", "flops_mac", "nnlp", "narformer"]
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if spec == "ablations":
+        return list(ABLATIONS)
+    bad = [n for n in names if n not in METHODS]
+    if bad:
+        raise InputError(f"unknown method {', '.join(bad)}", hint=f"choose from: main, ablations, all, {', '.join(METHODS)}")
+    return names
+
+
+def run_method(name: str, train: list[Sample], val: list[Sample], test: list[Sample], fit: FitConfig,
+               model_overrides: dict, progress: Callable[[str], None] | None) -> np.ndarray:
+    if name in ("flops", "flops_mac"):
+        base = LinearBaseline(("flops",) if name == "flops" else ("flops", "memory")).fit(train + val)
+        return base.predict(test)
+    opts = METHODS[name]
+    opts = replace(opts, fit=fit, model={**opts.model, **model_overrides})
+    pred = train_predictor(train, val, opts, progress=progress)
+    return predict_samples(pred, test)[0]
+
+
+@dataclass
+class Result:
+    method: str
+    protocol: str
+    run: int
+    split: str  # e.g. "same", or the held-out family
+    names: list[str] = field(default_factory=list)
+    families: list[str] = field(default_factory=list)
+    pred: list[float] = field(default_factory=list)
+    true: list[float] = field(default_factory=list)
+
+    def metrics(self) -> dict:
+        return summary(self.pred, self.true)
+
+
+def splits_for(protocol: str, samples: list[Sample], seed: int) -> list[tuple[str, list[int], list[int]]]:
+    if protocol == "same":
+        return [("same", *split_same_distribution(samples))]
+    if protocol == "random":
+        return [("random", *split_random(samples, 0.1, seed))]
+    if protocol == "lofo":
+        return [(fam, *split_leave_one_family_out(samples, fam)) for fam in sorted({s.family for s in samples})]
+    raise InputError(f"unknown protocol {protocol!r}", hint="use same, lofo or random")
+
+
+def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int = 1, fit: FitConfig = FitConfig(),
+             model_overrides: dict | None = None, progress: Callable[[str], None] | None = None) -> list[Result]:
+    results = []
+    for run in range(runs):
+        for split, train_idx, test_idx in splits_for(protocol, samples, seed=run):
+            tr_idx, val_idx = carve_validation(train_idx, 0.1, seed=run)
+            assert not set(test_idx) & (set(tr_idx) | set(val_idx)), "test leaked into training"
+            train, val, test = ([samples[i] for i in ix] for ix in (tr_idx, val_idx, test_idx))
+            for name in methods:
+                if progress:
+                    progress(f"run {run + 1}/{runs} split {split}: {name}")
+                pred = run_method(name, train, val, test, replace(fit, seed=fit.seed + run), model_overrides or {},
+                                  progress)
+                results.append(Result(name, protocol, run, split, [s.name for s in test], [s.family for s in test],
+                                      [float(p) for p in pred], [s.latency_ms for s in test]))
+    return results
+
+
+# ----- reporting ----------------------------------------------------------------------------------
+
+def aggregate(results: list[Result]) -> dict[str, dict]:
+    """Per method: metrics averaged over splits, then mean and best over runs (as the paper's avg/best)."""
+    out: dict[str, dict] = {}
+    for method in dict.fromkeys(r.method for r in results):
+        per_run: dict[int, list[dict]] = {}
+        for r in results:
+            if r.method == method:
+                per_run.setdefault(r.run, []).append(r.metrics())
+        run_means = [{k: float(np.mean([m[k] for m in ms])) for k in ms[0] if k != "n"} for ms in per_run.values()]
+        keys = run_means[0].keys()
+        out[method] = {"mean": {k: float(np.mean([r[k] for r in run_means])) for k in keys},
+                       "best": {k: (min if k in ("mape", "rmspe") else max)(r[k] for r in run_means) for k in keys},
+                       "runs": len(run_means)}
+    return out
+
+
+def per_family(results: list[Result], method: str) -> dict[str, dict]:
+    fams: dict[str, tuple[list, list]] = {}
+    for r in results:
+        if r.method == method:
+            for f, p, t in zip(r.families, r.pred, r.true):
+                fams.setdefault(f, ([], []))
+                fams[f][0].append(p)
+                fams[f][1].append(t)
+    return {f: summary(p, t) for f, (p, t) in sorted(fams.items())}
+
+
+def markdown(results: list[Result], title: str, noise_floor: float | None = None, command: str = "") -> str:
+    agg = aggregate(results)
+    lines = [f"## {title}", ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    if noise_floor is not None:
+        lines += [f"Dataset noise floor (MAPE between two measurements of the same models): {100 * noise_floor:.2f}%", ""]
+    lines += ["| method | MAPE mean (best) | RMSPE | Acc(10%) | Acc(5%) | Kendall tau | runs |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for m, a in agg.items():
+        mean, best = a["mean"], a["best"]
+        lines.append(f"| {m} | {100 * mean['mape']:.2f}% ({100 * best['mape']:.2f}%) | {100 * mean['rmspe']:.2f}% | "
+                     f"{100 * mean['acc10']:.1f}% | {100 * mean['acc5']:.1f}% | {mean['kendall_tau']:.3f} | {a['runs']} |")
+    main = "narformer" if "narformer" in agg else next(iter(agg))
+    lines += ["", f"Per family ({main}, all runs pooled):", "", "| family | n | MAPE | Acc(10%) |", "| --- | --- | --- | --- |"]
+    for f, m in per_family(results, main).items():
+        lines.append(f"| {f} | {m['n']} | {100 * m['mape']:.2f}% | {100 * m['acc10']:.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[Result], out_dir: Path, method: str = "narformer") -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rs = [r for r in results if r.method == method] or results
+    fams = sorted({f for r in rs for f in r.families})
+    colours = {f: plt.cm.tab20(i % 20) for i, f in enumerate(fams)}
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    for f in fams:
+        p = [x for r in rs for x, ff in zip(r.pred, r.families) if ff == f]
+        t = [x for r in rs for x, ff in zip(r.true, r.families) if ff == f]
+        ax.scatter(t, p, s=8, color=colours[f], label=f, alpha=0.7)
+    lo = min(min(r.true + r.pred) for r in rs)
+    hi = max(max(r.true + r.pred) for r in rs)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="measured latency (ms)", ylabel="predicted latency (ms)",
+           title=f"{method}: predicted vs measured")
+    ax.legend(fontsize=7, markerscale=2)
+    paths = [out_dir / f"{method}_pred_vs_measured.png"]
+    fig.tight_layout()
+    fig.savefig(paths[0], dpi=120)
+    plt.close(fig)
+    pf = per_family(results, method)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(list(pf), [100 * m["mape"] for m in pf.values()], color=[colours.get(f, "grey") for f in pf])
+    ax.set(ylabel="MAPE (%)", title=f"{method}: error per family")
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    paths.append(out_dir / f"{method}_mape_per_family.png")
+    fig.savefig(paths[1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def write_report(results: list[Result], out_dir: str | Path, title: str, noise_floor: float | None = None,
+                 command: str = "") -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = markdown(results, title, noise_floor, command)
+    methods = list(dict.fromkeys(r.method for r in results))
+    for m in methods:
+        if m not in ("flops", "flops_mac"):
+            for p in plot(results, out_dir, m):
+                md += f"\n![{p.stem}]({p.name})\n"
+    (out_dir / "report.md").write_text(md)
+    (out_dir / "results.json").write_text(json.dumps([r.__dict__ for r in results]))
+    (out_dir / "summary.json").write_text(json.dumps(aggregate(results), indent=2))
+    return out_dir / "report.md"

@@ -1,0 +1,96 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from narformer_tvm.evaluate import LinearBaseline, evaluate, method_names, write_report
+from narformer_tvm.errors import InputError
+from narformer_tvm.features import GraphTable
+from narformer_tvm.metrics import mape
+from narformer_tvm.train import (FitConfig, Sample, TrainOptions, carve_validation, load_samples, predict_samples,
+                                 split_leave_one_family_out, split_random, split_same_distribution, train_predictor)
+
+SAMPLE_DB = Path(__file__).parent / "data" / "cpu-sample.db"
+
+
+def fake(family: str, i: int, mid: int, split=None) -> Sample:
+    t = GraphTable(["Conv"], np.zeros((1, 22), dtype=np.int64), np.zeros((0, 2), dtype=np.int64),
+                   np.zeros(6, dtype=np.float32))
+    return Sample(f"{family}{i}", f"{family}{i}", family, t, 1.0 + i, mid, split)
+
+
+def test_same_distribution_holds_out_each_familys_last_tenth():
+    samples = [fake("a", i, i) for i in range(20)] + [fake("b", i, 100 + i) for i in range(10)]
+    train, test = split_same_distribution(samples)
+    assert [samples[i].name for i in test] == ["a18", "a19", "b9"]
+    assert not set(train) & set(test) and len(train) + len(test) == 30
+    tr, val = carve_validation(train, 0.1, seed=0)
+    assert not set(val) & set(test) and set(tr) | set(val) == set(train) and not set(tr) & set(val)
+
+
+def test_imported_split_tags_are_kept():
+    samples = [fake("a", i, i, "test" if i < 3 else "train") for i in range(10)]
+    train, test = split_same_distribution(samples)
+    assert test == [0, 1, 2]
+
+
+def test_leave_one_family_out_and_random():
+    samples = [fake(f, i, k) for k, (f, i) in enumerate((f, i) for f in "abc" for i in range(5))]
+    train, test = split_leave_one_family_out(samples, "b")
+    assert {samples[i].family for i in test} == {"b"} and "b" not in {samples[i].family for i in train}
+    with pytest.raises(InputError):
+        split_leave_one_family_out(samples, "zzz")
+    a, b = split_random(samples, 0.2, seed=1), split_random(samples, 0.2, seed=1)
+    assert a == b and len(a[1]) == 3 and not set(a[0]) & set(a[1])
+
+
+def test_linear_baseline_recovers_a_linear_law():
+    samples = []
+    for i, (flops, mem) in enumerate([(1e6, 1e5), (4e6, 2e5), (9e6, 8e5), (2e7, 1e6), (5e7, 3e6)]):
+        st = np.array([0, 0, np.log2(1 + flops) / 10, 0, np.log2(1 + mem) / 10, 0], dtype=np.float32)
+        t = GraphTable([], np.zeros((0, 22), dtype=np.int64), np.zeros((0, 2), dtype=np.int64), st)
+        samples.append(Sample(str(i), str(i), "x", t, 1e-6 * flops + 2e-6 * mem + 0.5, i))
+    base = LinearBaseline(("flops", "memory")).fit(samples)
+    assert mape(base.predict(samples), [s.latency_ms for s in samples]) < 1e-3
+
+
+def test_method_names():
+    assert method_names("main") == ["flops", "flops_mac", "nnlp", "narformer"]
+    assert len(method_names("ablations")) == 6
+    with pytest.raises(InputError, match="unknown method"):
+        method_names("narformer,bogus")
+
+
+@pytest.fixture(scope="module")
+def real_samples():
+    samples, cfg = load_samples(SAMPLE_DB)
+    assert cfg["config"]["runtime"] == "onnxruntime"
+    return samples
+
+
+def test_training_reduces_validation_error_on_real_measurements(real_samples, tmp_path):
+    train_idx, test_idx = split_same_distribution(real_samples)
+    tr, val = carve_validation(train_idx, 0.2, seed=0)
+    train, val = [real_samples[i] for i in tr], [real_samples[i] for i in val]
+    opts = TrainOptions(model={"d_model": 32, "n_groups": 4}, fit=FitConfig(epochs=1, batch_size=16, lr=2e-3))
+    untrained = train_predictor(train, val, TrainOptions(model=opts.model, fit=FitConfig(epochs=1, lr=1e-9)))
+    before = mape(predict_samples(untrained, val)[0], [s.latency_ms for s in val])
+    opts.fit.epochs = 40
+    trained = train_predictor(train, val, opts, checkpoint=tmp_path / "p.pt")
+    after = mape(predict_samples(trained, val)[0], [s.latency_ms for s in val])
+    assert after < 0.6 * before, (before, after)
+    assert trained.metadata["val_mape"] == pytest.approx(after)
+    assert not (tmp_path / "p.pt.state").exists()  # resumable state is removed once done
+
+
+def test_evaluate_writes_a_report(real_samples, tmp_path):
+    results = evaluate(real_samples, "lofo", ["flops", "flops_mac"], runs=1)
+    families = {s.family for s in real_samples}
+    assert {r.split for r in results} == families
+    for r in results:  # no leakage: the held-out family never trains
+        assert set(r.families) == {r.split}
+    path = write_report(results, tmp_path, "lofo test", noise_floor=0.02, command="narformer-tvm evaluate ...")
+    text = path.read_text()
+    assert "| flops_mac |" in text and "noise floor" in text and "2.00%" in text
+    assert json.loads((tmp_path / "summary.json").read_text())["flops"]["runs"] == 1
