@@ -94,3 +94,49 @@ def test_evaluate_writes_a_report(real_samples, tmp_path):
     text = path.read_text()
     assert "| flops_mac |" in text and "noise floor" in text and "2.00%" in text
     assert json.loads((tmp_path / "summary.json").read_text())["flops"]["runs"] == 1
+
+
+def test_train_and_evaluate_cli(tmp_path, capsys, exported):
+    from narformer_tvm.cli import main
+    from narformer_tvm.predictor import Predictor
+
+    out = tmp_path / "p.pt"
+    args = ["--db", str(SAMPLE_DB), "--d-model", "16", "--groups", "2", "--epochs", "2", "--batch-size", "32"]
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *args, "--out", str(out), "--ensemble", "2", "--profile-dir", str(tmp_path / "prof")])
+    captured = capsys.readouterr()
+    assert exc.value.code == 0, captured.err
+    assert "test (" in captured.err and "predictor written" in captured.out
+    p = Predictor.load(out)
+    assert len(p.models) == 2 and p.profile["runtime"] == "onnxruntime" and p.metadata["test"]["n"] > 0
+    prof = json.loads((tmp_path / "prof" / "profile.json").read_text())
+    assert prof["name"] == "prof" and prof["metrics"]["mape"] >= 0
+    # a profile folder is found by name
+    with pytest.raises(SystemExit) as exc:
+        import os
+        os.environ["NARFORMER_PROFILES"] = str(tmp_path)
+        try:
+            main(["estimate", str(exported("resnet18")), "--predictor", "prof"])
+        finally:
+            del os.environ["NARFORMER_PROFILES"]
+    captured = capsys.readouterr()
+    assert exc.value.code == 0 and "ms" in captured.out
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", *args, "--methods", "flops,nnlp", "--protocol", "random", "--out", str(tmp_path / "rep")])
+    assert exc.value.code == 0
+    assert (tmp_path / "rep" / "report.md").exists() and (tmp_path / "rep" / "nnlp_pred_vs_measured.png").exists()
+
+
+def test_fingerprint_mismatch_warns(tmp_path, capsys, exported):
+    from narformer_tvm.cli import main
+    from narformer_tvm.features import FeatureConfig
+    from narformer_tvm.predictor import new_predictor
+
+    p = new_predictor(FeatureConfig(n_freqs=2), d_model=16, n_groups=2)
+    p.profile = {"name": "elsewhere", "fingerprint": {"cpu": "Some Other CPU 9000", "physical_cores": 64}}
+    p.save(tmp_path / "other.pt")
+    with pytest.raises(SystemExit) as exc:
+        main(["estimate", str(exported("resnet18")), "--predictor", str(tmp_path / "other.pt")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 0 and "warning: predictor 'elsewhere' was trained for other hardware" in err
+    assert "Some Other CPU 9000" in err
