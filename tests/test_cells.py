@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from narformer_tvm.cells import (CELL_OPS, Cell, encode_cell, load_nb101, load_nb201, nb101_cell, nb201_cell,
+                                 parse_nb201, permuted)
+from narformer_tvm.errors import InputError
+from narformer_tvm.metrics import kendall_tau
+from narformer_tvm.nas import AccuracyOptions, predict_cells, protocol_split, train_accuracy
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_parse_nb201():
+    arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    assert parse_nb201(arch) == [("nor_conv_3x3", 0, 1), ("nor_conv_3x3", 0, 2), ("avg_pool_3x3", 1, 2),
+                                 ("skip_connect", 0, 3), ("nor_conv_3x3", 1, 3), ("skip_connect", 2, 3)]
+    for bad in ["|conv~0|+|a~0|b~1|+|c~0|d~1|e~2|", "|none~0|", "|none~1|+|none~0|none~1|+|none~0|none~1|none~2|"]:
+        with pytest.raises(ValueError):
+            parse_nb201(bad)
+
+
+def test_nb201_graph_by_hand():
+    # node1 = conv3(in); node2 = conv1(in) + pool(node1); node3 = skip(node2) (other edges none)
+    cell = nb201_cell("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|none~0|none~1|skip_connect~2|")
+    assert cell.ops == ["input", "nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "output"]
+    assert cell.edges == [(0, 1), (0, 2), (1, 3), (2, 4), (3, 4), (4, 5)]
+    full = nb201_cell("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|none~0|none~1|skip_connect~2|",
+                      prune_none=False)
+    assert full.n == 8 and full.ops.count("none") == 2
+
+
+def test_isomorphic_cells_give_the_same_graph_up_to_node_order():
+    # node 1 and node 2 swap roles: same function, different labelling
+    a = nb201_cell("|nor_conv_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|skip_connect~1|skip_connect~2|")
+    b = nb201_cell("|nor_conv_1x1~0|+|nor_conv_3x3~0|none~1|+|none~0|skip_connect~1|skip_connect~2|")
+    assert sorted(a.ops) == sorted(b.ops)
+
+    def canon(c: Cell):
+        return sorted((c.ops[s], c.ops[d]) for s, d in c.edges)
+
+    assert canon(a) == canon(b)
+
+
+def test_permutation_preserves_the_cell():
+    cell = nb201_cell("|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
+    p = permuted(cell, np.random.default_rng(0))
+    assert p.ops[0] == "input" and p.ops[-1] == "output" and sorted(p.ops) == sorted(cell.ops)
+    labelled = lambda c: sorted((c.ops[s], c.ops[d]) for s, d in c.edges)  # noqa: E731
+    assert labelled(p) == labelled(cell) and len(p.edges) == len(cell.edges)
+
+
+def test_nb101_cell_drops_padding():
+    ops = [-1, 0, -3, 2, -2]
+    adj = [[0, 1, 0, 1, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]]
+    cell = nb101_cell(ops, adj)
+    assert cell.ops == ["input", "conv3x3-bn-relu", "maxpool3x3", "output"]
+    assert cell.edges == [(0, 1), (0, 2), (1, 3), (2, 3)]
+
+
+def test_encoding_width():
+    enc = encode_cell(nb101_cell([-1, 1, -2], [[0, 1, 0], [0, 0, 1], [0, 0, 0]]), n_freqs=4)
+    assert enc.x.shape == (3, len(CELL_OPS) + 8) and enc.x[1, CELL_OPS.index("conv1x1-bn-relu")] == 1
+
+
+@pytest.mark.skipif(not (SHARED / "nasbench201_accuracy.csv").exists(), reason="shared NAS data not present")
+def test_benchmarks_load_and_a_short_run_beats_random():
+    nb201 = load_nb201(SHARED / "nasbench201_accuracy.csv")
+    assert len(nb201.cells) == 15625 and 0 < nb201.accuracy.max() <= 1
+    nb101 = load_nb101(SHARED / "nasbench101_1k.json")
+    assert len(nb101.cells) == 1000 and all(c.ops[0] == "input" and c.ops[-1] == "output" for c in nb101.cells)
+    tr, va = protocol_split(len(nb201.cells), 200, 100, seed=0)
+    opts = AccuracyOptions(d_model=32, n_layers=2, n_groups=4, epochs=30, lr=1e-3, patience=30)
+    model, history = train_accuracy([nb201.cells[i] for i in tr], nb201.accuracy[tr], [nb201.cells[i] for i in va],
+                                    nb201.accuracy[va], opts)
+    held = np.random.default_rng(1).choice(np.setdiff1d(np.arange(len(nb201.cells)), tr), 1000, replace=False)
+    tau = kendall_tau(predict_cells(model, [nb201.cells[i] for i in held]), nb201.accuracy[held])
+    assert tau > 0.3, tau  # a random ranking gives about 0
+
+
+def test_missing_files_are_clear_errors(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        load_nb201(tmp_path / "nope.csv")
