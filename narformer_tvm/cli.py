@@ -425,8 +425,43 @@ def _train_options(kw) -> tuple[dict, dict, "FitConfig"]:
     return model, feats, fit
 
 
+task_options = [
+    click.option("--task", type=click.Choice(["latency", "accuracy"]), default="latency", show_default=True),
+    click.option("--benchmark", type=click.Choice(["nb201", "nb101"]), default=None,
+                 help="accuracy task: the cell benchmark."),
+    click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=str), default=None,
+                 help="accuracy task: ../shared/data/nasbench201_accuracy.csv or nasbench101_1k.json."),
+    click.option("--train-size", type=click.IntRange(min=2), default=None,
+                 help="accuracy task: training cells (NB201: 781 = 5%, 1563 = 10%; NB101 subset: 100, 424)."),
+]
+
+
+def _task_options(f):
+    for o in reversed(task_options):
+        f = o(f)
+    return f
+
+
+def _accuracy_args(db_path, benchmark, data_path, train_size):
+    if db_path:
+        raise click.UsageError("--db is for the latency task; the accuracy task reads --data")
+    if not (benchmark and data_path and train_size):
+        raise click.UsageError("the accuracy task needs --benchmark, --data and --train-size")
+
+
+def _accuracy_opts(kw):
+    from .nas import AccuracyOptions
+
+    o = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
+                            ("backbone", kw["backbone"])) if v is not None}
+    return AccuracyOptions(**o, epochs=kw["epochs"], lr=kw["lr"], batch_size=kw["train_batch"],
+                           patience=kw["patience"], seed=kw["seed"])
+
+
 @cli.command()
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=str), required=True, help="Dataset file.")
+@_task_options
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="Dataset file (latency task).")
 @click.option("--runtime", default=None, help="Select the configuration by runtime.")
 @click.option("--target", default=None, help="Select the configuration by target.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str), required=True, help="Predictor checkpoint to write.")
@@ -440,9 +475,16 @@ def _train_options(kw) -> tuple[dict, dict, "FitConfig"]:
 @click.option("--profile-dir", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Also write a hardware profile (profile.json + predictor.pt) to this folder.")
 @_model_options
-def train(db_path, runtime, target, out, split, ensemble, finetune, limit, profile_dir, **kw):
-    """Train a latency predictor on a profiled dataset (resumable: rerun the same command)."""
+def train(task, benchmark, data_path, train_size, db_path, runtime, target, out, split, ensemble, finetune, limit,
+          profile_dir, **kw):
+    """Train a latency predictor on a profiled dataset (resumable: rerun the same command), or with
+    --task accuracy a cell accuracy predictor on NAS-Bench-201/101."""
     import numpy as np
+
+    if task == "accuracy":
+        return _train_accuracy(benchmark, data_path, train_size, out, kw)
+    if not db_path:
+        raise click.UsageError("the latency task needs --db DATASET")
 
     from .backends import fingerprint as machine_fp  # noqa: F401
     from .metrics import summary
@@ -482,9 +524,11 @@ def train(db_path, runtime, target, out, split, ensemble, finetune, limit, profi
 
 
 @cli.command()
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=str), required=True)
+@_task_options
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=str), default=None)
 @click.option("--runtime", default=None)
 @click.option("--target", default=None)
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True, help="accuracy task: seeds.")
 @click.option("--protocol", type=click.Choice(["same", "lofo", "random"]), default="same", show_default=True,
               help="same: per-family last 10% test; lofo: leave one family out; random: 10% random test.")
 @click.option("--methods", "methods_spec", default="main", show_default=True,
@@ -492,8 +536,14 @@ def train(db_path, runtime, target, out, split, ensemble, finetune, limit, profi
 @click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Independent runs (mean and best).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=str), required=True, help="Report folder.")
 @_model_options
-def evaluate(db_path, runtime, target, protocol, methods_spec, runs, out, **kw):
-    """Compare NAR-Former V2 with baselines on a dataset; writes a Markdown report and plots."""
+def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, seeds, protocol, methods_spec, runs,
+             out, **kw):
+    """Compare NAR-Former V2 with baselines on a dataset; writes a Markdown report and plots.
+    With --task accuracy: Kendall's tau on all cells of NAS-Bench-201/101 over several seeds."""
+    if task == "accuracy":
+        return _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, out, kw, db_path)
+    if not db_path:
+        raise click.UsageError("the latency task needs --db DATASET")
     from .dataset import Store
     from .evaluate import evaluate as run_eval, method_names, write_report
     from .profile import noise_floor
@@ -513,6 +563,69 @@ def evaluate(db_path, runtime, target, protocol, methods_spec, runs, out, **kw):
     path = write_report(results, out, f"{protocol} split on {db_path}", nf, command)
     click.echo(path.read_text())
     click.echo(f"report: {path}")
+
+
+def _train_accuracy(benchmark, data_path, train_size, out, kw):
+    import numpy as np
+
+    from .cells import load_benchmark
+    from .nas import protocol_split, save_cell_predictor, train_accuracy
+
+    _accuracy_args(None, benchmark, data_path, train_size)
+    opts = _accuracy_opts(kw)
+    data = load_benchmark(benchmark, data_path)
+    tr, va = protocol_split(len(data.cells), train_size, 200 if benchmark == "nb201" else 50, opts.seed)
+    with _progress() as bar:
+        task = bar.add_task("training", total=None, status="")
+        model, history = train_accuracy([data.cells[i] for i in tr], data.accuracy[tr], [data.cells[i] for i in va],
+                                        data.accuracy[va], opts, lambda m: bar.update(task, status=m))
+    from .metrics import kendall_tau, spearman
+    from .nas import predict_cells
+
+    pred = predict_cells(model, data.cells, opts.n_freqs)
+    rest = np.setdiff1d(np.arange(len(data.cells)), tr)
+    tau_all, tau_rest = kendall_tau(pred, data.accuracy), kendall_tau(pred[rest], data.accuracy[rest])
+    save_cell_predictor(model, opts, benchmark, out, {"train_size": train_size, "kendall_tau_all": tau_all,
+                                                      "kendall_tau_unseen": tau_rest, "epochs_run": len(history)})
+    click.echo(f"Kendall tau: {tau_all:.4f} on all {len(data.cells)} cells, {tau_rest:.4f} on the {len(rest)} unseen; "
+               f"Spearman {spearman(pred, data.accuracy):.4f}; predictor written to {out}")
+
+
+def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, out, kw, db_path):
+    from dataclasses import replace as dc_replace
+    from pathlib import Path
+
+    import numpy as np
+
+    from .cells import load_benchmark
+    from .nas import run_protocol
+
+    _accuracy_args(db_path, benchmark, data_path, train_size)
+    opts = _accuracy_opts(kw)
+    data = load_benchmark(benchmark, data_path)
+    methods = ["narformer", "gnn"] if methods_spec in ("main", "all") else [m.strip() for m in methods_spec.split(",")]
+    bad = [m for m in methods if m not in ("narformer", "gnn")]
+    if bad:
+        raise click.UsageError(f"accuracy methods are narformer and gnn, not {', '.join(bad)}")
+    lines = [f"## {benchmark}: Kendall's tau with {train_size} training cells ({seeds} seeds)", "",
+             "```", "narformer-tvm evaluate " + " ".join(sys.argv[2:]), "```", "",
+             "| method | tau mean | tau best | Spearman mean | MAPE mean | train s (mean) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    all_rows = {}
+    with _progress() as bar:
+        task = bar.add_task("evaluating", total=None, status="")
+        for m in methods:
+            o = dc_replace(opts, backbone="gnn" if m == "gnn" else opts.backbone)
+            rows = run_protocol(data, train_size, range(seeds), o, 200 if benchmark == "nb201" else 50,
+                                lambda msg, m=m: bar.update(task, status=f"{m}: {msg}"))
+            all_rows[m] = rows
+            taus = [r["kendall_tau"] for r in rows]
+            lines.append(f"| {m} | {np.mean(taus):.4f} | {max(taus):.4f} | {np.mean([r['spearman'] for r in rows]):.4f} | "
+                         f"{100 * np.mean([r['mape'] for r in rows]):.2f}% | {np.mean([r['train_seconds'] for r in rows]):.0f} |")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "report.md").write_text("\n".join(lines) + "\n")
+    (Path(out) / "results.json").write_text(json.dumps(all_rows, indent=2))
+    click.echo("\n".join(lines))
 
 
 def _report(err: NarformerError) -> None:

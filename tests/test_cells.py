@@ -82,3 +82,23 @@ def test_benchmarks_load_and_a_short_run_beats_random():
 def test_missing_files_are_clear_errors(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         load_nb201(tmp_path / "nope.csv")
+
+
+@pytest.mark.skipif(not (SHARED / "nasbench101_1k.json").exists(), reason="shared NAS data not present")
+def test_accuracy_cli_train_and_evaluate(tmp_path, capsys):
+    from narformer_tvm.cli import main
+    from narformer_tvm.nas import load_cell_predictor
+
+    small = ["--benchmark", "nb101", "--data", str(SHARED / "nasbench101_1k.json"), "--train-size", "100",
+             "--d-model", "16", "--layers", "2", "--groups", "2", "--epochs", "3"]
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--task", "accuracy", *small, "--out", str(tmp_path / "c.pt")])
+    assert exc.value.code == 0 and "Kendall tau" in capsys.readouterr().out
+    model, opts, state = load_cell_predictor(tmp_path / "c.pt")
+    assert state["benchmark"] == "nb101" and opts.n_layers == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--task", "accuracy", *small, "--seeds", "1", "--out", str(tmp_path / "rep")])
+    assert exc.value.code == 0 and "| gnn |" in (tmp_path / "rep" / "report.md").read_text()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--task", "accuracy", "--out", str(tmp_path / "x.pt")])
+    assert exc.value.code == 2
