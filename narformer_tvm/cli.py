@@ -628,6 +628,74 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
     click.echo("\n".join(lines))
 
 
+@cli.command()
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("--target", type=click.Choice(["llvm"]), default="llvm", show_default=True)
+@click.option("--trials", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Total trials, split evenly over the model's tasks.")
+@click.option("--cost-model", type=click.Choice(["narformer", "xgb", "random"]), default="narformer", show_default=True)
+@click.option("--pretrained", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="narformer: start from a cost model saved earlier (tunedb pretrain, or a previous tune).")
+@click.option("--frozen", is_flag=True, help="narformer: never retrain during tuning.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=str), required=True,
+              help="Where the tuning database and logs go.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="Cores (0 = physical cores).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@input_shape_option
+def tune(model, target, trials, cost_model, pretrained, frozen, work_dir, threads, seed, input_shapes):
+    """Tune MODEL's TVM tasks with a cost model; report tuned vs untuned latency."""
+    from rich.table import Table
+
+    from .graph import parse_input_shapes
+    from .tune import tune_onnx
+
+    extra = {}
+    if cost_model == "narformer":
+        extra = {"pretrained": pretrained, "frozen": frozen}
+    elif pretrained or frozen:
+        raise click.UsageError("--pretrained/--frozen apply to --cost-model narformer")
+    con = _console(stderr=True)
+    with _progress() as bar:
+        task = bar.add_task("tuning", total=None, status="")
+        report = tune_onnx(model, work_dir, trials, cost_model, threads, parse_input_shapes(input_shapes), seed, extra,
+                           progress=lambda m: bar.update(task, status=m))
+    t = Table(title=f"{model}: {cost_model}, {trials} trials", title_justify="left")
+    for col in ("task", "weight", "trials", "best us", "time s", "status"):
+        t.add_column(col, justify="left" if col in ("task", "status") else "right")
+    for r in report.tasks:
+        t.add_row(r.name, str(r.weight), str(r.trials), f"{r.best_us:.2f}" if r.best_us else "", f"{r.seconds:.0f}",
+                  "[red]" + r.error + "[/red]" if r.error else "ok")
+    _console().print(t)
+    cm_s = sum(report.cost_model_seconds.values())
+    click.echo(f"untuned {report.untuned_ms:.4f} ms, tuned {report.tuned_ms:.4f} ms "
+               f"(x{report.untuned_ms / report.tuned_ms:.2f}); tuning {report.tuning_seconds:.0f} s, of which cost model "
+               f"{cm_s:.1f} s; database in {work_dir}")
+    if any(r.error for r in report.tasks):
+        sys.exit(1)
+
+
+@cli.group()
+def tunedb():
+    """Tensor-program tuning records: pre-train the cost model offline."""
+
+
+@tunedb.command("pretrain")
+@click.argument("work_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=str))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=str), required=True)
+@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def tunedb_pretrain(work_dirs, out, steps, seed):
+    """Train the NAR-Former cost model on MetaSchedule databases in WORK_DIRS (from `tune` runs)."""
+    from .tvm import NARFormerCostModel
+
+    cm = NARFormerCostModel(seed=seed)
+    n = cm.pretrain(list(work_dirs), steps)
+    if not n:
+        raise click.ClickException("no tuning records found")
+    cm.save(out)
+    click.echo(f"{n} records from {len(work_dirs)} databases; cost model written to {out}")
+
+
 def _report(err: NarformerError) -> None:
     click.echo(f"error: {err.message}", err=True)
     if err.hint:

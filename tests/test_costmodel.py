@@ -1,0 +1,105 @@
+"""NAR-Former as a MetaSchedule cost model: the contract, a real tune, databases, import paths."""
+import math
+
+import numpy as np
+import onnx
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+from narformer_tvm.errors import InputError  # noqa: E402
+from narformer_tvm.tvm import MS_MODULES, _import_first, fast_builder, meta_schedule, read_tuning_records  # noqa: E402
+
+
+def matmul(n=32):
+    from tvm import te
+
+    a, b = te.placeholder((n, n), name="A"), te.placeholder((n, n), name="B")
+    k = te.reduce_axis((0, n), name="k")
+    c = te.compute((n, n), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name="C")
+    return te.create_prim_func([a, b, c])
+
+
+def test_both_import_paths():
+    ms = meta_schedule()
+    assert ms.__name__ in MS_MODULES
+    assert _import_first(["narformer_no_such_module.meta_schedule", "tvm.s_tir.meta_schedule"]).__name__ == \
+        "tvm.s_tir.meta_schedule"
+    with pytest.raises(ImportError, match="MetaSchedule not found"):
+        _import_first(["narformer_no_such_module.a", "narformer_no_such_module.b"])
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """A real tune of a tiny matmul with the cost model plugged in (few trials)."""
+    from narformer_tvm.tvm import NARFormerCostModel
+
+    ms = meta_schedule()
+    work = tmp_path_factory.mktemp("tune")
+    cm = NARFormerCostModel(num_warmup_samples=4, update_steps=5)
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 1})
+    db = ms.tune_tir(matmul(), target, str(work), max_trials_global=8, num_trials_per_iter=4, builder=fast_builder(),
+                     cost_model=cm, seed=0)
+    return cm, db, work, target
+
+
+@pytest.mark.slow
+def test_cost_model_contract(tuned, tmp_path):
+    from narformer_tvm.tvm import NARFormerCostModel
+
+    cm, db, work, target = tuned
+    ms = meta_schedule()
+    records = db.get_all_tuning_records()
+    assert len(records) == 8 and cm.data_size == 8 and cm.trained
+    # one finite score per candidate
+    ctx = ms.TuneContext(mod=records[0].workload.mod, target=target)
+    cands = []
+    for rec in records[:5]:
+        sch = tvm.s_tir.Schedule(rec.workload.mod)
+        rec.trace.apply_to_schedule(sch, remove_postproc=False)
+        cands.append(ms.MeasureCandidate(sch, rec.args_info))
+    scores = cm.predict(ctx, cands)
+    assert scores.shape == (5,) and np.isfinite(scores).all()
+    # failed results are accepted and score 0 in training
+    failed = [ms.runner.RunnerResult(run_secs=None, error_msg="boom") for _ in cands[:2]]
+    cm.update(ctx, cands[:2], failed)
+    xs, ys = cm._training_set()
+    assert len(ys) == 10 and (ys == 0).sum() == 2 and ys.max() == pytest.approx(1.0)
+    # save and load give identical predictions; a frozen model does not train on update
+    cm.save(str(tmp_path / "cm.pt"))
+    loaded = NARFormerCostModel(pretrained=str(tmp_path / "cm.pt"), frozen=True)
+    np.testing.assert_allclose(loaded.predict(ctx, cands), cm.predict(ctx, cands), rtol=1e-6)
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    ok = [ms.runner.RunnerResult(run_secs=[tvm.runtime.convert(1e-5)], error_msg=None) for _ in cands[:2]]
+    loaded.update(ctx, cands[:2], ok)
+    assert all((before[k] == v).all() for k, v in loaded.model.state_dict().items())
+
+
+@pytest.mark.slow
+def test_database_reading_and_pretraining(tuned):
+    from narformer_tvm.tvm import NARFormerCostModel
+
+    _, _, work, _ = tuned
+    (task, feats, costs), = read_tuning_records(str(work))
+    assert len(feats) == 8 and all(f.shape[1] == 164 for f in feats) and all(math.isfinite(c) for c in costs)
+    cm = NARFormerCostModel()
+    assert cm.pretrain([str(work)], steps=5) == 8 and cm.trained
+    with pytest.raises(InputError, match="no MetaSchedule database"):
+        read_tuning_records(str(work / "nope"))
+
+
+@pytest.mark.slow
+def test_tune_cli_reports_tuned_and_untuned(tmp_path, capsys):
+    from narformer_tvm.cli import main
+    from conftest import conv_model
+
+    onnx.save(conv_model(dims=(1, 3, 16, 16)), tmp_path / "conv.onnx")
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", str(tmp_path / "conv.onnx"), "--trials", "4", "--cost-model", "random",
+              "--work-dir", str(tmp_path / "w")])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "untuned" in out and "tuned" in out and "fused_conv2d" in out
+    assert (tmp_path / "w" / "database_tuning_record.json").stat().st_size > 0
+    with pytest.raises(SystemExit) as exc:
+        main(["tunedb", "pretrain", str(tmp_path / "w"), "--out", str(tmp_path / "cm.pt"), "--steps", "3"])
+    assert exc.value.code == 0 and (tmp_path / "cm.pt").exists()
