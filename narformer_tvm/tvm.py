@@ -280,12 +280,25 @@ def __getattr__(name):  # lazy: importing narformer_tvm.tvm must not import TVM
     raise AttributeError(name)
 
 
+BUILTIN_COST_MODELS = ("xgb", "mlp", "random")
+
+
+def list_cost_models() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return sorted({ep.name for ep in entry_points(group="narformer_tvm.cost_models")} | set(BUILTIN_COST_MODELS))
+
+
 def get_cost_model(name: str, **kwargs):
-    """A cost model by name: 'narformer' (ours), or MetaSchedule's built-ins 'xgb', 'mlp', 'random'."""
+    """A cost model by name: registered ones ('narformer', entry-point group narformer_tvm.cost_models)
+    or MetaSchedule's built-ins ('xgb', 'mlp', 'random'), like ``CostModel.create``."""
+    from importlib.metadata import entry_points
+
     from .errors import InputError
 
-    if name == "narformer":
-        return __getattr__("NARFormerCostModel")(**kwargs)
-    if name in ("xgb", "random", "mlp"):
+    eps = {ep.name: ep for ep in entry_points(group="narformer_tvm.cost_models")}
+    if name in eps:
+        return eps[name].load()(**kwargs)
+    if name in BUILTIN_COST_MODELS:
         return meta_schedule().CostModel.create(name, **kwargs)
-    raise InputError(f"unknown cost model {name!r}", hint="choose from: narformer, xgb, random, mlp")
+    raise InputError(f"unknown cost model {name!r}", hint=f"choose from: {', '.join(list_cost_models())}")

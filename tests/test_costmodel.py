@@ -103,3 +103,13 @@ def test_tune_cli_reports_tuned_and_untuned(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["tunedb", "pretrain", str(tmp_path / "w"), "--out", str(tmp_path / "cm.pt"), "--steps", "3"])
     assert exc.value.code == 0 and (tmp_path / "cm.pt").exists()
+
+
+def test_cost_models_by_name():
+    from narformer_tvm.tvm import get_cost_model, list_cost_models
+
+    assert {"narformer", "xgb", "random"} <= set(list_cost_models())
+    assert type(get_cost_model("narformer")).__name__ == "NARFormerCostModel"
+    assert get_cost_model("random") is not None
+    with pytest.raises(InputError, match="choose from: .*narformer"):
+        get_cost_model("nope")
