@@ -221,8 +221,6 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
     Each model runs in an isolated worker with a timeout; results are committed one by one, so an
     interrupted run loses nothing and the same command resumes where it stopped.
     """
-    from pathlib import Path
-
     from .backends import MeasureConfig
     from .dataset import Store
     from .estimate import collect_models
@@ -408,7 +406,7 @@ def _model_options(f):
     return f
 
 
-def _train_options(kw) -> tuple[dict, dict, "FitConfig"]:
+def _train_options(kw) -> tuple:
     from .train import FitConfig
 
     model = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
@@ -486,7 +484,6 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
     if not db_path:
         raise click.UsageError("the latency task needs --db DATASET")
 
-    from .backends import fingerprint as machine_fp  # noqa: F401
     from .metrics import summary
     from .predictor import Predictor
     from .train import TrainOptions, carve_validation, load_samples, predict_samples, split_same_distribution, train_predictor
@@ -654,7 +651,6 @@ def tune(model, target, trials, cost_model, pretrained, frozen, work_dir, thread
         extra = {"pretrained": pretrained, "frozen": frozen}
     elif pretrained or frozen:
         raise click.UsageError("--pretrained/--frozen apply to --cost-model narformer")
-    con = _console(stderr=True)
     with _progress() as bar:
         task = bar.add_task("tuning", total=None, status="")
         report = tune_onnx(model, work_dir, trials, cost_model, threads, parse_input_shapes(input_shapes), seed, extra,

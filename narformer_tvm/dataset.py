@@ -6,12 +6,15 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .errors import InputError
 from .features import FEATURE_VERSION, EncodedGraph, GraphTable
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass

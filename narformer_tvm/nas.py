@@ -15,6 +15,7 @@ from .cells import Cell, CellData, cell_features, encode_cell, permuted
 from .dataset import collate, size_buckets
 from .errors import CheckpointError
 from .metrics import kendall_tau, mape, spearman
+from .train import optimizer, step
 
 CELL_CHECKPOINT = "narformer-tvm-cell-predictor"
 
@@ -73,17 +74,11 @@ def ranking_loss(pred, y):
 def train_accuracy(train_cells: Sequence[Cell], train_acc: np.ndarray, val_cells: Sequence[Cell], val_acc: np.ndarray,
                    opts: AccuracyOptions = AccuracyOptions(), progress: Callable[[str], None] | None = None):
     """Returns (model at the best validation tau, history of dicts)."""
-    import torch
-
     model = new_cell_model(opts)
     rng = np.random.default_rng(opts.seed)
     y_all = np.asarray(train_acc, dtype=np.float32)
     graphs = [encode_cell(c, opts.n_freqs) for c in train_cells]
-    opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=1e-2)
-    steps = opts.epochs * math.ceil(len(graphs) / opts.batch_size)
-    warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, steps - warm)))))
+    opt, sched = optimizer(model, opts.lr, 1e-2, opts.epochs * math.ceil(len(graphs) / opts.batch_size))
     best = {"tau": -2.0, "state": None, "epoch": -1}
     history = []
     t0 = time.time()
@@ -101,12 +96,7 @@ def train_accuracy(train_cells: Sequence[Cell], train_acc: np.ndarray, val_cells
             if opts.consistency_weight:
                 perm = collate([encode_cell(permuted(train_cells[i], rng), opts.n_freqs) for i in idx])
                 loss = loss + opts.consistency_weight * (((model(*perm.inputs()) - pred) / batch.y) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
+            total += step(model, opt, sched, loss) * len(idx)
         tau = kendall_tau(predict_cells(model, val_cells, opts.n_freqs), val_acc) if len(val_cells) > 1 else 0.0
         history.append({"epoch": epoch, "loss": total / len(graphs), "val_tau": tau})
         if tau > best["tau"]:

@@ -117,6 +117,29 @@ def loss_fn(kind: str, pred, y):
     raise ValueError(f"unknown loss {kind!r}; use relative or log")
 
 
+def optimizer(model, lr: float, weight_decay: float, steps: int, warmup: float = 0.05):
+    """AdamW with linear warm-up over ``warmup`` of the steps, then cosine decay to zero."""
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    warm = max(1, int(warmup * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, steps - warm)))))
+    return opt, sched
+
+
+def step(model, opt, sched, loss) -> float:
+    """One optimisation step with gradient clipping; returns the loss value."""
+    import torch
+
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
 def fit(model, graphs: Sequence[EncodedGraph], targets: Sequence[float], cfg: FitConfig = FitConfig(),
         on_epoch: Callable[[int, float], bool | None] | None = None, state: dict | None = None) -> list[float]:
     """Train ``model`` in place on normalised ``targets``; returns the mean training loss per epoch.
@@ -128,11 +151,8 @@ def fit(model, graphs: Sequence[EncodedGraph], targets: Sequence[float], cfg: Fi
 
     torch.manual_seed(cfg.seed)
     y = np.asarray(targets, dtype=np.float32)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * math.ceil(len(graphs) / cfg.batch_size)
-    warm = max(1, int(cfg.warmup * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, steps - warm)))))
+    opt, sched = optimizer(model, cfg.lr, cfg.weight_decay, cfg.epochs * math.ceil(len(graphs) / cfg.batch_size),
+                           cfg.warmup)
     start = 0
     if state and "optimizer" in state:
         opt.load_state_dict(state["optimizer"])
@@ -145,13 +165,7 @@ def fit(model, graphs: Sequence[EncodedGraph], targets: Sequence[float], cfg: Fi
         total, count = 0.0, 0
         for idx in size_buckets([g.n for g in graphs], cfg.batch_size, rng):
             batch = collate([graphs[i] for i in idx], y[idx])
-            loss = loss_fn(cfg.loss, model(*batch.inputs()), batch.y)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
+            total += step(model, opt, sched, loss_fn(cfg.loss, model(*batch.inputs()), batch.y)) * len(idx)
             count += len(idx)
         history.append(total / count)
         if state is not None:

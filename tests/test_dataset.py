@@ -1,11 +1,10 @@
 import csv
-import json
 import sqlite3
 
 import onnx
 import pytest
 
-from narformer_tvm.backends import Measurement, MeasureConfig
+from narformer_tvm.backends import Measurement
 from narformer_tvm.dataset import (Store, export_csv, export_nnlqp, import_nnlqp, merge, pack_blocks,
                                    unpack_blocks)
 from narformer_tvm.errors import InputError

@@ -1,6 +1,5 @@
 import json
 import socket
-import sqlite3
 import time
 
 import onnx
@@ -156,7 +155,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_rpc_profiling_on_loopback(tmp_path, models):
     pytest.importorskip("tornado")
-    tvm = pytest.importorskip("tvm")
+    pytest.importorskip("tvm")
     from tvm import rpc
     from tvm.rpc.tracker import Tracker
 

@@ -1,5 +1,4 @@
 """The pinned TVM stack works here: apache-tvm-ffi 0.1.15.x segfaults in save_json."""
-import onnx
 import pytest
 
 from conftest import conv_model

@@ -110,7 +110,7 @@ class OnnxRuntimeBackend(Backend):
             sess.run(None, feeds)
             blocks, info = time_blocks(lambda: sess.run(None, feeds), cfg)
             info["provider"] = sess.get_providers()[0]
-            del sess  # joins its thread pool: no spinning threads left to slow the next measurement
+            sess = None  # frees the session and joins its thread pool: nothing spins during the next model
             kernels = self._kernels(onnx_path, cfg, feeds) if cfg.kernels else None
             return Measurement(blocks=blocks, info=info, kernels=kernels)
         except Exception as e:  # any runtime failure is recorded, the sweep goes on
