@@ -175,3 +175,53 @@ def test_rpc_profiling_on_loopback(tmp_path, models):
     finally:
         server.terminate()
         tracker.terminate()
+
+
+def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models):
+    """A real SIGINT to a running `narformer-tvm profile`; then the same command finishes the rest."""
+    import signal
+    import subprocess
+    import sys
+
+    db = tmp_path / "int.db"
+    many = []
+    for i in range(8):
+        p = tmp_path / f"n{i}.onnx"
+        onnx.save(conv_model(dims=(1, 3, 16 + 4 * i, 16)), p)
+        many.append(str(p))
+    cmd = [sys.executable, "-m", "narformer_tvm.cli", "profile", *many, "--db", str(db)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for the first committed measurement
+        if db.exists():
+            try:
+                with Store(db, readonly=True) as s:
+                    if s.db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0] >= 1:
+                        break
+            except InputError:
+                pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    with Store(db, readonly=True) as s:
+        saved = s.db.execute("SELECT COUNT(*) FROM measurements WHERE latency_ms IS NOT NULL").fetchone()[0]
+    assert 1 <= saved < 8
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with Store(db, readonly=True) as s:
+        rows = s.db.execute("SELECT COUNT(*), COUNT(DISTINCT model_id) FROM measurements").fetchone()
+    assert rows == (8, 8)
+    assert f"{saved}" in done.stderr  # the summary counts the models skipped as done before
+
+
+def test_remeasure_noisy_redoes_only_flagged_rows(tmp_path, models):
+    store = Store(tmp_path / "d.db")
+    cfg = MeasureConfig(**FAST)
+    jobs = jobs_from_paths(models)
+    sweep(jobs, store, cfg, reference_every=0)
+    store.db.execute("UPDATE measurements SET noisy = (model_id = 1)")  # tiny FAST runs are often noisy
+    store.db.commit()
+    s = sweep(jobs, store, cfg, reference_every=0, remeasure_noisy=True)
+    assert (s.skipped, s.measured) == (2, 1)
