@@ -387,6 +387,8 @@ def _model_options(f):
         click.option("--layers", type=click.IntRange(min=1), default=None, help="Blocks (default 2)."),
         click.option("--groups", type=click.IntRange(min=1), default=None, help="GFFN groups (default 8)."),
         click.option("--backbone", type=click.Choice(["transformer", "gnn"]), default=None),
+        click.option("--readout", type=click.Choice(["sum", "node_cost"]), default=None,
+                     help="sum: the paper's sum of node embeddings -> head; node_cost: sum of per-operator costs."),
         click.option("--no-graph-attention", is_flag=True, help="Ablation: plain self-attention."),
         click.option("--no-gffn", is_flag=True, help="Ablation: plain feed-forward network."),
         click.option("--no-type-enhance", is_flag=True, help="Ablation: no degree gate."),
@@ -410,7 +412,7 @@ def _train_options(kw) -> tuple:
     from .train import FitConfig
 
     model = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
-                                ("backbone", kw["backbone"])) if v is not None}
+                                ("backbone", kw["backbone"]), ("readout", kw["readout"])) if v is not None}
     if kw["no_graph_attention"]:
         model["graph_attention"] = False
     if kw["no_gffn"]:
