@@ -400,6 +400,7 @@ def _model_options(f):
         click.option("--patience", type=click.IntRange(min=1), default=15, show_default=True,
                      help="Early stopping: epochs without validation improvement."),
         click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--include-noisy", is_flag=True, help="Also use measurements flagged noisy (left out by default)."),
         click.option("--loss", type=click.Choice(["relative", "log"]), default="relative", show_default=True,
                      help="relative: |pred - y| / y (MAPE); log: squared error of log latencies."),
     ]
@@ -491,7 +492,7 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
     from .train import TrainOptions, carve_validation, load_samples, predict_samples, split_same_distribution, train_predictor
 
     model, feats, fit = _train_options(kw)
-    samples, cfg = load_samples(db_path, runtime, target)
+    samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"])
     train_idx, test_idx = split_same_distribution(samples) if split == "same" else (list(range(len(samples))), [])
     if limit:
         train_idx = sorted(np.random.default_rng(kw["seed"]).permutation(train_idx)[:limit].tolist())
@@ -551,7 +552,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     model, feats, fit = _train_options(kw)
     if feats:
         raise click.UsageError("--op-encoding/--attr-encoding are set per method in evaluate (see ablations)")
-    samples, cfg = load_samples(db_path, runtime, target)
+    samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"])
     with Store(db_path, readonly=True) as store:
         nf = noise_floor(store, cfg["id"]).get("min_block_median", {}).get("mape")
     with _progress() as bar:

@@ -417,8 +417,8 @@ ELEMENTWISE_COST = {  # FLOPs per output element
 }
 
 
-def _costs(op: str, ins: list[tuple], weights: list[tuple], outs: list[tuple],
-           all_inputs: list[tuple | None], spatial: dict, attrs: dict) -> tuple[int, int]:
+def _costs(op: str, ins: list[tuple], outs: list[tuple], all_inputs: list[tuple | None], spatial: dict,
+           attrs: dict) -> tuple[int, int]:
     """(MACs, FLOPs) of one operator from its shapes."""
     y = outs[0] if outs else ()
     ny = math.prod(y) if outs else 0
@@ -521,7 +521,7 @@ def _build(model: onnx.ModelProto, opset: int, batch: int, label: str) -> OpGrap
         for key in ("axis", "perm", "axes", "transA", "transB", "mode", "keepdims", "epsilon", "alpha"):
             if key in attrs:
                 spatial[key] = attrs[key]
-        macs, flops = _costs(node.op_type, act, wts, outs, all_in, spatial, attrs)
+        macs, flops = _costs(node.op_type, act, outs, all_in, spatial, attrs)
         params = 0
         for x in inputs:
             if x and x in weights and x not in counted:

@@ -107,7 +107,6 @@ def measure_with_retries(backend, path: str, cfg: MeasureConfig, input_shapes, b
 
 def run_job(task: dict) -> dict:
     """Inside the worker: export (zoo), extract the graph, measure. Never raises."""
-    from .backends import MeasureConfig, get_backend
     from .features import table
     from .graph import build_graph
 
@@ -260,11 +259,12 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
                                 family=job.family, source=job.source, onnx_path=job.onnx_path)
             model_id = store.model_id(job.key)
             if model_id is None:  # the graph could not be extracted: keep the failure as a row anyway
-                from .features import GraphTable
                 import numpy as np
 
-                empty = GraphTable([], np.zeros((0, 22), dtype=np.int64), np.zeros((0, 2), dtype=np.int64),
-                                   np.zeros(6, dtype=np.float32))
+                from .features import SCALARS, STATIC, GraphTable
+
+                empty = GraphTable([], np.zeros((0, len(SCALARS)), dtype=np.int64), np.zeros((0, 2), dtype=np.int64),
+                                   np.zeros(len(STATIC), dtype=np.float32))
                 model_id = store.add_model(job.key, job.name, empty, {}, family=job.family, source=job.source,
                                            onnx_path=job.onnx_path)
             contention = result.get("contention")

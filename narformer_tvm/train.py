@@ -32,8 +32,11 @@ class Sample:
 
 
 def load_samples(db: str | Path, runtime: str | None = None, target: str | None = None,
-                 config_id: int | None = None) -> tuple[list[Sample], dict]:
-    """Successful main-pass measurements of one configuration (the only one, or the one selected)."""
+                 config_id: int | None = None, include_noisy: bool = False) -> tuple[list[Sample], dict]:
+    """Successful main-pass measurements of one configuration (the only one, or the one selected).
+
+    Rows flagged noisy are left out unless asked for: on this machine they disagreed with a quiet
+    re-measurement by 158% on average, against 11% for unflagged rows (profiles/cpu-onnxruntime)."""
     with Store(db, readonly=True) as store:
         configs = store.configs()
         chosen = [c for c in configs if (config_id is None or c["id"] == config_id)
@@ -49,7 +52,8 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
         cfg = chosen[0]
         rows = store.rows(cfg["id"])
     samples = [Sample(r["key"], r["name"], r["family"] or "user", GraphTable.from_bytes(r["graph"], r["name"]),
-                      r["latency_ms"], r["model_id"], r["split"]) for r in rows if r["latency_ms"] and r["latency_ms"] > 0]
+                      r["latency_ms"], r["model_id"], r["split"]) for r in rows
+               if r["latency_ms"] and r["latency_ms"] > 0 and (include_noisy or not r["noisy"])]
     if not samples:
         raise InputError(f"{db}: the configuration has no successful measurements")
     return samples, cfg

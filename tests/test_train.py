@@ -140,3 +140,19 @@ def test_fingerprint_mismatch_warns(tmp_path, capsys, exported):
     err = capsys.readouterr().err
     assert exc.value.code == 0 and "warning: predictor 'elsewhere' was trained for other hardware" in err
     assert "Some Other CPU 9000" in err
+
+
+def test_noisy_rows_are_left_out_unless_asked(tmp_path):
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "d.db"
+    shutil.copy(SAMPLE_DB, db)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE measurements SET noisy = (id % 4 = 0)")
+    flagged = con.execute("SELECT COUNT(*) FROM measurements WHERE noisy=1 AND latency_ms > 0").fetchone()[0]
+    con.commit()
+    con.close()
+    clean, _ = load_samples(db)
+    everything, _ = load_samples(db, include_noisy=True)
+    assert flagged > 0 and len(everything) - len(clean) == flagged
