@@ -206,5 +206,5 @@ class NARFormer(nn.Module):
         out = torch.exp(self.head(z).squeeze(-1).clamp(-20.0, 20.0))  # (B,)
         if self.cfg.readout == "node_cost":  # latency as the sum of operator costs, times a graph factor
             cost = torch.exp(self.node_cost(self.norm(h)).squeeze(-1).clamp(-30.0, 20.0))  # (B, N)
-            out = out * (cost * mask).sum(1) * 1.0  # (B,)
+            out = out * (cost * mask).sum(1)  # (B,)
         return out

@@ -58,7 +58,7 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
 
     from .graph import load_model
     from .tvm import fast_builder, get_cost_model, meta_schedule
-    from narformer_plugins.tvm_runtime import make_target
+    from narformer_plugins.tvm_runtime import make_target, random_inputs
 
     ms = meta_schedule()
     path, work_dir = Path(path), Path(work_dir)
@@ -70,14 +70,7 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
     mod = from_onnx(model, shape_dict=input_shapes or None, keep_params_in_input=False)  # weights as constants
     report = TuneReport(str(path), cost_model, work_dir=str(work_dir))
 
-    inits = {t.name for t in model.graph.initializer}
-    rng = np.random.default_rng(seed)
-    inputs = []
-    for inp in model.graph.input:
-        if inp.name in inits:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in inp.type.tensor_type.shape.dim]
-        inputs.append(rng.standard_normal((input_shapes or {}).get(inp.name, dims)).astype(np.float32))
+    inputs = random_inputs(model, input_shapes, seed=seed)
     dev = tvm.cpu()
 
     if progress:
@@ -95,9 +88,8 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
     database = ms.database.JSONDatabase(str(work_dir / "database_workload.json"),
                                         str(work_dir / "database_tuning_record.json"))
     per_task = max(1, trials // len(tasks))
-    kwargs = dict(cost_model_kwargs or {})
-    cm = get_cost_model(cost_model, **kwargs) if cost_model != "narformer" else get_cost_model(
-        cost_model, seed=seed, **kwargs)
+    kwargs = dict(cost_model_kwargs or {}, **({"seed": seed} if cost_model == "narformer" else {}))
+    cm = get_cost_model(cost_model, **kwargs)
     t_start = time.time()
     for k, task in enumerate(tasks):
         tr = TaskResult(task.task_name, int(task.weight))

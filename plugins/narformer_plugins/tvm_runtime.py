@@ -49,6 +49,20 @@ def compile_onnx(onnx_path: str, cfg: MeasureConfig, input_shapes: dict | None =
     return tvm.compile(mod, target=target), model
 
 
+def random_inputs(model, input_shapes: dict | None = None, batch_size: int = 1, seed: int = 0) -> list[np.ndarray]:
+    """Random float32 data for the model's non-weight inputs; a symbolic leading dim is the batch."""
+    inits = {t.name for t in model.graph.initializer}
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (batch_size if k == 0 else 1)
+                for k, d in enumerate(inp.type.tensor_type.shape.dim)]
+        arrays.append(rng.standard_normal((input_shapes or {}).get(inp.name, dims)).astype(np.float32))
+    return arrays
+
+
 class TVMBackend(Backend):
     name = "tvm"
     targets = ("llvm", "cuda")
@@ -86,16 +100,7 @@ class TVMBackend(Backend):
         t0 = time.perf_counter()
         ex, model = compile_onnx(onnx_path, cfg, input_shapes)
         build_s = time.perf_counter() - t0
-        inits = {t.name for t in model.graph.initializer}
-        rng = np.random.default_rng(0)
-        arrays = []
-        for inp in model.graph.input:
-            if inp.name in inits:
-                continue
-            dims = [d.dim_value if d.HasField("dim_value") else (batch_size if k == 0 else 1)
-                    for k, d in enumerate(inp.type.tensor_type.shape.dim)]
-            shape = (input_shapes or {}).get(inp.name, dims)
-            arrays.append(rng.standard_normal(shape).astype(np.float32))
+        arrays = random_inputs(model, input_shapes, batch_size)
         with tempfile.TemporaryDirectory() as d:
             if cfg.rpc_tracker:
                 host, port = cfg.rpc_tracker.rsplit(":", 1)
