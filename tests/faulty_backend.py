@@ -1,6 +1,7 @@
 """A real backend that crashes or hangs on purpose (for the profiler's isolation tests).
 
-It wraps ONNX Runtime and misbehaves by model file name: "crash" aborts the process, "hang" sleeps.
+It wraps ONNX Runtime and misbehaves by model file name: "crash" aborts the process, "hang" sleeps,
+"slow" takes a second longer (so a test can interrupt a sweep before it ends, on any machine).
 """
 import os
 import time
@@ -17,4 +18,6 @@ class FaultyBackend(OnnxRuntimeBackend):
             os.abort()
         if stem.startswith("hang"):
             time.sleep(3600)
+        if stem.startswith("slow"):
+            time.sleep(1.0)
         return super().measure(onnx_path, cfg, input_shapes, batch_size)

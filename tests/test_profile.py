@@ -179,6 +179,7 @@ def test_rpc_profiling_on_loopback(tmp_path, models):
 
 def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models):
     """A real SIGINT to a running `narformer-tvm profile`; then the same command finishes the rest."""
+    import os
     import signal
     import subprocess
     import sys
@@ -186,11 +187,13 @@ def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models):
     db = tmp_path / "int.db"
     many = []
     for i in range(8):
-        p = tmp_path / f"n{i}.onnx"
+        p = tmp_path / f"slow{i}.onnx"  # a second each: tiny models would all finish before the signal
         onnx.save(conv_model(dims=(1, 3, 16 + 4 * i, 16)), p)
         many.append(str(p))
-    cmd = [sys.executable, "-m", "narformer_tvm.cli", "profile", *many, "--db", str(db)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-m", "narformer_tvm.cli", "profile", *many, "--db", str(db),
+           "--runtime", "faulty_backend:FaultyBackend"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for the first committed measurement
         if db.exists():
@@ -208,7 +211,7 @@ def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models):
     with Store(db, readonly=True) as s:
         saved = s.db.execute("SELECT COUNT(*) FROM measurements WHERE latency_ms IS NOT NULL").fetchone()[0]
     assert 1 <= saved < 8
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     with Store(db, readonly=True) as s:
         rows = s.db.execute("SELECT COUNT(*), COUNT(DISTINCT model_id) FROM measurements").fetchone()
