@@ -212,10 +212,14 @@ def zoo(family_spec, count, seed, out, opset, standard):
 @click.option("--remeasure-noisy", is_flag=True, help="Measure again models flagged noisy.")
 @click.option("--rpc-tracker", default="", metavar="HOST:PORT", help="TVM RPC tracker for remote devices.")
 @click.option("--rpc-key", default="", help="Device key registered with the RPC tracker.")
+@click.option("--ort-candidates", default=None, metavar="N|all",
+              help="Also measure each model under N random `tune-ort` candidates (model variants x session "
+                   "options), or all of them: training data for the configuration-aware predictor.")
 @input_shape_option
 @batch_option
 def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, opt_level, kernels, timeout,
-            repeat_pass, retry_failed, remeasure_noisy, rpc_tracker, rpc_key, input_shapes, batch_size):
+            repeat_pass, retry_failed, remeasure_noisy, rpc_tracker, rpc_key, ort_candidates, input_shapes,
+            batch_size):
     """Measure real latencies of MODELS (ONNX files or folders) and store them in a dataset.
 
     Each model runs in an isolated worker with a timeout; results are committed one by one, so an
@@ -237,6 +241,15 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
     jobs = jobs_from_paths(collect_models(models), shapes, batch_size) if models else []
     if zoo_spec:
         jobs += jobs_from_zoo(family_names(zoo_spec), count, seed)
+    if ort_candidates:
+        from .tune_ort import candidate_jobs
+
+        if runtime != "onnxruntime":
+            raise click.UsageError("--ort-candidates measures ONNX Runtime configurations: use --runtime onnxruntime")
+        exhaustive = ort_candidates == "all"
+        if not exhaustive and not (ort_candidates.isdigit() and int(ort_candidates) > 0):
+            raise click.UsageError(f"--ort-candidates takes a positive number or 'all', not {ort_candidates!r}")
+        jobs = candidate_jobs(jobs, 0 if exhaustive else int(ort_candidates), target, seed, exhaustive)
     if note := env_threads_note():
         click.echo(f"warning: {note} is set and may change thread counts", err=True)
     con = _console(stderr=True)

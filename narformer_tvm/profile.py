@@ -13,7 +13,7 @@ import multiprocessing as mp
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -39,10 +39,19 @@ class Job:
     family: str | None = None
     onnx_path: str | None = None
     variant: dict | None = None  # zoo.Variant.to_dict()
+    transform: str | None = None  # a model variant made by a real tool before measuring (tune_ort.VARIANTS)
+    config: dict | None = None  # MeasureConfig fields that differ from the sweep's (session options)
 
     @property
     def source(self) -> dict:
-        return self.variant if self.variant else {"path": self.onnx_path}
+        src = self.variant if self.variant else {"path": self.onnx_path}
+        return {**src, "transform": self.transform} if self.transform else src
+
+    def with_candidate(self, transform: str | None, config: dict | None) -> "Job":
+        """The same model, transformed and measured under other session options (its own dataset row)."""
+        key = self.key if not transform else f"{self.key}:{transform}"
+        name = self.name if not transform else f"{self.name}:{transform}"
+        return Job(key, name, self.family, self.onnx_path, self.variant, transform, config)
 
 
 def file_key(path: Path, input_shapes: dict | None, batch_size: int | None) -> str:
@@ -119,7 +128,15 @@ def run_job(task: dict) -> dict:
                 from .zoo import Variant
 
                 path = str(Variant(**job.variant).export(Path(tmp) / "model.onnx"))
-            g = build_graph(path, task.get("input_shapes"), task.get("batch_size"), name=job.name)
+            graph_path = path
+            if job.transform:
+                from .tune_ort import graph_source, make_variant
+
+                source = path
+                path = str(make_variant(source, job.transform, Path(tmp) / "variant.onnx", task.get("input_shapes"),
+                                        task.get("batch_size")))
+                graph_path = graph_source(source, path, job.transform)
+            g = build_graph(graph_path, task.get("input_shapes"), task.get("batch_size"), name=job.name)
             if task.get("need_graph", True):
                 out["graph"] = table(g).to_bytes()
                 out["stats"] = {"macs": g.macs, "flops": g.flops, "params": g.params, "memory": g.memory,
@@ -228,8 +245,19 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
     """Measure every job not yet in ``store`` for this configuration and pass."""
     check_config(cfg)
     backend = get_backend(cfg.runtime)
-    config_id = store.config_id(cfg.identity(), fingerprint(cfg, backend))
-    todo = [j for j in jobs if not store.has_measurement(j.key, config_id, pass_, retry_failed, remeasure_noisy)]
+    config_ids: dict[str, int] = {}
+
+    def resolve(job: Job) -> tuple[MeasureConfig, int]:  # jobs may carry their own session options
+        jc = replace(cfg, **job.config) if job.config else cfg
+        ident = json.dumps(jc.identity(), sort_keys=True)
+        if ident not in config_ids:
+            config_ids[ident] = store.config_id(jc.identity(), fingerprint(jc, backend))
+        return jc, config_ids[ident]
+
+    config_id = resolve(Job("", ""))[1]
+    todo = [(j, *resolve(j)) for j in jobs]
+    todo = [(j, jc, cid) for j, jc, cid in todo
+            if not store.has_measurement(j.key, cid, pass_, retry_failed, remeasure_noisy)]
     summary = Summary(skipped=len(jobs) - len(todo))
     if not todo:
         return summary
@@ -238,13 +266,13 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
     crashes = 0
     ref_first = _reference_baseline(store, config_id)
     try:
-        for i, job in enumerate(todo):
+        for i, (job, jcfg, job_config_id) in enumerate(todo):
             if reference_every and i % reference_every == 0:
                 ref_first = _measure_reference(worker, store, cfg, config_id, ref_first, timeout, summary)
             if progress:
                 progress("start", i, len(todo), job.name)
             t0 = time.time()
-            task = {"job": asdict(job), "cfg": cfg.to_dict(), "input_shapes": input_shapes, "batch_size": batch_size,
+            task = {"job": asdict(job), "cfg": jcfg.to_dict(), "input_shapes": input_shapes, "batch_size": batch_size,
                     "need_graph": store.model_id(job.key) is None, "tries": tries}
             result = worker.call(task, timeout)
             m = Measurement(**result["measurement"])
@@ -269,7 +297,8 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
                                            onnx_path=job.onnx_path)
             contention = result.get("contention")
             noisy = bool(m.ok and (m.spread > SPREAD_LIMIT or (contention or 0) > CONTENTION_LIMIT))
-            store.add_measurement(model_id, config_id, m, pass_, contention, noisy, cfg.to_dict(), time.time() - t0)
+            store.add_measurement(model_id, job_config_id, m, pass_, contention, noisy, jcfg.to_dict(),
+                                  time.time() - t0)
             summary.measured += m.ok
             summary.failed += not m.ok
             summary.noisy += noisy

@@ -29,6 +29,7 @@ class Sample:
     latency_ms: float
     model_id: int = 0
     split: str | None = None  # fixed split tag from an import, if any
+    candidate: object = None  # tune_ort.Candidate it was measured under (configuration-aware samples)
 
 
 def load_samples(db: str | Path, runtime: str | None = None, target: str | None = None,

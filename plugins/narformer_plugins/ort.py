@@ -23,7 +23,8 @@ def session_options(cfg: MeasureConfig):
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = cfg.resolved_threads()
-    so.inter_op_num_threads = 1
+    # The parallel executor runs independent branches on the inter-op pool: give it the same threads.
+    so.inter_op_num_threads = cfg.resolved_threads() if cfg.execution_mode == "parallel" else 1
     so.graph_optimization_level = {
         "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -34,8 +35,8 @@ def session_options(cfg: MeasureConfig):
     return so
 
 
-def random_feeds(sess, input_shapes: dict | None = None, batch_size: int = 1) -> dict:
-    rng = np.random.default_rng(0)
+def random_feeds(sess, input_shapes: dict | None = None, batch_size: int = 1, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
     feeds = {}
     for inp in sess.get_inputs():
         if input_shapes and inp.name in input_shapes:

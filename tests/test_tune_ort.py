@@ -1,0 +1,146 @@
+import copy
+import json
+from dataclasses import replace
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from narformer_plugins.ort import random_feeds
+from narformer_tvm.backends import MeasureConfig
+from narformer_tvm.cli import cli
+from narformer_tvm.errors import InputError
+from narformer_tvm.predictor import new_predictor
+from narformer_tvm.tune_ort import (DEFAULT, N_CONFIG, VARIANTS, Candidate, Ranked, choose_to_measure,
+                                    config_predictor, config_vector, load_config_samples, make_variant,
+                                    open_session, search_space, tune_ort)
+
+FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
+# int8 outputs of random-weight networks on random inputs: relative L2 error bound
+INT8_TOLERANCE = 0.05
+
+
+@pytest.fixture(scope="module")
+def small_net(tmp_path_factory):
+    """A small CNN with real weights (conv, BN, ReLU, pooling, linear), exported by torch."""
+    import torch
+    from torch import nn
+
+    from narformer_tvm.families import export_onnx
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+    path = tmp_path_factory.mktemp("net") / "net.onnx"
+    export_onnx(net, path, resolution=32)
+    return path
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_runs_and_matches_the_original(small_net, tmp_path, variant):
+    ref_sess = ort.InferenceSession(str(small_net), providers=["CPUExecutionProvider"])
+    feeds = random_feeds(ref_sess, seed=7)
+    ref = ref_sess.run(None, feeds)[0]
+    path = make_variant(small_net, variant, tmp_path / f"{variant}.onnx")
+    onnx.checker.check_model(str(path))
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    err = np.linalg.norm(out - ref) / np.linalg.norm(ref)
+    tol = {"fp32": 1e-6, "ort-optimized": 1e-5, "fp16": 1e-2}.get(variant, INT8_TOLERANCE)
+    assert err < tol, (variant, err)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    expected = {"int8-dynamic": "DynamicQuantizeLinear", "int8-qdq": "QuantizeLinear", "fp16": "Cast"}.get(variant)
+    assert expected is None or expected in ops, ops
+
+
+def test_unknown_variant_is_an_input_error(small_net, tmp_path):
+    with pytest.raises(InputError, match="unknown model variant"):
+        make_variant(small_net, "int4", tmp_path / "x.onnx")
+
+
+def test_search_space_and_configuration_features():
+    cpu = search_space("llvm", cores=2)
+    assert len(cpu) == len(set(cpu)) == 4 * 2 * 4 * 2
+    assert DEFAULT.resolved() in [c.resolved() for c in cpu] or replace(DEFAULT, threads=2) in cpu
+    assert not any(c.variant.startswith("int8") for c in search_space("cuda", cores=2))
+    vectors = {tuple(config_vector(c, 2)) for c in cpu}
+    assert len(vectors) == len(cpu) and all(len(v) == N_CONFIG for v in vectors)
+    with pytest.raises(InputError):
+        search_space("opencl")
+    opts = Candidate("int8-qdq", 1, "basic", "parallel").session_options()
+    assert opts["graph_optimization_level"] == "ORT_ENABLE_BASIC" and opts["execution_mode"] == "ORT_PARALLEL"
+
+
+def test_choose_to_measure_takes_top_k_the_hopeful_uncertain_and_the_default():
+    space = search_space("llvm", cores=2)
+    default = next(c for c in space if c.resolved() == DEFAULT.resolved())
+    others = [c for c in space if c is not default]
+    ranked = [Ranked(others[0], 1.0, 0.0), Ranked(others[1], 1.1, 0.0), Ranked(others[2], 1.2, 0.0),
+              Ranked(others[3], 1.5, 0.01),  # certain and worse: not measured
+              Ranked(others[4], 2.0, 0.6),  # could be best (2.0 - 2 * 0.6 < 1.0)
+              Ranked(default, 3.0, 0.1), Ranked(others[5], error="could not quantise")]
+    chosen = choose_to_measure(ranked, top_k=3, explore=2)
+    assert [r.candidate for r in chosen] == [others[0], others[1], others[2], others[4], default]
+    assert [r.reason for r in chosen] == ["top-k"] * 3 + ["uncertain", "default"]
+
+
+@pytest.fixture(scope="module")
+def small_config_predictor():
+    base = new_predictor(d_model=32, n_layers=1)
+    pred = config_predictor(base, ensemble=2)
+    pred.metadata["cores"] = 2
+    return pred
+
+
+def test_config_predictor_starts_from_the_base_and_sees_the_configuration(small_config_predictor, small_net):
+    from narformer_tvm.features import encode_table, table
+    from narformer_tvm.graph import build_graph
+    from narformer_tvm.tune_ort import with_config
+
+    t = table(build_graph(small_net))
+    a, b = (with_config(t, c, 2) for c in (Candidate("fp32", 1, "all"), Candidate("fp32", 2, "all")))
+    assert a.static.shape == (6 + N_CONFIG,)
+    assert small_config_predictor.config.n_static == 6 + N_CONFIG
+    pred = copy.deepcopy(small_config_predictor)
+    for m in pred.models:  # configuration columns start at zero; give them (and the zero-init head) weights
+        assert float(m.static[0].weight.detach()[:, 6:].abs().sum()) == 0.0
+        m.static[0].weight.data[:, 6:] = 0.5
+        m.head[-1].weight.data[:] = 0.1
+    enc = [encode_table(x) for x in (a, b)]
+    mean, _ = pred.predict_encoded(enc)
+    assert mean[0] != mean[1]
+
+
+def test_tune_ort_measures_only_the_chosen_and_writes_a_usable_configuration(small_config_predictor, small_net,
+                                                                              tmp_path):
+    result = tune_ort(small_net, small_config_predictor, tmp_path / "out", top_k=2, explore=1,
+                      cfg=MeasureConfig(**FAST))
+    assert len(result.ranked) == 64
+    assert 3 <= len(result.measured) <= 4 and result.measured[-1].reason == "default"
+    assert all(r.measured_ms and r.measured_ms > 0 for r in result.measured), [r.error for r in result.measured]
+    assert result.best.measured_ms == min(r.measured_ms for r in result.measured)
+    assert result.speedup is not None and result.speedup >= 1.0
+    spec = json.loads((tmp_path / "out" / "session_options.json").read_text())
+    assert spec["variant"] == result.best.candidate.variant
+    sess = open_session(tmp_path / "out" / "session_options.json")
+    assert sess.run(None, random_feeds(sess))[0].shape == (1, 10)
+    assert len(json.loads((tmp_path / "out" / "candidates.json").read_text())) == 64
+
+
+def test_profile_collects_candidate_rows_that_train_a_config_predictor(small_net, tmp_path):
+    from narformer_tvm.train import FitConfig, TrainOptions, train_predictor
+
+    db = tmp_path / "cfg.db"
+    runner = CliRunner()
+    res = runner.invoke(cli, ["profile", str(small_net), "--db", str(db), "--ort-candidates", "3"])
+    assert res.exit_code == 0, res.output
+    samples = load_config_samples(db, include_noisy=True)  # rows measured beside other work may be flagged
+    assert len(samples) == 4 and len({s.candidate for s in samples}) == 4
+    assert all(s.table.static.shape == (6 + N_CONFIG,) for s in samples)
+    base = new_predictor(d_model=32, n_layers=1)
+    pred = config_predictor(base, ensemble=1)
+    pred = train_predictor(samples, samples[:1], TrainOptions(fit=FitConfig(epochs=2, batch_size=2)), init=pred)
+    assert pred.metadata["train_samples"] == 4
+    res = runner.invoke(cli, ["profile", str(small_net), "--db", str(db), "--ort-candidates", "three"])
+    assert res.exit_code == 2 and "positive number" in res.output
