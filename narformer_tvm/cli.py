@@ -440,7 +440,9 @@ def _train_options(kw) -> tuple:
 
 
 task_options = [
-    click.option("--task", type=click.Choice(["latency", "accuracy"]), default="latency", show_default=True),
+    click.option("--task", type=click.Choice(["latency", "accuracy", "ort-configs"]), default="latency",
+                 show_default=True, help="latency: whole networks; accuracy: NAS cells; ort-configs: the "
+                 "configuration-aware predictor behind `tune-ort`."),
     click.option("--benchmark", type=click.Choice(["nb201", "nb101"]), default=None,
                  help="accuracy task: the cell benchmark."),
     click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=str), default=None,
@@ -498,7 +500,9 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
     if task == "accuracy":
         return _train_accuracy(benchmark, data_path, train_size, out, kw)
     if not db_path:
-        raise click.UsageError("the latency task needs --db DATASET")
+        raise click.UsageError(f"the {task} task needs --db DATASET")
+    if task == "ort-configs":
+        return _train_ort_configs(db_path, target or "llvm", out, split, ensemble, finetune, profile_dir, kw)
 
     from .metrics import summary
     from .predictor import Predictor
@@ -536,6 +540,94 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
         click.echo(f"hardware profile written to {write_profile(pred, profile_dir)}")
 
 
+def _train_ort_configs(db_path, target, out, split, ensemble, finetune, profile_dir, kw):
+    from .estimate import resolve_predictor
+    from .metrics import summary
+    from .predictor import Predictor
+    from .train import FitConfig, TrainOptions, predict_samples
+    from .tune_ort import load_config_samples, split_by_source, train_config_predictor
+
+    _, _, fit = _train_options(kw)
+    samples = load_config_samples(db_path, target, include_noisy=kw["include_noisy"])
+    train_idx, test_idx = split_by_source(samples) if split == "same" else (list(range(len(samples))), [])
+    base_path = resolve_predictor(finetune)
+    base = Predictor.load(base_path)
+    con = _console(stderr=True)
+    con.print(f"{len(samples)} measurements under {len({s.candidate for s in samples})} configurations "
+              f"({len(train_idx)} train+validation, {len(test_idx)} test) from {db_path}; starting from {base_path}")
+    with _progress() as bar:
+        task = bar.add_task("training", total=None, status="")
+        pred = train_config_predictor(samples, base, train_idx, TrainOptions(fit=fit), ensemble, checkpoint=out,
+                                      progress=lambda msg: bar.update(task, status=msg))
+    if test_idx:
+        test = [samples[i] for i in test_idx]
+        m = summary(predict_samples(pred, test)[0], [s.latency_ms for s in test])
+        pred.metadata["test"] = m
+        con.print(f"test ({len(test)} rows of held-out models): MAPE {100 * m['mape']:.2f}%  "
+                  f"Acc(10%) {100 * m['acc10']:.1f}%  tau {m['kendall_tau']:.3f}")
+    pred.save(out)
+    click.echo(f"configuration-aware predictor written to {out} ({pred.metadata['train_seconds']} s)")
+    if profile_dir:
+        from .estimate import add_to_profile
+
+        click.echo(f"hardware profile updated: {add_to_profile(profile_dir, 'ort_configs', out)}")
+
+
+@cli.command("tune-ort")
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("--target", type=click.Choice(["llvm", "cuda"]), default="llvm", show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Measure this many best-predicted candidates (plus uncertain ones and the default).")
+@click.option("--explore", type=click.IntRange(min=0), default=2, show_default=True,
+              help="At most this many extra candidates whose uncertain prediction could still be the best.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), required=True,
+              help="Folder for session_options.json, the chosen model variant and the measurements.")
+@click.option("--predictor", "predictor_spec", default=None,
+              help="A configuration-aware predictor (.pt) or a hardware profile name (default: cpu-onnxruntime).")
+@input_shape_option
+@batch_option
+def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_shapes, batch_size):
+    """Pick the fastest ONNX Runtime configuration of MODEL by prediction, measuring only the best few.
+
+    Candidates: the original model, ONNX Runtime's optimised graph, dynamic and static (QDQ) int8
+    quantisation (fp16 on CUDA), each under every intra-op thread count, execution mode and graph
+    optimisation level. Writes session_options.json (load it with narformer_tvm.tune_ort.open_session).
+    """
+    from rich.table import Table
+
+    from .estimate import resolve_ort_predictor
+    from .graph import load_model, parse_input_shapes
+    from .predictor import Predictor
+    from .profile import check_config
+    from .backends import MeasureConfig
+    from .tune_ort import tune_ort
+
+    shapes = parse_input_shapes(input_shapes)
+    load_model(model, shapes, batch_size)  # a bad file fails here, with its name, before any work
+    check_config(MeasureConfig(target=target))
+    pred = Predictor.load(resolve_ort_predictor(predictor_spec))
+    con = _console(stderr=True)
+    with _progress() as bar:
+        task = bar.add_task("measuring the chosen candidates", total=None, status="")
+        result = tune_ort(model, pred, out_dir, top_k, explore, target, shapes, batch_size,
+                          progress=lambda kind, i, n, msg: bar.update(task, completed=i, total=n, status=msg))
+    t = Table(title=f"tune-ort: {model} ({len(result.ranked)} candidates predicted, {len(result.measured)} measured)",
+              title_justify="left")
+    for col in ("candidate", "why measured", "predicted ms", "measured ms", "speedup vs default"):
+        t.add_column(col, justify="left" if col in ("candidate", "why measured") else "right")
+    ref = result.default.measured_ms if result.default else None
+    for r in sorted(result.measured, key=lambda r: r.measured_ms or float("inf")):
+        best = " [bold green]<- best[/bold green]" if r is result.best else ""
+        t.add_row(r.candidate.label + best, r.reason, f"{r.predicted_ms:.3f}",
+                  f"{r.measured_ms:.3f}" if r.measured_ms else f"failed: {r.error}",
+                  f"{ref / r.measured_ms:.2f}x" if ref and r.measured_ms else "-")
+    _console().print(t)
+    if result.best is None:
+        raise NarformerError("no candidate could be measured", hint=f"see {out_dir}/measurements.db")
+    for kind, path in result.files.items():
+        click.echo(f"{kind}: {path}")
+
+
 @cli.command()
 @_task_options
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=str), default=None)
@@ -553,6 +645,9 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
              out, **kw):
     """Compare NAR-Former V2 with baselines on a dataset; writes a Markdown report and plots.
     With --task accuracy: Kendall's tau on all cells of NAS-Bench-201/101 over several seeds."""
+    if task == "ort-configs":
+        raise click.UsageError("the ort-configs task is evaluated by `train --task ort-configs` (held-out models) "
+                               "and by benchmarks/tune_ort.py")
     if task == "accuracy":
         return _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, out, kw, db_path)
     if not db_path:

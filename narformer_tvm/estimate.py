@@ -55,6 +55,42 @@ def resolve_predictor(spec: str | None) -> Path:
              "predictor.pt`) and pass --predictor predictor.pt")
 
 
+def resolve_ort_predictor(spec: str | None) -> Path:
+    """The configuration-aware predictor behind ``tune-ort``: a file, or a profile's ``ort_configs``."""
+    spec = spec or DEFAULT_PROFILE
+    if Path(spec).is_file():
+        return Path(spec)
+    profiles = list_profiles()
+    if spec in profiles:
+        meta = json.loads((profiles[spec] / "profile.json").read_text())
+        if meta.get("ort_configs") and (profiles[spec] / meta["ort_configs"]).is_file():
+            return profiles[spec] / meta["ort_configs"]
+        raise PredictorNotFoundError(
+            f"hardware profile {spec!r} has no configuration-aware predictor for tune-ort",
+            hint="collect data with `narformer-tvm profile --zoo all --ort-candidates 3 --db D` and train it with "
+                 f"`narformer-tvm train --task ort-configs --db D --out P --profile-dir {profiles[spec]}`")
+    names = ", ".join(profiles) or "none installed"
+    raise PredictorNotFoundError(f"no predictor {spec!r}: not a file, and no hardware profile of that name "
+                                 f"(profiles: {names})", hint="pass --predictor PATH.pt")
+
+
+def add_to_profile(folder: str | Path, field: str, checkpoint: str | Path) -> Path:
+    """Copy ``checkpoint`` into a hardware profile folder and name it in profile.json under ``field``."""
+    import shutil
+
+    folder = Path(folder)
+    meta_path = folder / "profile.json"
+    if not meta_path.is_file():
+        raise InputError(f"{folder}: no profile.json", hint="write the profile first with `train --profile-dir`")
+    meta = json.loads(meta_path.read_text())
+    name = f"{field.replace('_', '-')}.pt"
+    if Path(checkpoint).resolve() != (folder / name).resolve():
+        shutil.copyfile(checkpoint, folder / name)
+    meta[field] = name
+    meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return meta_path
+
+
 def collect_models(paths: Sequence[str | Path]) -> list[Path]:
     """ONNX files named directly, or found (non-recursively) in named folders."""
     files: list[Path] = []

@@ -238,6 +238,48 @@ def config_predictor(base, ensemble: int = 3, seed: int = 0):
                      {"task": "ort-configs", "base": base.metadata.get("options")})
 
 
+def source_key(sample) -> str:
+    """The source model of a configuration-aware sample (its variants and session options share it)."""
+    return sample.key.split("@")[0].split(":")[0]
+
+
+def split_by_source(samples, test_frac: float = 0.1) -> tuple[list[int], list[int]]:
+    """Per family, every configuration of the last ``test_frac`` source models is the test set: a
+    model's int8 or threaded rows never leak into training while its default row is tested."""
+    first_id: dict[str, int] = {}
+    for s in samples:
+        k = source_key(s)
+        first_id[k] = min(first_id.get(k, s.model_id), s.model_id)
+    by_family: dict[str, list[str]] = {}
+    for k in sorted(first_id, key=first_id.get):
+        fam = next(s.family for s in samples if source_key(s) == k)
+        by_family.setdefault(fam, []).append(k)
+    test_keys = set()
+    for keys in by_family.values():
+        if len(keys) > 1:
+            test_keys.update(keys[len(keys) - max(1, int(round(test_frac * len(keys)))):])
+    test = [i for i, s in enumerate(samples) if source_key(s) in test_keys]
+    return [i for i, s in enumerate(samples) if source_key(s) not in test_keys], test
+
+
+def train_config_predictor(samples, base, train_idx, opts, ensemble: int = 3, cores: int | None = None,
+                           checkpoint=None, progress: Callable | None = None):
+    """Fine-tune a configuration-aware predictor from ``base`` on ``samples[train_idx]`` (validation
+    carved from the training models, never from the test ones)."""
+    from .train import carve_validation, train_predictor
+
+    groups = sorted({source_key(samples[i]) for i in train_idx})
+    _, val_groups = carve_validation(list(range(len(groups))), 0.1, opts.fit.seed)
+    val_keys = {groups[i] for i in val_groups}
+    tr = [samples[i] for i in train_idx if source_key(samples[i]) not in val_keys]
+    val = [samples[i] for i in train_idx if source_key(samples[i]) in val_keys]
+    pred = config_predictor(base, ensemble, opts.fit.seed)
+    pred.metadata["cores"] = cores or max(s.candidate.threads for s in samples)  # the profiling machine's
+    pred = train_predictor(tr, val, opts, checkpoint=checkpoint, progress=progress, init=pred)
+    pred.metadata["task"] = "ort-configs"
+    return pred
+
+
 # ----- ranking, measuring, choosing ---------------------------------------------------------------
 
 @dataclass

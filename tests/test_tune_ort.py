@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from narformer_plugins.ort import random_feeds
 from narformer_tvm.backends import MeasureConfig
-from narformer_tvm.cli import cli
+from narformer_tvm.cli import cli, main
 from narformer_tvm.errors import InputError
 from narformer_tvm.predictor import new_predictor
 from narformer_tvm.tune_ort import (DEFAULT, N_CONFIG, VARIANTS, Candidate, Ranked, choose_to_measure,
@@ -144,3 +144,36 @@ def test_profile_collects_candidate_rows_that_train_a_config_predictor(small_net
     assert pred.metadata["train_samples"] == 4
     res = runner.invoke(cli, ["profile", str(small_net), "--db", str(db), "--ort-candidates", "three"])
     assert res.exit_code == 2 and "positive number" in res.output
+
+
+def test_cli_trains_a_config_predictor_and_tune_ort_uses_it(small_net, tmp_path):
+    db, base, cfgp, out = tmp_path / "d.db", tmp_path / "base.pt", tmp_path / "cfg.pt", tmp_path / "out"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["profile", str(small_net), "--db", str(db), "--ort-candidates", "2"]).exit_code == 0
+    new_predictor(d_model=32, n_layers=1).save(base)
+    res = runner.invoke(cli, ["train", "--task", "ort-configs", "--db", str(db), "--finetune", str(base), "--out",
+                              str(cfgp), "--split", "all", "--epochs", "2", "--include-noisy", "--d-model", "32"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["tune-ort", str(small_net), "--predictor", str(cfgp), "--out", str(out), "--top-k", "1",
+                              "--explore", "0"])
+    assert res.exit_code == 0, res.output
+    assert "speedup vs default" in res.output and "session_options:" in res.output
+    assert json.loads((out / "session_options.json").read_text())["session_options"]["providers"]
+
+
+def test_tune_ort_bad_inputs_are_clear(tmp_path, small_net, capsys):
+    def run(*argv):
+        with pytest.raises(SystemExit) as exc:
+            main(list(map(str, argv)))
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err
+        return exc.value.code, err
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("not a model")
+    code, err = run("tune-ort", bad, "--out", tmp_path / "o")
+    assert code != 0 and "bad.onnx: not a readable ONNX model" in err
+    code, err = run("tune-ort", tmp_path / "missing.onnx", "--out", tmp_path / "o")
+    assert code == 2 and "missing.onnx" in err
+    code, err = run("tune-ort", small_net, "--out", tmp_path / "o", "--predictor", "nope")
+    assert code != 0 and "no predictor 'nope'" in err and "hint:" in err
