@@ -544,7 +544,7 @@ def _train_ort_configs(db_path, target, out, split, ensemble, finetune, profile_
     from .estimate import resolve_predictor
     from .metrics import summary
     from .predictor import Predictor
-    from .train import FitConfig, TrainOptions, predict_samples
+    from .train import TrainOptions, predict_samples
     from .tune_ort import load_config_samples, split_by_source, train_config_predictor
 
     _, _, fit = _train_options(kw)
@@ -606,7 +606,6 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_s
     load_model(model, shapes, batch_size)  # a bad file fails here, with its name, before any work
     check_config(MeasureConfig(target=target))
     pred = Predictor.load(resolve_ort_predictor(predictor_spec))
-    con = _console(stderr=True)
     with _progress() as bar:
         task = bar.add_task("measuring the chosen candidates", total=None, status="")
         result = tune_ort(model, pred, out_dir, top_k, explore, target, shapes, batch_size,
@@ -647,7 +646,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     With --task accuracy: Kendall's tau on all cells of NAS-Bench-201/101 over several seeds."""
     if task == "ort-configs":
         raise click.UsageError("the ort-configs task is evaluated by `train --task ort-configs` (held-out models) "
-                               "and by benchmarks/tune_ort.py")
+                               "and by examples/bench_tune_ort.py")
     if task == "accuracy":
         return _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, out, kw, db_path)
     if not db_path:
