@@ -177,3 +177,22 @@ def test_tune_ort_bad_inputs_are_clear(tmp_path, small_net, capsys):
     assert code == 2 and "missing.onnx" in err
     code, err = run("tune-ort", small_net, "--out", tmp_path / "o", "--predictor", "nope")
     assert code != 0 and "no predictor 'nope'" in err and "hint:" in err
+
+
+def test_candidate_jobs_are_reproducible_grouped_by_model_and_split_by_source():
+    from narformer_tvm.features import SCALARS, STATIC, GraphTable
+    from narformer_tvm.profile import Job
+    from narformer_tvm.train import Sample
+    from narformer_tvm.tune_ort import candidate_jobs, split_by_source
+
+    jobs = [Job(f"k{i}", f"m{i}", family="f" if i < 10 else "g") for i in range(20)]
+    a, b = candidate_jobs(jobs, 3, seed=0), candidate_jobs(jobs, 3, seed=0)
+    assert [(j.key, j.config) for j in a] == [(j.key, j.config) for j in b] and len(a) == 80
+    assert [j.key.split(":")[0] for j in a[:4]] == ["k0"] * 4 and a[0].config is None  # the default first
+    assert len(candidate_jobs(jobs[:1], 0, exhaustive=True)) == 64
+    empty = GraphTable([], np.zeros((0, len(SCALARS)), dtype=np.int64), np.zeros((0, 2), dtype=np.int64),
+                       np.zeros(len(STATIC), dtype=np.float32))
+    samples = [Sample(f"{j.key}@{n}", j.name, j.family, empty, 1.0, model_id=n) for n, j in enumerate(a)]
+    train, test = split_by_source(samples)
+    src = lambda idx: {samples[i].key.split("@")[0].split(":")[0] for i in idx}  # noqa: E731
+    assert src(test) == {"k9", "k19"} and not src(train) & src(test) and len(train) + len(test) == 80
