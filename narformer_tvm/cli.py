@@ -744,12 +744,18 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
 @click.option("--pretrained", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="narformer: start from a cost model saved earlier (tunedb pretrain, or a previous tune).")
 @click.option("--frozen", is_flag=True, help="narformer: never retrain during tuning.")
+@click.option("--predict-only", is_flag=True,
+              help="Explore with the pre-trained cost model's predictions instead of builds and runs; measure "
+                   "only the --measure-top best predicted schedules of each task (needs --pretrained).")
+@click.option("--measure-top", type=click.IntRange(min=1), default=4, show_default=True,
+              help="predict-only: schedules per task built and run for real.")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=str), required=True,
               help="Where the tuning database and logs go.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Cores (0 = physical cores).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @input_shape_option
-def tune(model, target, trials, cost_model, pretrained, frozen, work_dir, threads, seed, input_shapes):
+def tune(model, target, trials, cost_model, pretrained, frozen, predict_only, measure_top, work_dir, threads, seed,
+         input_shapes):
     """Tune MODEL's TVM tasks with a cost model; report tuned vs untuned latency."""
     from rich.table import Table
 
@@ -759,12 +765,15 @@ def tune(model, target, trials, cost_model, pretrained, frozen, work_dir, thread
     extra = {}
     if cost_model == "narformer":
         extra = {"pretrained": pretrained, "frozen": frozen}
-    elif pretrained or frozen:
-        raise click.UsageError("--pretrained/--frozen apply to --cost-model narformer")
+    elif pretrained or frozen or predict_only:
+        raise click.UsageError("--pretrained/--frozen/--predict-only apply to --cost-model narformer")
+    if predict_only and not pretrained:
+        raise click.UsageError("--predict-only needs --pretrained (a cost model trained with `tunedb pretrain`)")
     with _progress() as bar:
         task = bar.add_task("tuning", total=None, status="")
         report = tune_onnx(model, work_dir, trials, cost_model, threads, parse_input_shapes(input_shapes), seed, extra,
-                           progress=lambda m: bar.update(task, status=m))
+                           progress=lambda m: bar.update(task, status=m), predict_only=predict_only,
+                           measure_top_n=measure_top)
     t = Table(title=f"{model}: {cost_model}, {trials} trials", title_justify="left")
     for col in ("task", "weight", "trials", "best us", "time s", "status"):
         t.add_column(col, justify="left" if col in ("task", "status") else "right")
@@ -776,6 +785,9 @@ def tune(model, target, trials, cost_model, pretrained, frozen, work_dir, thread
     click.echo(f"untuned {report.untuned_ms:.4f} ms, tuned {report.tuned_ms:.4f} ms "
                f"(x{report.untuned_ms / report.tuned_ms:.2f}); tuning {report.tuning_seconds:.0f} s, of which cost model "
                f"{cm_s:.1f} s; database in {work_dir}")
+    if report.measured is not None:
+        click.echo(f"predict-only: {sum(r.trials for r in report.tasks)} schedules explored by prediction, "
+                   f"{report.measured} built and measured")
     if any(r.error for r in report.tasks):
         sys.exit(1)
 

@@ -34,6 +34,7 @@ class TuneReport:
     tuning_seconds: float = 0.0
     cost_model_seconds: dict = field(default_factory=dict)
     work_dir: str = ""
+    measured: int | None = None  # predict-only: schedules built and run for real (the rest were predicted)
 
 
 def _time_vm(ex, inputs_np, dev, cfg: MeasureConfig) -> float:
@@ -51,13 +52,18 @@ def _time_vm(ex, inputs_np, dev, cfg: MeasureConfig) -> float:
 
 def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_model: str = "narformer",
               threads: int = 0, input_shapes: dict | None = None, seed: int = 0, cost_model_kwargs: dict | None = None,
-              progress: Callable[[str], None] | None = None) -> TuneReport:
+              progress: Callable[[str], None] | None = None, predict_only: bool = False,
+              measure_top_n: int = 4) -> TuneReport:
+    """Tune every task of an ONNX model. ``predict_only``: explore with the (pre-trained, frozen)
+    cost model's predictions in place of builds and runs, then measure the ``measure_top_n`` best
+    predicted schedules of each task for real."""
     import onnx
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
 
     from .graph import load_model
-    from .tvm import fast_builder, get_cost_model, meta_schedule
+    from .tvm import fast_builder, get_cost_model, measure_top, meta_schedule
+    from .tvm import predict_only as predict_only_pair
     from narformer_plugins.tvm_runtime import make_target, random_inputs
 
     ms = meta_schedule()
@@ -90,6 +96,10 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
     per_task = max(1, trials // len(tasks))
     kwargs = dict(cost_model_kwargs or {}, **({"seed": seed} if cost_model == "narformer" else {}))
     cm = get_cost_model(cost_model, **kwargs)
+    if predict_only and cost_model != "narformer":
+        raise InputError("predict-only tuning uses the narformer cost model", hint="pass --cost-model narformer")
+    builder, runner = predict_only_pair(cm) if predict_only else (fast_builder(), ms.runner.LocalRunner())
+    report.measured = 0 if predict_only else None
     t_start = time.time()
     for k, task in enumerate(tasks):
         tr = TaskResult(task.task_name, int(task.weight))
@@ -100,12 +110,14 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
             ctx = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator="post-order-apply",
                                  search_strategy="evolutionary", task_name=task.task_name, num_threads="physical",
                                  rand_state=seed + k)
+            explored = ms.database.MemoryDatabase() if predict_only else database
             ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir / "logs"), max_trials_global=per_task,
-                          max_trials_per_task=per_task, num_trials_per_iter=min(64, per_task), builder=fast_builder(),
-                          runner=ms.runner.LocalRunner(), database=database, cost_model=cm,
-                          task_scheduler="round-robin")
+                          max_trials_per_task=per_task, num_trials_per_iter=min(64, per_task), builder=builder,
+                          runner=runner, database=explored, cost_model=cm, task_scheduler="round-robin")
+            if predict_only:
+                report.measured += measure_top(explored, database, target, measure_top_n)
             recs = database.get_top_k(database.commit_workload(task.dispatched[0]), 1)
-            tr.trials = len(database.get_top_k(database.commit_workload(task.dispatched[0]), 10_000))
+            tr.trials = len(explored.get_top_k(explored.commit_workload(task.dispatched[0]), 10_000))
             if recs and recs[0].run_secs:
                 tr.best_us = 1e6 * float(np.median([float(s) for s in recs[0].run_secs]))
         except Exception as e:  # one task failing never kills the run

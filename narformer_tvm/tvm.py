@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -266,6 +268,122 @@ def read_tuning_records(work_dir: str):
         by_task[key][0].append(feat)
         by_task[key][1].append(cost)
     return [(k, f, c) for k, (f, c) in by_task.items()]
+
+
+# ----- predict-only tuning: the cost model stands in for build + run ------------------------------
+
+PREDICTED_SUFFIX = ".predicted"
+PREDICTED_UNIT_S = 1e-6  # pseudo run time of a score-1.0 candidate; only the order within a task matters
+
+
+def _prim_func(mod):
+    funcs = [f for _, f in mod.functions.items() if f.__class__.__name__ == "PrimFunc"]
+    if len(funcs) != 1:
+        raise ValueError(f"expected one PrimFunc in the scheduled module, found {len(funcs)}")
+    return funcs[0]
+
+
+def predict_only(cost_model):
+    """(builder, runner) that score each candidate with ``cost_model`` instead of compiling and running
+    it: tuning explores with predictions only. The cost model must be trained (pre-trained, e.g. with
+    ``tunedb pretrain``) and is frozen, since learning from its own predictions would be circular.
+    Measure the best predicted schedules afterwards with ``measure_top``."""
+    import tvm
+    from tvm.ir.utils import derived_object
+
+    ms = meta_schedule()
+    if not getattr(cost_model, "trained", False):
+        from .errors import InputError
+
+        raise InputError("predict-only tuning needs a trained cost model",
+                         hint="pre-train one with `narformer-tvm tunedb pretrain WORK_DIR --out cm.pt` and pass it")
+    cost_model.frozen = True
+
+    @derived_object
+    class PredictBuilder(ms.builder.PyBuilder):
+        def build(self, build_inputs):
+            out = []
+            for inp in build_inputs:
+                try:
+                    ctx = ms.TuneContext(mod=inp.mod, target=inp.target)
+                    cand = ms.MeasureCandidate(tvm.s_tir.Schedule(inp.mod),
+                                               ms.arg_info.ArgInfo.from_prim_func(_prim_func(inp.mod)))
+                    score = float(cost_model.predict(ctx, [cand])[0])
+                    # A real (empty) artifact folder: MetaSchedule's clean-up callback removes it.
+                    path = os.path.join(tempfile.mkdtemp(prefix="narformer-predicted-"), f"{score!r}{PREDICTED_SUFFIX}")
+                    out.append(ms.builder.BuilderResult(path, None))
+                except Exception as e:  # an unscorable candidate is a failed build, as in real tuning
+                    out.append(ms.builder.BuilderResult(None, f"{type(e).__name__}: {e}"))
+            return out
+
+    @derived_object
+    class PredictedResult(ms.runner.PyRunnerFuture):
+        def __init__(self, result):
+            super().__init__()
+            self.res = result
+
+        def done(self):
+            return True
+
+        def result(self):
+            return self.res
+
+    @derived_object
+    class PredictRunner(ms.runner.PyRunner):
+        def run(self, runner_inputs):
+            futures = []
+            for inp in runner_inputs:
+                score = float(os.path.basename(str(inp.artifact_path))[:-len(PREDICTED_SUFFIX)])
+                secs = PREDICTED_UNIT_S / score if score > 1e-9 and math.isfinite(score) else None
+                futures.append(PredictedResult(ms.runner.RunnerResult([secs] if secs else None,
+                                                                      None if secs else "predicted to fail")))
+            return futures
+
+    return PredictBuilder(), PredictRunner()
+
+
+def measure_top(predicted, database, target, top_n: int = 4, builder=None, runner=None) -> int:
+    """Build and run the ``top_n`` best predicted schedules of every workload in the ``predicted``
+    database; commit the real measurements to ``database``. Returns how many were measured."""
+    import tvm
+
+    ms = meta_schedule()
+    builder = builder or fast_builder()
+    runner = runner or ms.runner.LocalRunner()
+    n = 0
+    for rec0 in _workload_heads(predicted):
+        workload = database.commit_workload(rec0.workload.mod)
+        records = predicted.get_top_k(rec0.workload, top_n)
+        schedules = []
+        for rec in records:
+            sch = tvm.s_tir.Schedule(rec.workload.mod)
+            rec.trace.apply_to_schedule(sch, remove_postproc=False)
+            schedules.append((rec, sch))
+        built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in schedules])
+        run_inputs, keep = [], []
+        for (rec, sch), b in zip(schedules, built):
+            if b.error_msg is None:
+                run_inputs.append(ms.runner.RunnerInput(b.artifact_path, "cuda" if target.kind.name == "cuda" else "cpu",
+                                                        ms.arg_info.ArgInfo.from_prim_func(_prim_func(sch.mod))))
+                keep.append(rec)
+        for rec, fut in zip(keep, runner.run(run_inputs)):
+            res = fut.result()
+            database.commit_tuning_record(ms.database.TuningRecord(
+                rec.trace, workload, [float(s) for s in res.run_secs] if res.error_msg is None else None, target,
+                rec.args_info))
+            n += 1
+    return n
+
+
+def _workload_heads(db):
+    """One tuning record per workload of a database (its best)."""
+    seen, heads = set(), []
+    for rec in db.get_all_tuning_records():
+        key = meta_schedule().utils.shash2hex(rec.workload.mod)
+        if key not in seen:
+            seen.add(key)
+            heads.append(rec)
+    return heads
 
 
 _CLASS = None

@@ -103,6 +103,34 @@ def test_tune_cli_reports_tuned_and_untuned(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["tunedb", "pretrain", str(tmp_path / "w"), "--out", str(tmp_path / "cm.pt"), "--steps", "3"])
     assert exc.value.code == 0 and (tmp_path / "cm.pt").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", str(tmp_path / "conv.onnx"), "--trials", "8", "--predict-only", "--measure-top", "2",
+              "--pretrained", str(tmp_path / "cm.pt"), "--work-dir", str(tmp_path / "p")])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "built and measured" in out, out
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", str(tmp_path / "conv.onnx"), "--predict-only", "--work-dir", str(tmp_path / "q")])
+    assert exc.value.code == 2 and "--pretrained" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predict_only_tuning_explores_by_prediction_and_measures_the_top(tuned, tmp_path):
+    from narformer_tvm.tvm import NARFormerCostModel, measure_top, predict_only
+
+    cm, _, _, target = tuned
+    ms = meta_schedule()
+    with pytest.raises(InputError, match="trained cost model"):
+        predict_only(NARFormerCostModel())
+    builder, runner = predict_only(cm)
+    assert cm.frozen
+    explored = ms.tune_tir(matmul(), target, str(tmp_path / "w"), max_trials_global=16, num_trials_per_iter=8,
+                           builder=builder, runner=runner, database="memory", cost_model=cm, seed=0)
+    predicted = explored.get_all_tuning_records()
+    assert len(predicted) == 16 and all(r.run_secs for r in predicted)
+    real = ms.database.MemoryDatabase()
+    assert measure_top(explored, real, target, top_n=3) == 3
+    measured = real.get_all_tuning_records()
+    assert len(measured) == 3 and all(r.run_secs and float(r.run_secs[0]) > 0 for r in measured)
 
 
 def test_cost_models_by_name():
