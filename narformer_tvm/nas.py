@@ -158,3 +158,138 @@ def load_cell_predictor(path: str | Path):
     model.load_state_dict(state["state_dict"])
     model.eval()
     return model, AccuracyOptions(**state["options"]), state
+
+
+# ----- accuracy x latency: the Pareto front of NAS-Bench-201 cells on this machine ---------------
+
+NB201_SKELETON = {"c": 16, "n_cells": 5, "resolution": 32, "batch": 1}  # NAS-Bench-201's CIFAR network
+
+
+def skeleton_jobs(archs: Sequence[str]) -> list:
+    """Profiler jobs measuring each cell inside NAS-Bench-201's network (zoo family nb201)."""
+    from .profile import Job
+    from .zoo import Variant
+
+    jobs = []
+    for i, arch in enumerate(archs):
+        v = Variant("nb201", -3, i, {"arch": arch, **NB201_SKELETON})
+        jobs.append(Job(key=v.key, name=f"nb201-cell-{i:05d}", family="nb201", variant=v.to_dict()))
+    return jobs
+
+
+def measured_latencies(db, archs: Sequence[str], cfg=None, progress: Callable | None = None,
+                       include_noisy: bool = True) -> dict[str, float]:
+    """Measure (or read back) the latency of each cell's network; arch -> ms for the successful ones."""
+    from .backends import MeasureConfig, fingerprint, get_backend
+    from .dataset import Store
+    from .profile import sweep
+
+    cfg = cfg or MeasureConfig()
+    jobs = skeleton_jobs(archs)
+    with Store(db) as store:
+        sweep(jobs, store, cfg, reference_every=0, progress=progress)
+        cid = store.config_id(cfg.identity(), fingerprint(cfg, get_backend(cfg.runtime)))
+        out = {}
+        for arch, job in zip(archs, jobs):
+            row = store.db.execute("SELECT m.latency_ms, m.noisy FROM measurements m JOIN models d ON d.id=m.model_id "
+                                   "WHERE d.key=? AND m.config_id=? AND m.pass='main'", (job.key, cid)).fetchone()
+            if row and row[0] and (include_noisy or not row[1]):
+                out[arch] = row[0]
+    return out
+
+
+def pareto_front(accuracy: np.ndarray, latency: np.ndarray) -> list[int]:
+    """Indices of the cells no other cell beats on both (higher accuracy, lower latency), fastest first."""
+    order = np.lexsort((-np.asarray(accuracy), np.asarray(latency)))  # by latency, then accuracy descending
+    front, best = [], -np.inf
+    for i in order:
+        if accuracy[i] > best:
+            front.append(int(i))
+            best = accuracy[i]
+    return front
+
+
+@dataclass
+class ParetoResult:
+    archs: list[str]
+    predicted_accuracy: np.ndarray
+    predicted_ms: np.ndarray
+    front: list[int]  # indices into archs, fastest first
+    measured_ms: dict[str, float]  # the front (and the training sample), measured
+    table_accuracy: np.ndarray | None = None  # the benchmark's accuracy, to check the front against
+    latency_tau: float | None = None  # predicted vs measured latency on the front
+
+
+def nas_pareto(data: CellData, accuracy_model, accuracy_opts: AccuracyOptions, db, sample: int = 300,
+               seed: int = 0, latency_opts: AccuracyOptions | None = None, cfg=None,
+               progress: Callable[[str], None] | None = None) -> ParetoResult:
+    """Predict accuracy (a trained cell predictor) and latency (a cell predictor trained here on
+    ``sample`` measured cells) of every NAS-Bench-201 cell, take the Pareto front, measure it."""
+    archs = data.names
+    say = progress or (lambda _m: None)
+    rng = np.random.default_rng(seed)
+    picked = [archs[i] for i in rng.permutation(len(archs))[:sample]]
+    say(f"measuring {len(picked)} sampled cells")
+    lat = measured_latencies(db, picked, cfg, lambda k, i, n, m: say(f"measured {i}/{n}: {m}") if k == "done" else None)
+    train = [a for a in picked if a in lat]
+    if len(train) < 20:
+        from .errors import InputError
+
+        raise InputError(f"only {len(train)} cells could be measured", hint="see the dataset for the failures")
+    index = {a: i for i, a in enumerate(archs)}
+    n_val = max(10, len(train) // 10)
+    lo = latency_opts or AccuracyOptions(d_model=128, n_layers=3, n_groups=4, epochs=150, lr=5e-4, patience=30,
+                                         seed=seed)
+    say("training the cell-latency predictor")
+    lat_model, _ = train_accuracy([data.cells[index[a]] for a in train[n_val:]], np.array([lat[a] for a in train[n_val:]]),
+                                  [data.cells[index[a]] for a in train[:n_val]], np.array([lat[a] for a in train[:n_val]]),
+                                  lo, progress)
+    say("predicting every cell")
+    acc = predict_cells(accuracy_model, data.cells, accuracy_opts.n_freqs)
+    ms = predict_cells(lat_model, data.cells, lo.n_freqs)
+    front = pareto_front(acc, ms)
+    say(f"measuring the {len(front)} cells of the predicted front")
+    lat.update(measured_latencies(db, [archs[i] for i in front], cfg))
+    meas = [lat.get(archs[i]) for i in front]
+    pairs = [(ms[i], m) for i, m in zip(front, meas) if m]
+    tau = kendall_tau(np.array([p for p, _ in pairs]), np.array([m for _, m in pairs])) if len(pairs) > 2 else None
+    return ParetoResult(list(archs), acc, ms, front, lat, data.accuracy, tau)
+
+
+def write_pareto_report(result: ParetoResult, out: Path) -> Path:
+    """front.json, front.md and pareto.png (every cell predicted; the front, predicted and measured)."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"arch": result.archs[i], "predicted_accuracy": float(result.predicted_accuracy[i]),
+             "table_accuracy": float(result.table_accuracy[i]) if result.table_accuracy is not None else None,
+             "predicted_ms": float(result.predicted_ms[i]), "measured_ms": result.measured_ms.get(result.archs[i])}
+            for i in result.front]
+    (out / "front.json").write_text(json.dumps({"front": rows, "latency_tau_on_front": result.latency_tau}, indent=2))
+    lines = ["| cell | predicted acc | table acc | predicted ms | measured ms |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| `{r['arch']}` | {100 * r['predicted_accuracy']:.2f}% | {100 * (r['table_accuracy'] or 0):.2f}% | "
+              f"{r['predicted_ms']:.3f} | {r['measured_ms']:.3f} |" if r["measured_ms"] else
+              f"| `{r['arch']}` | {100 * r['predicted_accuracy']:.2f}% | - | {r['predicted_ms']:.3f} | failed |" for r in rows]
+    tau = f"{result.latency_tau:.3f}" if result.latency_tau is not None else "n/a"
+    lines += ["", f"Kendall tau of predicted vs measured latency on the front: {tau}"]
+    (out / "front.md").write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.scatter(result.predicted_ms, 100 * result.predicted_accuracy, s=2, alpha=0.3, label="every cell (predicted)")
+    f = result.front
+    ax.plot(result.predicted_ms[f], 100 * result.predicted_accuracy[f], "r.-", label="predicted front")
+    meas = [(result.measured_ms[result.archs[i]], 100 * result.table_accuracy[i]) for i in f
+            if result.measured_ms.get(result.archs[i]) and result.table_accuracy is not None]
+    if meas:
+        ax.plot(*zip(*meas), "gx", label="front: measured ms, table accuracy")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("CIFAR-10 accuracy (%)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "pareto.png", dpi=120)
+    plt.close(fig)
+    return out / "front.md"

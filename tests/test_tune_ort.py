@@ -146,15 +146,23 @@ def test_profile_collects_candidate_rows_that_train_a_config_predictor(small_net
     assert res.exit_code == 2 and "positive number" in res.output
 
 
-def test_cli_trains_a_config_predictor_and_tune_ort_uses_it(small_net, tmp_path):
-    db, base, cfgp, out = tmp_path / "d.db", tmp_path / "base.pt", tmp_path / "cfg.pt", tmp_path / "out"
+def test_cli_trains_a_config_predictor_and_tune_ort_uses_it(small_net, tmp_path, monkeypatch):
+    from narformer_tvm.estimate import write_profile
+
+    db, cfgp, out = tmp_path / "d.db", tmp_path / "cfg.pt", tmp_path / "out"
     runner = CliRunner()
     assert runner.invoke(cli, ["profile", str(small_net), "--db", str(db), "--ort-candidates", "2"]).exit_code == 0
-    new_predictor(d_model=32, n_layers=1).save(base)
-    res = runner.invoke(cli, ["train", "--task", "ort-configs", "--db", str(db), "--finetune", str(base), "--out",
-                              str(cfgp), "--split", "all", "--epochs", "2", "--include-noisy", "--d-model", "32"])
+    profile = tmp_path / "profiles" / "unit-cpu"
+    write_profile(new_predictor(d_model=32, n_layers=1), profile)
+    monkeypatch.setenv("NARFORMER_PROFILES", str(tmp_path / "profiles"))
+    res = runner.invoke(cli, ["tune-ort", str(small_net), "--predictor", "unit-cpu", "--out", str(out)])
+    assert res.exit_code != 0 and "no configuration-aware predictor" in str(res.exception)
+    res = runner.invoke(cli, ["train", "--task", "ort-configs", "--db", str(db), "--finetune", "unit-cpu", "--out",
+                              str(cfgp), "--split", "all", "--epochs", "2", "--include-noisy", "--profile-dir",
+                              str(profile)])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(cli, ["tune-ort", str(small_net), "--predictor", str(cfgp), "--out", str(out), "--top-k", "1",
+    assert json.loads((profile / "profile.json").read_text())["ort_configs"] == "ort-configs.pt"
+    res = runner.invoke(cli, ["tune-ort", str(small_net), "--predictor", "unit-cpu", "--out", str(out), "--top-k", "1",
                               "--explore", "0"])
     assert res.exit_code == 0, res.output
     assert "speedup vs default" in res.output and "session_options:" in res.output

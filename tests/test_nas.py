@@ -1,0 +1,70 @@
+"""Accuracy x latency search over NAS-Bench-201 cells: the Pareto front, predicted then measured."""
+import csv
+
+import numpy as np
+import pytest
+
+from narformer_tvm.backends import MeasureConfig
+from narformer_tvm.cells import load_nb201
+from narformer_tvm.dataset import Store
+from narformer_tvm.nas import (AccuracyOptions, nas_pareto, pareto_front, save_cell_predictor, train_accuracy,
+                               write_pareto_report)
+from narformer_tvm.zoo import NB201_ARCHS
+
+FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
+
+
+def test_pareto_front_by_hand():
+    acc = np.array([0.90, 0.80, 0.95, 0.85, 0.70, 0.95])
+    lat = np.array([2.0, 1.0, 3.0, 2.5, 0.5, 4.0])
+    # 4 (fastest), 1, 0, 2; 3 is beaten by 0, 5 by 2 (same accuracy, slower)
+    assert pareto_front(acc, lat) == [4, 1, 0, 2]
+
+
+@pytest.fixture(scope="module")
+def small_nb201(tmp_path_factory):
+    """60 real NAS-Bench-201 arch strings with a made-up accuracy (more convolutions, more accurate)."""
+    path = tmp_path_factory.mktemp("nb201") / "nb201.csv"
+    archs = [NB201_ARCHS[i] for i in np.random.default_rng(0).choice(len(NB201_ARCHS), 60, replace=False)]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ArchitectureString", "CIFAR10TestAccuracy200Epochs"])
+        for a in archs:
+            w.writerow([a, 50 + 6 * a.count("conv_3x3") + 3 * a.count("conv_1x1")])
+    return path
+
+
+def test_nas_pareto_predicts_every_cell_and_measures_the_front(small_nb201, tmp_path):
+    data = load_nb201(small_nb201)
+    opts = AccuracyOptions(d_model=32, n_layers=2, n_groups=4, epochs=20, lr=1e-3, patience=20)
+    acc_model, _ = train_accuracy(data.cells[:50], data.accuracy[:50], data.cells[50:], data.accuracy[50:], opts)
+    lat_opts = AccuracyOptions(d_model=32, n_layers=2, n_groups=4, epochs=10, lr=1e-3, patience=10)
+    result = nas_pareto(data, acc_model, opts, tmp_path / "lat.db", sample=24, latency_opts=lat_opts,
+                        cfg=MeasureConfig(**FAST))
+    assert len(result.predicted_accuracy) == len(result.predicted_ms) == 60
+    assert result.front and all(result.archs[i] in result.measured_ms for i in result.front)
+    accs = result.predicted_accuracy[result.front]
+    assert (np.diff(accs) > 0).all() and (np.diff(result.predicted_ms[result.front]) >= 0).all()
+    report = write_pareto_report(result, tmp_path / "report")
+    assert report.exists() and (tmp_path / "report" / "pareto.png").stat().st_size > 0
+    # a second run reads the measured cells back instead of measuring them again
+    again = nas_pareto(data, acc_model, opts, tmp_path / "lat.db", sample=24, latency_opts=lat_opts,
+                       cfg=MeasureConfig(**FAST))
+    with Store(tmp_path / "lat.db", readonly=True) as s:
+        rows = s.db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+    assert rows == len(set(result.measured_ms) | set(again.measured_ms))
+
+
+def test_nas_cli(small_nb201, tmp_path, capsys):
+    from narformer_tvm.cli import main
+
+    data = load_nb201(small_nb201)
+    opts = AccuracyOptions(d_model=32, n_layers=2, n_groups=4, epochs=5, lr=1e-3, patience=5)
+    model, _ = train_accuracy(data.cells[:50], data.accuracy[:50], data.cells[50:], data.accuracy[50:], opts)
+    save_cell_predictor(model, opts, "nb201", tmp_path / "acc.pt", {})
+    with pytest.raises(SystemExit) as exc:
+        main(["nas", "--data", str(small_nb201), "--accuracy-predictor", str(tmp_path / "acc.pt"), "--db",
+              str(tmp_path / "lat.db"), "--sample", "20", "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 0, err
+    assert "predicted Pareto front" in out and (tmp_path / "out" / "front.json").exists()
