@@ -138,8 +138,9 @@ def report(work: Path, predictor_spec: str | None, out: Path, top_k: int, explor
               f"{len(rows)}: on this CPU one kind of candidate dominates, so the search mostly has to confirm it "
               "and catch the exceptions.", "",
               "Both searches are judged on the same exhaustive measurements (min of block medians, the dataset's "
-              "label); run-to-run noise on this machine is ~10% (profiles/cpu-onnxruntime/README.md), so "
-              "candidates within a few percent of each other are ties.", "", "Reproduce:", "", "```bash",
+              "label, here with a shorter method: METHOD in the script). Run-to-run noise on this machine: median 6%, "
+              "mean 14%, with a tail from two speed regimes of the VM (profiles/cpu-onnxruntime/README.md), "
+              "so candidates within ~10% of each other are ties (densenet121's opt=all vs opt=extended).", "", "Reproduce:", "", "```bash",
               f"python examples/bench_tune_ort.py measure --work {work}",
               f"python examples/bench_tune_ort.py report --work {work} --out {out}", "```", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
