@@ -504,9 +504,8 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
     if task == "ort-configs":
         return _train_ort_configs(db_path, target or "llvm", out, split, ensemble, finetune, profile_dir, kw)
 
-    from .metrics import summary
     from .predictor import Predictor
-    from .train import TrainOptions, carve_validation, load_samples, predict_samples, split_same_distribution, train_predictor
+    from .train import TrainOptions, carve_validation, load_samples, split_same_distribution, train_predictor
 
     model, feats, fit = _train_options(kw)
     samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"])
@@ -526,11 +525,8 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
     pred.profile = {"runtime": cfg["config"]["runtime"], "target": cfg["config"]["target"],
                     "threads": cfg["config"].get("threads"), "config": cfg["config"], "fingerprint": cfg["fingerprint"],
                     "dataset": str(db_path)}
-    if test_idx:
-        test = [samples[i] for i in test_idx]
-        m = summary(predict_samples(pred, test)[0], [s.latency_ms for s in test])
-        pred.metadata["test"] = m
-        con.print(f"test ({len(test)} held-out models): MAPE {100 * m['mape']:.2f}%  RMSPE {100 * m['rmspe']:.2f}%  "
+    if m := _test_metrics(pred, samples, test_idx):
+        con.print(f"test ({len(test_idx)} held-out models): MAPE {100 * m['mape']:.2f}%  RMSPE {100 * m['rmspe']:.2f}%  "
                   f"Acc(10%) {100 * m['acc10']:.1f}%  Acc(5%) {100 * m['acc5']:.1f}%  tau {m['kendall_tau']:.3f}")
     pred.save(out)
     click.echo(f"predictor written to {out} ({pred.metadata['train_seconds']} s)")
@@ -540,11 +536,22 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
         click.echo(f"hardware profile written to {write_profile(pred, profile_dir)}")
 
 
+def _test_metrics(pred, samples, test_idx) -> dict | None:
+    """Metrics of a trained predictor on the held-out samples, recorded in its metadata."""
+    from .metrics import summary
+    from .train import predict_samples
+
+    if not test_idx:
+        return None
+    test = [samples[i] for i in test_idx]
+    pred.metadata["test"] = summary(predict_samples(pred, test)[0], [s.latency_ms for s in test])
+    return pred.metadata["test"]
+
+
 def _train_ort_configs(db_path, target, out, split, ensemble, finetune, profile_dir, kw):
     from .estimate import resolve_predictor
-    from .metrics import summary
     from .predictor import Predictor
-    from .train import TrainOptions, predict_samples
+    from .train import TrainOptions
     from .tune_ort import load_config_samples, split_by_source, train_config_predictor
 
     _, _, fit = _train_options(kw)
@@ -559,11 +566,8 @@ def _train_ort_configs(db_path, target, out, split, ensemble, finetune, profile_
         task = bar.add_task("training", total=None, status="")
         pred = train_config_predictor(samples, base, train_idx, TrainOptions(fit=fit), ensemble, checkpoint=out,
                                       progress=lambda msg: bar.update(task, status=msg))
-    if test_idx:
-        test = [samples[i] for i in test_idx]
-        m = summary(predict_samples(pred, test)[0], [s.latency_ms for s in test])
-        pred.metadata["test"] = m
-        con.print(f"test ({len(test)} rows of held-out models): MAPE {100 * m['mape']:.2f}%  "
+    if m := _test_metrics(pred, samples, test_idx):
+        con.print(f"test ({len(test_idx)} rows of held-out models): MAPE {100 * m['mape']:.2f}%  "
                   f"Acc(10%) {100 * m['acc10']:.1f}%  tau {m['kendall_tau']:.3f}")
     pred.save(out)
     click.echo(f"configuration-aware predictor written to {out} ({pred.metadata['train_seconds']} s)")

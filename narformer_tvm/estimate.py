@@ -35,19 +35,19 @@ def list_profiles() -> dict[str, Path]:
     return found
 
 
-def resolve_predictor(spec: str | None) -> Path:
-    """A checkpoint path from ``--predictor`` (a file or a profile name; None = default profile)."""
+def _profile_checkpoint(spec: str | None, field: str, missing, default: str | None = None) -> Path:
+    """The checkpoint ``spec`` names: a file, or the one a hardware profile's ``field`` names
+    (``default`` if absent; None = the default profile). ``missing(folder, name)`` is the error when
+    the profile has no such file."""
     spec = spec or DEFAULT_PROFILE
     if Path(spec).is_file():
         return Path(spec)
     profiles = list_profiles()
     if spec in profiles:
-        meta = json.loads((profiles[spec] / "profile.json").read_text())
-        path = profiles[spec] / meta.get("predictor", "predictor.pt")
-        if path.is_file():
-            return path
-        raise PredictorNotFoundError(f"profile {spec!r} names {path}, which does not exist",
-                                     hint="reinstall narformer-tvm or retrain the profile")
+        name = json.loads((profiles[spec] / "profile.json").read_text()).get(field, default)
+        if name and (profiles[spec] / name).is_file():
+            return profiles[spec] / name
+        raise missing(profiles[spec], name)
     names = ", ".join(profiles) or "none installed"
     raise PredictorNotFoundError(
         f"no predictor {spec!r}: not a file, and no hardware profile of that name (profiles: {names})",
@@ -55,23 +55,19 @@ def resolve_predictor(spec: str | None) -> Path:
              "predictor.pt`) and pass --predictor predictor.pt")
 
 
+def resolve_predictor(spec: str | None) -> Path:
+    """A checkpoint path from ``--predictor`` (a file or a profile name; None = default profile)."""
+    return _profile_checkpoint(spec, "predictor", lambda folder, name: PredictorNotFoundError(
+        f"profile {folder.name!r} names {folder / name}, which does not exist",
+        hint="reinstall narformer-tvm or retrain the profile"), default="predictor.pt")
+
+
 def resolve_ort_predictor(spec: str | None) -> Path:
     """The configuration-aware predictor behind ``tune-ort``: a file, or a profile's ``ort_configs``."""
-    spec = spec or DEFAULT_PROFILE
-    if Path(spec).is_file():
-        return Path(spec)
-    profiles = list_profiles()
-    if spec in profiles:
-        meta = json.loads((profiles[spec] / "profile.json").read_text())
-        if meta.get("ort_configs") and (profiles[spec] / meta["ort_configs"]).is_file():
-            return profiles[spec] / meta["ort_configs"]
-        raise PredictorNotFoundError(
-            f"hardware profile {spec!r} has no configuration-aware predictor for tune-ort",
-            hint="collect data with `narformer-tvm profile --zoo all --ort-candidates 3 --db D` and train it with "
-                 f"`narformer-tvm train --task ort-configs --db D --out P --profile-dir {profiles[spec]}`")
-    names = ", ".join(profiles) or "none installed"
-    raise PredictorNotFoundError(f"no predictor {spec!r}: not a file, and no hardware profile of that name "
-                                 f"(profiles: {names})", hint="pass --predictor PATH.pt")
+    return _profile_checkpoint(spec, "ort_configs", lambda folder, name: PredictorNotFoundError(
+        f"hardware profile {folder.name!r} has no configuration-aware predictor for tune-ort",
+        hint="collect data with `narformer-tvm profile --zoo all --ort-candidates 3 --db D` and train it with "
+             f"`narformer-tvm train --task ort-configs --db D --out P --profile-dir {folder}`"))
 
 
 def add_to_profile(folder: str | Path, field: str, checkpoint: str | Path) -> Path:

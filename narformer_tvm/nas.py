@@ -180,22 +180,17 @@ def skeleton_jobs(archs: Sequence[str]) -> list:
 def measured_latencies(db, archs: Sequence[str], cfg=None, progress: Callable | None = None,
                        include_noisy: bool = True) -> dict[str, float]:
     """Measure (or read back) the latency of each cell's network; arch -> ms for the successful ones."""
-    from .backends import MeasureConfig, fingerprint, get_backend
+    from .backends import MeasureConfig
     from .dataset import Store
-    from .profile import sweep
+    from .profile import job_result, sweep
 
     cfg = cfg or MeasureConfig()
     jobs = skeleton_jobs(archs)
     with Store(db) as store:
         sweep(jobs, store, cfg, reference_every=0, progress=progress)
-        cid = store.config_id(cfg.identity(), fingerprint(cfg, get_backend(cfg.runtime)))
-        out = {}
-        for arch, job in zip(archs, jobs):
-            row = store.db.execute("SELECT m.latency_ms, m.noisy FROM measurements m JOIN models d ON d.id=m.model_id "
-                                   "WHERE d.key=? AND m.config_id=? AND m.pass='main'", (job.key, cid)).fetchone()
-            if row and row[0] and (include_noisy or not row[1]):
-                out[arch] = row[0]
-    return out
+        rows = {arch: job_result(store, job, cfg) for arch, job in zip(archs, jobs)}
+    return {arch: r["latency_ms"] for arch, r in rows.items()
+            if r and r["latency_ms"] and (include_noisy or not r["noisy"])}
 
 
 def pareto_front(accuracy: np.ndarray, latency: np.ndarray) -> list[int]:

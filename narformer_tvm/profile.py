@@ -247,15 +247,15 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
     backend = get_backend(cfg.runtime)
     config_ids: dict[str, int] = {}
 
-    def resolve(job: Job) -> tuple[MeasureConfig, int]:  # jobs may carry their own session options
-        jc = replace(cfg, **job.config) if job.config else cfg
+    def config_of(job: Job) -> tuple[MeasureConfig, int]:  # jobs may carry their own session options
+        jc = job_config(cfg, job)
         ident = json.dumps(jc.identity(), sort_keys=True)
         if ident not in config_ids:
             config_ids[ident] = store.config_id(jc.identity(), fingerprint(jc, backend))
         return jc, config_ids[ident]
 
-    config_id = resolve(Job("", ""))[1]
-    todo = [(j, *resolve(j)) for j in jobs]
+    config_id = store.config_id(cfg.identity(), fingerprint(cfg, backend))
+    todo = [(j, *config_of(j)) for j in jobs]
     todo = [(j, jc, cid) for j, jc, cid in todo
             if not store.has_measurement(j.key, cid, pass_, retry_failed, remeasure_noisy)]
     summary = Summary(skipped=len(jobs) - len(todo))
@@ -314,6 +314,20 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
         worker.close()
         summary.seconds = time.time() - t_start
     return summary
+
+
+def job_config(cfg: MeasureConfig, job: Job) -> MeasureConfig:
+    """The configuration a job is measured under: the sweep's, with the job's own overrides."""
+    return replace(cfg, **job.config) if job.config else cfg
+
+
+def job_result(store: Store, job: Job, cfg: MeasureConfig, pass_: str = "main") -> dict | None:
+    """The stored measurement of ``job`` under ``cfg`` (after a sweep): latency_ms, error, noisy."""
+    jc = job_config(cfg, job)
+    cid = store.config_id(jc.identity(), fingerprint(jc, get_backend(jc.runtime)))
+    row = store.db.execute("SELECT m.latency_ms, m.error, m.noisy FROM measurements m JOIN models d ON d.id = m.model_id "
+                           "WHERE d.key=? AND m.config_id=? AND m.pass=?", (job.key, cid, pass_)).fetchone()
+    return {"latency_ms": row[0], "error": row[1], "noisy": bool(row[2])} if row else None
 
 
 def _reference_baseline(store: Store, config_id: int) -> float | None:

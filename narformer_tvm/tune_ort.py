@@ -247,13 +247,14 @@ def split_by_source(samples, test_frac: float = 0.1) -> tuple[list[int], list[in
     """Per family, every configuration of the last ``test_frac`` source models is the test set: a
     model's int8 or threaded rows never leak into training while its default row is tested."""
     first_id: dict[str, int] = {}
+    family: dict[str, str] = {}
     for s in samples:
         k = source_key(s)
         first_id[k] = min(first_id.get(k, s.model_id), s.model_id)
+        family.setdefault(k, s.family)
     by_family: dict[str, list[str]] = {}
     for k in sorted(first_id, key=first_id.get):
-        fam = next(s.family for s in samples if source_key(s) == k)
-        by_family.setdefault(fam, []).append(k)
+        by_family.setdefault(family[k], []).append(k)
     test_keys = set()
     for keys in by_family.values():
         if len(keys) > 1:
@@ -366,7 +367,7 @@ def measure_candidates(model_path: str | Path, chosen: Sequence[Ranked], db: str
     """Measure the chosen candidates in the profiler's isolated worker; fills ``measured_ms``/``error``."""
     from .backends import MeasureConfig
     from .dataset import Store
-    from .profile import jobs_from_paths, sweep
+    from .profile import job_result, jobs_from_paths, sweep
 
     cfg = cfg or MeasureConfig()
     (base,) = jobs_from_paths([Path(model_path)], input_shapes, batch_size)
@@ -376,17 +377,8 @@ def measure_candidates(model_path: str | Path, chosen: Sequence[Ranked], db: str
         sweep(jobs, store, cfg, pass_="main", timeout=timeout, input_shapes=input_shapes, batch_size=batch_size,
               reference_every=0, progress=progress)
         for r, job in zip(chosen, jobs):
-            row = _row_for(store, job.key, replace(cfg, **job.config))
-            r.measured_ms, r.error = row if row else (None, "not measured")
-
-
-def _row_for(store, key: str, cfg) -> tuple[float | None, str | None] | None:
-    from .backends import fingerprint, get_backend
-
-    cid = store.config_id(cfg.identity(), fingerprint(cfg, get_backend(cfg.runtime)))
-    return store.db.execute("SELECT m.latency_ms, m.error FROM measurements m JOIN models d ON d.id = m.model_id "
-                            "WHERE d.key=? AND m.config_id=? AND m.pass='main' ORDER BY m.id DESC LIMIT 1",
-                            (key, cid)).fetchone()
+            row = job_result(store, job, cfg)
+            r.measured_ms, r.error = (row["latency_ms"], row["error"]) if row else (None, "not measured")
 
 
 def tune_ort(model_path: str | Path, predictor, out_dir: str | Path, top_k: int = 3, explore: int = 2,
