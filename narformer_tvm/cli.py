@@ -643,9 +643,12 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_s
               help="main (flops, flops_mac, nnlp, narformer), ablations, all, or a comma-separated list.")
 @click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Independent runs (mean and best).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=str), required=True, help="Report folder.")
+@click.option("--predictor", "predictor_spec", metavar="PATH|PROFILE", default=None,
+              help="Score this trained predictor on every model of --db instead (nothing is trained; "
+                   "--protocol and --methods do not apply), e.g. on measured published networks.")
 @_model_options
 def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, seeds, protocol, methods_spec, runs,
-             out, **kw):
+             out, predictor_spec, **kw):
     """Compare NAR-Former V2 with baselines on a dataset; writes a Markdown report and plots.
     With --task accuracy: Kendall's tau on all cells of NAS-Bench-201/101 over several seeds."""
     if task == "ort-configs":
@@ -666,11 +669,21 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"])
     with Store(db_path, readonly=True) as store:
         nf = noise_floor(store, cfg["id"]).get("min_block_median", {}).get("mape")
+    command = "narformer-tvm evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+    if predictor_spec is not None:
+        from .estimate import resolve_predictor
+        from .evaluate import score_predictor
+        from .predictor import Predictor
+
+        results = [score_predictor(Predictor.load(resolve_predictor(predictor_spec)), samples, "predictor")]
+        path = write_report(results, out, f"predictor {predictor_spec} on every model of {db_path}", nf, command)
+        click.echo(path.read_text())
+        click.echo(f"report: {path}")
+        return
     with _progress() as bar:
         task = bar.add_task(f"evaluating ({protocol})", total=None, status="")
         results = run_eval(samples, protocol, method_names(methods_spec), runs, fit, model,
                            progress=lambda msg: bar.update(task, status=msg[-110:]))
-    command = "narformer-tvm evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     path = write_report(results, out, f"{protocol} split on {db_path}", nf, command)
     click.echo(path.read_text())
     click.echo(f"report: {path}")

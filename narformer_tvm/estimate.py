@@ -70,6 +70,9 @@ def resolve_ort_predictor(spec: str | None) -> Path:
              f"`narformer-tvm train --task ort-configs --db D --out P --profile-dir {folder}`"))
 
 
+EXTRA_PREDICTORS = ("ort_configs",)  # profile.json fields naming further checkpoints in the folder
+
+
 def add_to_profile(folder: str | Path, field: str, checkpoint: str | Path) -> Path:
     """Copy ``checkpoint`` into a hardware profile folder and name it in profile.json under ``field``."""
     import shutil
@@ -144,7 +147,10 @@ def write_profile(predictor: Predictor, folder: str | Path, name: str | None = N
     name = name or folder.name
     predictor.profile = {**predictor.profile, "name": name}
     predictor.save(folder / "predictor.pt")
-    meta = {"name": name, "predictor": "predictor.pt", **{k: v for k, v in predictor.profile.items() if k != "name"},
+    # Keep the other predictors an existing profile names (add_to_profile); its metrics are the old model's.
+    old = json.loads((folder / "profile.json").read_text()) if (folder / "profile.json").exists() else {}
+    meta = {**{k: v for k, v in old.items() if k in EXTRA_PREDICTORS}, "name": name, "predictor": "predictor.pt",
+            **{k: v for k, v in predictor.profile.items() if k != "name"},
             "metrics": predictor.metadata.get("test"), "train_samples": predictor.metadata.get("train_samples")}
     (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return folder / "profile.json"

@@ -135,6 +135,14 @@ def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int
     return results
 
 
+def score_predictor(pred, samples: Sequence[Sample], name: str) -> Result:
+    """A trained predictor on every sample, nothing fitted: how it does on models it never saw
+    (published networks, another dataset)."""
+    mean, _ = predict_samples(pred, samples)
+    return Result(name, "all", 0, "all", [s.name for s in samples], [s.family for s in samples],
+                  [float(p) for p in mean], [s.latency_ms for s in samples])
+
+
 # ----- reporting ----------------------------------------------------------------------------------
 
 def aggregate(results: list[Result]) -> dict[str, dict]:
@@ -181,6 +189,12 @@ def markdown(results: list[Result], title: str, noise_floor: float | None = None
     lines += ["", f"Per family ({main}, all runs pooled):", "", "| family | n | MAPE | Acc(10%) |", "| --- | --- | --- | --- |"]
     for f, m in per_family(results, main).items():
         lines.append(f"| {f} | {m['n']} | {100 * m['mape']:.2f}% | {100 * m['acc10']:.1f}% |")
+    for r in results:
+        if r.protocol == "all":  # a scored predictor: every model is worth a line
+            lines += ["", f"Per model ({r.method}):", "", "| model | measured ms | predicted ms | error |",
+                      "| --- | --- | --- | --- |"]
+            for n, p, t in sorted(zip(r.names, r.pred, r.true), key=lambda x: x[0]):
+                lines.append(f"| {n} | {t:.3f} | {p:.3f} | {100 * (p - t) / t:+.1f}% |")
     return "\n".join(lines) + "\n"
 
 

@@ -125,6 +125,15 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
         main(["evaluate", *args, "--methods", "flops,nnlp", "--protocol", "random", "--out", str(tmp_path / "rep")])
     assert exc.value.code == 0
     assert (tmp_path / "rep" / "report.md").exists() and (tmp_path / "rep" / "nnlp_pred_vs_measured.png").exists()
+    # an existing predictor scored on every model, one line per model
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--db", str(SAMPLE_DB), "--predictor", str(out), "--out", str(tmp_path / "scored")])
+    assert exc.value.code == 0
+    report = (tmp_path / "scored" / "report.md").read_text()
+    scored = json.loads((tmp_path / "scored" / "results.json").read_text())[0]
+    assert len(scored["names"]) > 3 and all(f"| {n} |" in report for n in scored["names"])
+    np.testing.assert_allclose(scored["pred"], predict_samples(Predictor.load(out), load_samples(SAMPLE_DB)[0])[0],
+                               rtol=1e-5)
 
 
 def test_fingerprint_mismatch_warns(tmp_path, capsys, exported):

@@ -167,6 +167,8 @@ def test_cli_trains_a_config_predictor_and_tune_ort_uses_it(small_net, tmp_path,
     assert res.exit_code == 0, res.output
     assert "speedup vs default" in res.output and "session_options:" in res.output
     assert json.loads((out / "session_options.json").read_text())["session_options"]["providers"]
+    write_profile(new_predictor(d_model=32, n_layers=1), profile)  # retraining the latency predictor ...
+    assert json.loads((profile / "profile.json").read_text())["ort_configs"] == "ort-configs.pt"  # ... keeps it
 
 
 def test_tune_ort_bad_inputs_are_clear(tmp_path, small_net, capsys):
