@@ -754,7 +754,7 @@ def nas(data_path, accuracy_predictor, db_path, sample, seed, out):
 
 
 def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, out, kw, db_path):
-    from dataclasses import replace as dc_replace
+    from dataclasses import asdict, replace as dc_replace
     from pathlib import Path
 
     import numpy as np
@@ -773,20 +773,31 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
              "```", "narformer-tvm evaluate " + " ".join(sys.argv[2:]), "```", "",
              "| method | tau mean | tau best | Spearman mean | MAPE mean | train s (mean) |",
              "| --- | --- | --- | --- | --- | --- |"]
-    all_rows = {}
+    # One finished seed at a time goes to results.json: an interrupted run resumes where it stopped.
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved = out_dir / "results.json"
+    key = {"benchmark": benchmark, "train_size": train_size, "options": {k: v for k, v in asdict(opts).items()
+                                                                         if k not in ("seed", "backbone")}}
+    done = json.loads(saved.read_text()) if saved.exists() else {}
+    if done.get("run") != key:
+        done = {"run": key, "rows": {}}
     with _progress() as bar:
-        task = bar.add_task("evaluating", total=None, status="")
+        task = bar.add_task("evaluating", total=len(methods) * seeds, status="")
         for m in methods:
             o = dc_replace(opts, backbone="gnn" if m == "gnn" else opts.backbone)
-            rows = run_protocol(data, train_size, range(seeds), o, 200 if benchmark == "nb201" else 50,
-                                lambda msg, m=m: bar.update(task, status=f"{m}: {msg}"))
-            all_rows[m] = rows
+            rows = done["rows"].setdefault(m, [])
+            for seed in range(seeds):
+                if not any(r["seed"] == seed for r in rows):
+                    rows += run_protocol(data, train_size, [seed], o, 200 if benchmark == "nb201" else 50,
+                                         lambda msg, m=m, s=seed: bar.update(task, status=f"{m} seed {s}: {msg}"))
+                    saved.write_text(json.dumps(done, indent=2))
+                bar.advance(task)
+            rows = sorted((r for r in rows if r["seed"] < seeds), key=lambda r: r["seed"])
             taus = [r["kendall_tau"] for r in rows]
             lines.append(f"| {m} | {np.mean(taus):.4f} | {max(taus):.4f} | {np.mean([r['spearman'] for r in rows]):.4f} | "
                          f"{100 * np.mean([r['mape'] for r in rows]):.2f}% | {np.mean([r['train_seconds'] for r in rows]):.0f} |")
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "report.md").write_text("\n".join(lines) + "\n")
-    (Path(out) / "results.json").write_text(json.dumps(all_rows, indent=2))
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 
 

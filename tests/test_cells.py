@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,12 @@ def test_accuracy_cli_train_and_evaluate(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--task", "accuracy", *small, "--seeds", "1", "--out", str(tmp_path / "rep")])
     assert exc.value.code == 0 and "| gnn |" in (tmp_path / "rep" / "report.md").read_text()
+    first = json.loads((tmp_path / "rep" / "results.json").read_text())["rows"]
+    with pytest.raises(SystemExit) as exc:  # a second seed: the finished one is kept, not retrained
+        main(["evaluate", "--task", "accuracy", *small, "--seeds", "2", "--out", str(tmp_path / "rep")])
+    rows = json.loads((tmp_path / "rep" / "results.json").read_text())["rows"]
+    assert exc.value.code == 0 and [r["seed"] for r in rows["narformer"]] == [0, 1]
+    assert rows["narformer"][0] == first["narformer"][0] and rows["gnn"][0] == first["gnn"][0]
     with pytest.raises(SystemExit) as exc:
         main(["train", "--task", "accuracy", "--out", str(tmp_path / "x.pt")])
     assert exc.value.code == 2
