@@ -646,9 +646,11 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_s
 @click.option("--predictor", "predictor_spec", metavar="PATH|PROFILE", default=None,
               help="Score this trained predictor on every model of --db instead (nothing is trained; "
                    "--protocol and --methods do not apply), e.g. on measured published networks.")
+@click.option("--per-family", type=click.IntRange(min=2), default=None,
+              help="Use only the first N models of each family (quicker protocol runs).")
 @_model_options
 def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, seeds, protocol, methods_spec, runs,
-             out, predictor_spec, **kw):
+             out, predictor_spec, per_family, **kw):
     """Compare NAR-Former V2 with baselines on a dataset; writes a Markdown report and plots.
     With --task accuracy: Kendall's tau on all cells of NAS-Bench-201/101 over several seeds."""
     if task == "ort-configs":
@@ -659,7 +661,9 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     if not db_path:
         raise click.UsageError("the latency task needs --db DATASET")
     from .dataset import Store
-    from .evaluate import evaluate as run_eval, method_names, write_report
+    from pathlib import Path
+
+    from .evaluate import cap_per_family, evaluate as run_eval, method_names, write_report
     from .profile import noise_floor
     from .train import load_samples
 
@@ -667,6 +671,8 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     if feats:
         raise click.UsageError("--op-encoding/--attr-encoding are set per method in evaluate (see ablations)")
     samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"])
+    if per_family:
+        samples = cap_per_family(samples, per_family)
     with Store(db_path, readonly=True) as store:
         nf = noise_floor(store, cfg["id"]).get("min_block_median", {}).get("mape")
     command = "narformer-tvm evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
@@ -682,8 +688,10 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         return
     with _progress() as bar:
         task = bar.add_task(f"evaluating ({protocol})", total=None, status="")
+        Path(out).mkdir(parents=True, exist_ok=True)  # finished splits are kept there: a rerun resumes
         results = run_eval(samples, protocol, method_names(methods_spec), runs, fit, model,
-                           progress=lambda msg: bar.update(task, status=msg[-110:]))
+                           progress=lambda msg: bar.update(task, status=msg[-110:]),
+                           checkpoint=Path(out) / "finished.json")
     path = write_report(results, out, f"{protocol} split on {db_path}", nf, command)
     click.echo(path.read_text())
     click.echo(f"report: {path}")

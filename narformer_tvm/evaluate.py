@@ -6,7 +6,7 @@ NNLP GNN (GraphSAGE) and NAR-Former V2 with the ablation switches of the paper's
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -118,7 +118,17 @@ def splits_for(protocol: str, samples: list[Sample], seed: int) -> list[tuple[st
 
 
 def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int = 1, fit: FitConfig = FitConfig(),
-             model_overrides: dict | None = None, progress: Callable[[str], None] | None = None) -> list[Result]:
+             model_overrides: dict | None = None, progress: Callable[[str], None] | None = None,
+             checkpoint: str | Path | None = None) -> list[Result]:
+    """Every method on every split of every run. With ``checkpoint`` (a JSON file) each finished
+    (method, run, split) is saved at once and reused when the same evaluation is started again."""
+    key = {"protocol": protocol, "fit": asdict(fit), "model": model_overrides or {},
+           "samples": sorted(s.key for s in samples)}
+    done: dict[tuple, Result] = {}
+    if checkpoint and Path(checkpoint).exists():
+        state = json.loads(Path(checkpoint).read_text())
+        if state.get("key") == key:
+            done = {(r["method"], r["run"], r["split"]): Result(**r) for r in state["results"]}
     results = []
     for run in range(runs):
         for split, train_idx, test_idx in splits_for(protocol, samples, seed=run):
@@ -126,13 +136,29 @@ def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int
             assert not set(test_idx) & (set(tr_idx) | set(val_idx)), "test leaked into training"
             train, val, test = ([samples[i] for i in ix] for ix in (tr_idx, val_idx, test_idx))
             for name in methods:
+                if (name, run, split) in done:
+                    results.append(done[(name, run, split)])
+                    continue
                 if progress:
                     progress(f"run {run + 1}/{runs} split {split}: {name}")
                 pred = run_method(name, train, val, test, replace(fit, seed=fit.seed + run), model_overrides or {},
                                   progress)
                 results.append(Result(name, protocol, run, split, [s.name for s in test], [s.family for s in test],
                                       [float(p) for p in pred], [s.latency_ms for s in test]))
+                if checkpoint:
+                    done[(name, run, split)] = results[-1]
+                    tmp = Path(str(checkpoint) + ".tmp")
+                    tmp.write_text(json.dumps({"key": key, "results": [r.__dict__ for r in done.values()]}))
+                    tmp.replace(checkpoint)
     return results
+
+
+def cap_per_family(samples: Sequence[Sample], n: int) -> list[Sample]:
+    """The first ``n`` models of each family in generation order (a smaller, still balanced dataset)."""
+    by_family: dict[str, list[Sample]] = {}
+    for s in sorted(samples, key=lambda s: s.model_id):
+        by_family.setdefault(s.family, []).append(s)
+    return sorted((s for fam in by_family.values() for s in fam[:n]), key=lambda s: s.model_id)
 
 
 def score_predictor(pred, samples: Sequence[Sample], name: str) -> Result:

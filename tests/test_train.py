@@ -1,10 +1,11 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from narformer_tvm.evaluate import LinearBaseline, evaluate, method_names, write_report
+from narformer_tvm.evaluate import LinearBaseline, cap_per_family, evaluate, method_names, write_report
 from narformer_tvm.errors import InputError
 from narformer_tvm.features import GraphTable
 from narformer_tvm.metrics import mape
@@ -94,6 +95,27 @@ def test_evaluate_writes_a_report(real_samples, tmp_path):
     text = path.read_text()
     assert "| flops_mac |" in text and "noise floor" in text and "2.00%" in text
     assert json.loads((tmp_path / "summary.json").read_text())["flops"]["runs"] == 1
+
+
+def test_an_interrupted_evaluation_resumes_from_its_finished_splits(real_samples, tmp_path, monkeypatch):
+    import narformer_tvm.evaluate as ev
+
+    fit, ckpt = FitConfig(epochs=1, batch_size=16), tmp_path / "finished.json"
+    first = evaluate(real_samples, "lofo", ["flops", "nnlp"], fit=fit, model_overrides={"d_model": 16},
+                     checkpoint=ckpt)
+    monkeypatch.setattr(ev, "run_method", lambda *a, **k: pytest.fail("a finished split was run again"))
+    again = evaluate(real_samples, "lofo", ["flops", "nnlp"], fit=fit, model_overrides={"d_model": 16},
+                     checkpoint=ckpt)
+    assert [r.__dict__ for r in again] == [r.__dict__ for r in first]
+    with pytest.raises(pytest.fail.Exception):  # other options: nothing is reused
+        evaluate(real_samples, "lofo", ["flops"], fit=replace(fit, epochs=2), checkpoint=ckpt)
+
+
+def test_cap_per_family_keeps_the_first_models_of_each_family(real_samples):
+    capped = cap_per_family(real_samples, 2)
+    for fam in {s.family for s in real_samples}:
+        ids = sorted(s.model_id for s in real_samples if s.family == fam)
+        assert sorted(s.model_id for s in capped if s.family == fam) == ids[:2]
 
 
 def test_train_and_evaluate_cli(tmp_path, capsys, exported):
