@@ -407,11 +407,14 @@ def _model_options(f):
         click.option("--no-type-enhance", is_flag=True, help="Ablation: no degree gate."),
         click.option("--op-encoding", type=click.Choice(["onehot", "sinusoidal"]), default=None),
         click.option("--attr-encoding", type=click.Choice(["sinusoidal", "raw"]), default=None),
-        click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True),
-        click.option("--batch-size", "train_batch", type=click.IntRange(min=1), default=32, show_default=True),
-        click.option("--patience", type=click.IntRange(min=1), default=15, show_default=True,
-                     help="Early stopping: epochs without validation improvement."),
+        # Defaults differ per task (latency: FitConfig, accuracy: AccuracyOptions): None = the task's own.
+        click.option("--epochs", type=click.IntRange(min=1), default=None,
+                     help="Maximum epochs (latency default 100, accuracy 300)."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Peak learning rate (latency default 1e-3, accuracy 1e-4)."),
+        click.option("--batch-size", "train_batch", type=click.IntRange(min=1), default=None, help="Default 32."),
+        click.option("--patience", type=click.IntRange(min=1), default=None,
+                     help="Early stopping: epochs without validation improvement (latency default 15, accuracy 60)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--include-noisy", is_flag=True, help="Also use measurements flagged noisy (left out by default)."),
         click.option("--loss", type=click.Choice(["relative", "log"]), default="relative", show_default=True,
@@ -434,9 +437,14 @@ def _train_options(kw) -> tuple:
     if kw["no_type_enhance"]:
         model["type_enhance"] = False
     feats = {k: v for k, v in (("op_encoding", kw["op_encoding"]), ("attr_encoding", kw["attr_encoding"])) if v}
-    fit = FitConfig(epochs=kw["epochs"], lr=kw["lr"], batch_size=kw["train_batch"], patience=kw["patience"],
-                    seed=kw["seed"], loss=kw["loss"])
+    fit = FitConfig(**_given(kw), seed=kw["seed"], loss=kw["loss"])
     return model, feats, fit
+
+
+def _given(kw) -> dict:
+    """The training-loop options set on the command line (the others keep the task's defaults)."""
+    names = {"epochs": "epochs", "lr": "lr", "train_batch": "batch_size", "patience": "patience"}
+    return {field: kw[opt] for opt, field in names.items() if kw[opt] is not None}
 
 
 task_options = [
@@ -470,8 +478,7 @@ def _accuracy_opts(kw):
 
     o = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
                             ("backbone", kw["backbone"])) if v is not None}
-    return AccuracyOptions(**o, epochs=kw["epochs"], lr=kw["lr"], batch_size=kw["train_batch"],
-                           patience=kw["patience"], seed=kw["seed"])
+    return AccuracyOptions(**o, **_given(kw), seed=kw["seed"])
 
 
 @cli.command()

@@ -96,7 +96,9 @@ def test_accuracy_cli_train_and_evaluate(tmp_path, capsys):
         main(["train", "--task", "accuracy", *small, "--out", str(tmp_path / "c.pt")])
     assert exc.value.code == 0 and "Kendall tau" in capsys.readouterr().out
     model, opts, state = load_cell_predictor(tmp_path / "c.pt")
-    assert state["benchmark"] == "nb101" and opts.n_layers == 2
+    assert state["benchmark"] == "nb101" and opts.n_layers == 2 and opts.epochs == 3
+    # options not given keep the cell task's defaults, not the latency task's
+    assert (opts.lr, opts.patience) == (AccuracyOptions().lr, AccuracyOptions().patience) != (1e-3, 15)
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--task", "accuracy", *small, "--seeds", "1", "--out", str(tmp_path / "rep")])
     assert exc.value.code == 0 and "| gnn |" in (tmp_path / "rep" / "report.md").read_text()
