@@ -33,4 +33,5 @@ def test_shipped_predictor_on_measured_published_networks():
     samples, _ = load_samples(PROFILE / "published.db")
     m = summary(predict_samples(Predictor.load(PROFILE / META["predictor"]), samples)[0],
                 [s.latency_ms for s in samples])
+    assert "published" in META, "profile.json lacks the published-network metrics this dataset backs"
     assert m["n"] == META["published"]["n"] and m["mape"] == pytest.approx(META["published"]["mape"], rel=1e-3)
