@@ -364,7 +364,7 @@ def measure_top(predicted, database, target, top_n: int = 4, builder=None, runne
         for (rec, sch), b in zip(schedules, built):
             if b.error_msg is None:
                 run_inputs.append(ms.runner.RunnerInput(b.artifact_path, "cuda" if target.kind.name == "cuda" else "cpu",
-                                                        ms.arg_info.ArgInfo.from_prim_func(_prim_func(sch.mod))))
+                                                        ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
                 keep.append(rec)
         for rec, fut in zip(keep, runner.run(run_inputs)):
             res = fut.result()

@@ -131,6 +131,18 @@ def test_predict_only_tuning_explores_by_prediction_and_measures_the_top(tuned, 
     assert measure_top(explored, real, target, top_n=3) == 3
     measured = real.get_all_tuning_records()
     assert len(measured) == 3 and all(r.run_secs and float(r.run_secs[0]) > 0 for r in measured)
+    # A dense layer's weight is layout-free: its schedules pre-pack the weight (RewriteLayout), and
+    # the measured function must be called with the weight as the workload declares it.
+    from tvm import te, topi
+
+    a, w = te.placeholder((1, 512), name="a"), te.placeholder((256, 512), name="w")
+    dense = te.create_prim_func([a, w, topi.nn.dense(a, w)])
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 1, "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    explored = ms.tune_tir(dense, target, str(tmp_path / "d"), max_trials_global=8, num_trials_per_iter=8,
+                           builder=builder, runner=runner, database="memory", cost_model=cm, seed=0)
+    real = ms.database.MemoryDatabase()
+    assert measure_top(explored, real, target, top_n=2) == 2
+    assert all(r.run_secs and float(r.run_secs[0]) > 0 for r in real.get_all_tuning_records())
 
 
 def test_cost_models_by_name():
