@@ -276,13 +276,6 @@ PREDICTED_SUFFIX = ".predicted"
 PREDICTED_UNIT_S = 1e-6  # pseudo run time of a score-1.0 candidate; only the order within a task matters
 
 
-def _prim_func(mod):
-    funcs = [f for _, f in mod.functions.items() if f.__class__.__name__ == "PrimFunc"]
-    if len(funcs) != 1:
-        raise ValueError(f"expected one PrimFunc in the scheduled module, found {len(funcs)}")
-    return funcs[0]
-
-
 def predict_only(cost_model):
     """(builder, runner) that score each candidate with ``cost_model`` instead of compiling and running
     it: tuning explores with predictions only. The cost model must be trained (pre-trained, e.g. with
@@ -307,7 +300,7 @@ def predict_only(cost_model):
                 try:
                     ctx = ms.TuneContext(mod=inp.mod, target=inp.target)
                     cand = ms.MeasureCandidate(tvm.s_tir.Schedule(inp.mod),
-                                               ms.arg_info.ArgInfo.from_prim_func(_prim_func(inp.mod)))
+                                               ms.arg_info.ArgInfo.from_entry_func(inp.mod, remove_preproc=True))
                     score = float(cost_model.predict(ctx, [cand])[0])
                     # A real (empty) artifact folder: MetaSchedule's clean-up callback removes it.
                     path = os.path.join(tempfile.mkdtemp(prefix="narformer-predicted-"), f"{score!r}{PREDICTED_SUFFIX}")
