@@ -400,7 +400,7 @@ def _model_options(f):
         click.option("--layers", type=click.IntRange(min=1), default=None, help="Blocks (default 2)."),
         click.option("--groups", type=click.IntRange(min=1), default=None, help="GFFN groups (default 8)."),
         click.option("--backbone", type=click.Choice(["transformer", "gnn"]), default=None),
-        click.option("--readout", type=click.Choice(["sum", "node_cost"]), default=None,
+        click.option("--readout", type=click.Choice(["sum", "node_cost", "flops_mac"]), default=None,
                      help="sum: the paper's sum of node embeddings -> head; node_cost: sum of per-operator costs."),
         click.option("--no-graph-attention", is_flag=True, help="Ablation: plain self-attention."),
         click.option("--no-gffn", is_flag=True, help="Ablation: plain feed-forward network."),
@@ -719,13 +719,15 @@ def _train_accuracy(benchmark, data_path, train_size, out, kw):
         model, history = train_accuracy([data.cells[i] for i in tr], data.accuracy[tr], [data.cells[i] for i in va],
                                         data.accuracy[va], opts, lambda m: bar.update(task, status=m))
     from .metrics import kendall_tau, spearman
-    from .nas import predict_cells
+    from .nas import calibrate, predict_cells
 
     pred = predict_cells(model, data.cells, opts.n_freqs)
     rest = np.setdiff1d(np.arange(len(data.cells)), tr)
     tau_all, tau_rest = kendall_tau(pred, data.accuracy), kendall_tau(pred[rest], data.accuracy[rest])
+    seen = np.concatenate([tr, va])
     save_cell_predictor(model, opts, benchmark, out, {"train_size": train_size, "kendall_tau_all": tau_all,
-                                                      "kendall_tau_unseen": tau_rest, "epochs_run": len(history)})
+                                                      "kendall_tau_unseen": tau_rest, "epochs_run": len(history)},
+                        calibrate(model, [data.cells[i] for i in seen], data.accuracy[seen], opts.n_freqs))
     click.echo(f"Kendall tau: {tau_all:.4f} on all {len(data.cells)} cells, {tau_rest:.4f} on the {len(rest)} unseen; "
                f"Spearman {spearman(pred, data.accuracy):.4f}; predictor written to {out}")
 
@@ -752,10 +754,11 @@ def nas(data_path, accuracy_predictor, db_path, sample, seed, out):
     from .nas import load_cell_predictor, nas_pareto, write_pareto_report
 
     data = load_nb201(data_path)
-    model, opts, _ = load_cell_predictor(accuracy_predictor)
+    model, opts, state = load_cell_predictor(accuracy_predictor)
     with _progress() as bar:
         task = bar.add_task("nas", total=None, status="")
-        result = nas_pareto(data, model, opts, db_path, sample, seed, progress=lambda m: bar.update(task, status=m))
+        result = nas_pareto(data, model, opts, db_path, sample, seed, progress=lambda m: bar.update(task, status=m),
+                            calibration=tuple(state.get("calibration", (1.0, 0.0))))
     t = Table(title=f"predicted Pareto front ({len(result.front)} of {len(result.archs)} cells), fastest first",
               title_justify="left")
     for col in ("cell", "predicted acc", "table acc", "predicted ms", "measured ms"):
@@ -769,7 +772,7 @@ def nas(data_path, accuracy_predictor, db_path, sample, seed, out):
 
 
 def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, out, kw, db_path):
-    from dataclasses import asdict, replace as dc_replace
+    from dataclasses import replace as dc_replace
     from pathlib import Path
 
     import numpy as np
@@ -788,27 +791,18 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
              "```", "narformer-tvm evaluate " + " ".join(sys.argv[2:]), "```", "",
              "| method | tau mean | tau best | Spearman mean | MAPE mean | train s (mean) |",
              "| --- | --- | --- | --- | --- | --- |"]
-    # One finished seed at a time goes to results.json: an interrupted run resumes where it stopped.
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    saved = out_dir / "results.json"
-    key = {"benchmark": benchmark, "train_size": train_size, "options": {k: v for k, v in asdict(opts).items()
-                                                                         if k not in ("seed", "backbone")}}
-    done = json.loads(saved.read_text()) if saved.exists() else {}
-    if done.get("run") != key:
-        done = {"run": key, "rows": {}}
     with _progress() as bar:
         task = bar.add_task("evaluating", total=len(methods) * seeds, status="")
         for m in methods:
             o = dc_replace(opts, backbone="gnn" if m == "gnn" else opts.backbone)
-            rows = done["rows"].setdefault(m, [])
-            for seed in range(seeds):
-                if not any(r["seed"] == seed for r in rows):
-                    rows += run_protocol(data, train_size, [seed], o, 200 if benchmark == "nb201" else 50,
-                                         lambda msg, m=m, s=seed: bar.update(task, status=f"{m} seed {s}: {msg}"))
-                    saved.write_text(json.dumps(done, indent=2))
+            rows = []
+            for seed in range(seeds):  # each finished seed is kept in <method>.json: a rerun resumes
+                rows += run_protocol(data, train_size, [seed], o, 200 if benchmark == "nb201" else 50,
+                                     lambda msg, m=m, s=seed: bar.update(task, status=f"{m} seed {s}: {msg}"),
+                                     checkpoint=out_dir / f"{m}.json")
                 bar.advance(task)
-            rows = sorted((r for r in rows if r["seed"] < seeds), key=lambda r: r["seed"])
             taus = [r["kendall_tau"] for r in rows]
             lines.append(f"| {m} | {np.mean(taus):.4f} | {max(taus):.4f} | {np.mean([r['spearman'] for r in rows]):.4f} | "
                          f"{100 * np.mean([r['mape'] for r in rows]):.2f}% | {np.mean([r['train_seconds'] for r in rows]):.0f} |")

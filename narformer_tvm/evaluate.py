@@ -14,37 +14,8 @@ import numpy as np
 
 from .errors import InputError
 from .metrics import summary
-from .train import (FitConfig, Sample, TrainOptions, carve_validation, predict_samples, split_leave_one_family_out,
-                    split_random, split_same_distribution, train_predictor)
-
-
-# ----- baselines ----------------------------------------------------------------------------------
-
-def _static_counts(s: Sample) -> dict:
-    """FLOPs and memory access back from the table's log-scaled static features."""
-    st = s.table.static.astype(np.float64)
-    inv = lambda v: 2.0 ** (10.0 * v) - 1.0  # noqa: E731  (static = log2(1 + x) / 10)
-    return {"flops": inv(st[2]), "memory": inv(st[4]), "macs": inv(st[1])}
-
-
-@dataclass
-class LinearBaseline:
-    """latency = w . [counts, 1], fitted to minimise the squared *relative* error."""
-
-    features: tuple[str, ...]
-    w: np.ndarray | None = None
-
-    def _x(self, samples):
-        return np.array([[_static_counts(s)[f] for f in self.features] + [1.0] for s in samples])
-
-    def fit(self, samples: Sequence[Sample]) -> "LinearBaseline":
-        x, y = self._x(samples), np.array([s.latency_ms for s in samples])
-        scale = np.abs(x).max(0) + 1e-12
-        self.w = np.linalg.lstsq((x / scale) / y[:, None], np.ones(len(y)), rcond=None)[0] / scale
-        return self
-
-    def predict(self, samples: Sequence[Sample]) -> np.ndarray:
-        return np.maximum(self._x(samples) @ self.w, 1e-6)
+from .train import (FitConfig, LinearBaseline, Sample, TrainOptions, carve_validation, predict_samples,
+                    split_leave_one_family_out, split_random, split_same_distribution, train_predictor)
 
 
 # ----- methods ------------------------------------------------------------------------------------

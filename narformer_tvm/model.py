@@ -33,6 +33,7 @@ class ModelConfig:
     type_enhance: bool = True  # degree-gated type-aware enhancement after each block
     layerwise_readout: bool = False  # sum the readouts of every block, not only the last (cells)
     readout: str = "sum"  # "sum": the paper's sum of node embeddings -> head | "node_cost": sum of per-node costs
+    #   | "flops_mac": the head corrects a linear FLOPs + memory-access model fitted to the training set
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -185,8 +186,13 @@ class NARFormer(nn.Module):
             self.node_cost = nn.Linear(d, 1)  # log cost of each operator
             nn.init.zeros_(self.node_cost.weight)
             nn.init.constant_(self.node_cost.bias, -math.log(READOUT_SCALE))
+        elif cfg.readout == "flops_mac":
+            if cfg.n_static < 5:
+                raise ValueError("the flops_mac readout needs the latency static features (FLOPs, memory)")
+            # latency ~ w . [GFLOPs, G memory elements, 1] in the target's units; set by fit_flops_mac
+            self.register_buffer("prior_w", torch.tensor([0.0, 0.0, 1.0]))
         elif cfg.readout != "sum":
-            raise ValueError(f"readout must be sum or node_cost, not {cfg.readout!r}")
+            raise ValueError(f"readout must be sum, node_cost or flops_mac, not {cfg.readout!r}")
 
     def forward(self, x, adj, degree, mask, static):
         """x (B, N, F), adj (B, N, N) symmetric with self-loops, degree (B, N, 2), mask (B, N) bool,
@@ -207,4 +213,9 @@ class NARFormer(nn.Module):
         if self.cfg.readout == "node_cost":  # latency as the sum of operator costs, times a graph factor
             cost = torch.exp(self.node_cost(self.norm(h)).squeeze(-1).clamp(-30.0, 20.0))  # (B, N)
             out = out * (cost * mask).sum(1)  # (B,)
+        elif self.cfg.readout == "flops_mac":  # a multiplicative correction of the linear model
+            counts = (2.0 ** (10.0 * static[:, [2, 4]].double()) - 1.0) / 1e9  # (B, 2) static = log2(1 + x) / 10
+            ones = torch.ones_like(counts[:, :1])
+            prior = torch.cat([counts, ones], dim=-1) @ self.prior_w.double()  # (B,)
+            out = out * prior.clamp_min(1e-4).to(out.dtype)
         return out

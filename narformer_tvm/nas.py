@@ -3,6 +3,7 @@ layer-wise readout), trained with relative MSE, a pairwise ranking loss and an i
 consistency term (predictions invariant to relabelling intermediate nodes)."""
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -119,28 +120,55 @@ def protocol_split(n: int, train_size: int, val_size: int = 200, seed: int = 0) 
 
 
 def run_protocol(data: CellData, train_size: int, seeds: Sequence[int], opts: AccuracyOptions = AccuracyOptions(),
-                 val_size: int = 200, progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Kendall's tau (and Spearman, MAPE) on all cells, one row per seed."""
+                 val_size: int = 200, progress: Callable[[str], None] | None = None,
+                 checkpoint: str | Path | None = None) -> list[dict]:
+    """Kendall's tau (and Spearman, MAPE) on all cells, one row per seed. ``checkpoint`` (a JSON file)
+    keeps each finished seed, so an interrupted run resumes; rows of other settings are discarded."""
+    key = {"cells": len(data.cells), "train_size": train_size, "val_size": val_size,
+           "options": {k: v for k, v in asdict(opts).items() if k != "seed"}}
+    path = Path(checkpoint) if checkpoint else None
+    done = json.loads(path.read_text()) if path and path.exists() else {}
+    if done.get("run") != key:
+        done = {"run": key, "rows": []}
     rows = []
     for seed in seeds:
-        tr, va = protocol_split(len(data.cells), train_size, val_size, seed)
-        o = AccuracyOptions(**{**asdict(opts), "seed": seed})
-        t0 = time.time()
-        model, _ = train_accuracy([data.cells[i] for i in tr], data.accuracy[tr], [data.cells[i] for i in va],
-                                  data.accuracy[va], o, progress)
-        seconds = time.time() - t0
-        pred = predict_cells(model, data.cells, o.n_freqs)
-        rows.append({"seed": seed, "train_size": train_size, "kendall_tau": kendall_tau(pred, data.accuracy),
-                     "spearman": spearman(pred, data.accuracy), "mape": mape(pred, data.accuracy),
-                     "train_seconds": round(seconds, 1)})
+        row = next((r for r in done["rows"] if r["seed"] == seed), None)
+        if row is None:
+            tr, va = protocol_split(len(data.cells), train_size, val_size, seed)
+            o = AccuracyOptions(**{**asdict(opts), "seed": seed})
+            t0 = time.time()
+            model, history = train_accuracy([data.cells[i] for i in tr], data.accuracy[tr], [data.cells[i] for i in va],
+                                            data.accuracy[va], o, progress)
+            seconds = time.time() - t0
+            pred = predict_cells(model, data.cells, o.n_freqs)
+            row = {"seed": seed, "train_size": train_size, "kendall_tau": kendall_tau(pred, data.accuracy),
+                   "spearman": spearman(pred, data.accuracy), "mape": mape(pred, data.accuracy),
+                   "train_seconds": round(seconds, 1), "epochs_run": len(history)}
+            done["rows"].append(row)
+            if path:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(done, indent=2))
+                tmp.replace(path)  # never a half-written file
+        rows.append(row)
     return rows
 
 
-def save_cell_predictor(model, opts: AccuracyOptions, benchmark: str, path: str | Path, metadata: dict) -> None:
+def calibrate(model, cells: Sequence[Cell], accuracy: np.ndarray, n_freqs: int = 16) -> tuple[float, float]:
+    """(a, b) of the least-squares line a * prediction + b ~ accuracy on the given (training) cells.
+
+    The ranking loss trains the order of the outputs, not their scale: without this the printed
+    accuracies can exceed 100%."""
+    a, b = np.polyfit(predict_cells(model, cells, n_freqs), np.asarray(accuracy, dtype=np.float64), 1)
+    return float(a), float(b)
+
+
+def save_cell_predictor(model, opts: AccuracyOptions, benchmark: str, path: str | Path, metadata: dict,
+                        calibration: tuple[float, float] = (1.0, 0.0)) -> None:
     import torch
 
     torch.save({"format": CELL_CHECKPOINT, "version": 1, "benchmark": benchmark, "options": asdict(opts),
-                "model_config": model.cfg.to_dict(), "metadata": metadata, "state_dict": model.state_dict()}, path)
+                "model_config": model.cfg.to_dict(), "metadata": metadata, "calibration": list(calibration),
+                "state_dict": model.state_dict()}, path)
 
 
 def load_cell_predictor(path: str | Path):
@@ -217,9 +245,11 @@ class ParetoResult:
 
 def nas_pareto(data: CellData, accuracy_model, accuracy_opts: AccuracyOptions, db, sample: int = 300,
                seed: int = 0, latency_opts: AccuracyOptions | None = None, cfg=None,
-               progress: Callable[[str], None] | None = None) -> ParetoResult:
-    """Predict accuracy (a trained cell predictor) and latency (a cell predictor trained here on
-    ``sample`` measured cells) of every NAS-Bench-201 cell, take the Pareto front, measure it."""
+               progress: Callable[[str], None] | None = None,
+               calibration: tuple[float, float] = (1.0, 0.0)) -> ParetoResult:
+    """Predict accuracy (a trained cell predictor, mapped through its ``calibration``) and latency (a
+    cell predictor trained here on ``sample`` measured cells) of every NAS-Bench-201 cell, take the
+    Pareto front, measure it."""
     archs = data.names
     say = progress or (lambda _m: None)
     rng = np.random.default_rng(seed)
@@ -233,14 +263,15 @@ def nas_pareto(data: CellData, accuracy_model, accuracy_opts: AccuracyOptions, d
         raise InputError(f"only {len(train)} cells could be measured", hint="see the dataset for the failures")
     index = {a: i for i, a in enumerate(archs)}
     n_val = max(10, len(train) // 10)
+    # No ranking term: printed milliseconds must be right in scale, not only in order.
     lo = latency_opts or AccuracyOptions(d_model=128, n_layers=3, n_groups=4, epochs=150, lr=5e-4, patience=30,
-                                         seed=seed)
+                                         rank_weight=0.0, seed=seed)
     say("training the cell-latency predictor")
     lat_model, _ = train_accuracy([data.cells[index[a]] for a in train[n_val:]], np.array([lat[a] for a in train[n_val:]]),
                                   [data.cells[index[a]] for a in train[:n_val]], np.array([lat[a] for a in train[:n_val]]),
                                   lo, progress)
     say("predicting every cell")
-    acc = predict_cells(accuracy_model, data.cells, accuracy_opts.n_freqs)
+    acc = calibration[0] * predict_cells(accuracy_model, data.cells, accuracy_opts.n_freqs) + calibration[1]
     ms = predict_cells(lat_model, data.cells, lo.n_freqs)
     front = pareto_front(acc, ms)
     say(f"measuring the {len(front)} cells of the predicted front")

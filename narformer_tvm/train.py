@@ -114,6 +114,35 @@ class FitConfig:
     seed: int = 0
 
 
+# ----- baselines ----------------------------------------------------------------------------------
+
+def _static_counts(s: Sample) -> dict:
+    """FLOPs and memory access back from the table's log-scaled static features."""
+    st = s.table.static.astype(np.float64)
+    inv = lambda v: 2.0 ** (10.0 * v) - 1.0  # noqa: E731  (static = log2(1 + x) / 10)
+    return {"flops": inv(st[2]), "memory": inv(st[4]), "macs": inv(st[1])}
+
+
+@dataclass
+class LinearBaseline:
+    """latency = w . [counts, 1], fitted to minimise the squared *relative* error."""
+
+    features: tuple[str, ...]
+    w: np.ndarray | None = None
+
+    def _x(self, samples):
+        return np.array([[_static_counts(s)[f] for f in self.features] + [1.0] for s in samples])
+
+    def fit(self, samples: Sequence[Sample]) -> "LinearBaseline":
+        x, y = self._x(samples), np.array([s.latency_ms for s in samples])
+        scale = np.abs(x).max(0) + 1e-12
+        self.w = np.linalg.lstsq((x / scale) / y[:, None], np.ones(len(y)), rcond=None)[0] / scale
+        return self
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:
+        return np.maximum(self._x(samples) @ self.w, 1e-6)
+
+
 def loss_fn(kind: str, pred, y):
     if kind == "relative":
         return ((pred - y).abs() / y.clamp_min(1e-6)).mean()
@@ -208,6 +237,10 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
         pred = new_predictor(feats, ensemble=opts.ensemble, seed=opts.fit.seed, **opts.model)
         median = float(np.median([s.latency_ms for s in train]))
         pred.target = TargetNorm("ratio", median)
+        if opts.model.get("readout") == "flops_mac":
+            prior = LinearBaseline(("flops", "memory")).fit(train)
+            for m in pred.models:  # the fit in GFLOPs / G elements and the target's units
+                m.prior_w.copy_(torch.tensor(prior.w * np.array([1e9, 1e9, 1.0]) / median))
     loss_kind = opts.fit.loss
     g_train = [encode_table(s.table, feats) for s in train]
     g_val = [encode_table(s.table, feats) for s in val]

@@ -97,17 +97,23 @@ def test_accuracy_cli_train_and_evaluate(tmp_path, capsys):
     assert exc.value.code == 0 and "Kendall tau" in capsys.readouterr().out
     model, opts, state = load_cell_predictor(tmp_path / "c.pt")
     assert state["benchmark"] == "nb101" and opts.n_layers == 2 and opts.epochs == 3
+    assert len(state["calibration"]) == 2 and state["calibration"] != [1.0, 0.0]
     # options not given keep the cell task's defaults, not the latency task's
     assert (opts.lr, opts.patience) == (AccuracyOptions().lr, AccuracyOptions().patience) != (1e-3, 15)
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--task", "accuracy", *small, "--seeds", "1", "--out", str(tmp_path / "rep")])
     assert exc.value.code == 0 and "| gnn |" in (tmp_path / "rep" / "report.md").read_text()
-    first = json.loads((tmp_path / "rep" / "results.json").read_text())["rows"]
+    read = lambda m: json.loads((tmp_path / "rep" / f"{m}.json").read_text())["rows"]  # noqa: E731
+    first = {m: read(m) for m in ("narformer", "gnn")}
     with pytest.raises(SystemExit) as exc:  # a second seed: the finished one is kept, not retrained
         main(["evaluate", "--task", "accuracy", *small, "--seeds", "2", "--out", str(tmp_path / "rep")])
-    rows = json.loads((tmp_path / "rep" / "results.json").read_text())["rows"]
-    assert exc.value.code == 0 and [r["seed"] for r in rows["narformer"]] == [0, 1]
-    assert rows["narformer"][0] == first["narformer"][0] and rows["gnn"][0] == first["gnn"][0]
+    assert exc.value.code == 0 and [r["seed"] for r in read("narformer")] == [0, 1]
+    assert read("narformer")[0] == first["narformer"][0] and read("gnn")[0] == first["gnn"][0]
+    # another setting in the same folder starts afresh instead of mixing rows
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--task", "accuracy", *small[:-1], "4", "--seeds", "1", "--methods", "gnn",
+              "--out", str(tmp_path / "rep")])
+    assert exc.value.code == 0 and len(read("gnn")) == 1 and read("gnn")[0]["epochs_run"] == 4
     with pytest.raises(SystemExit) as exc:
         main(["train", "--task", "accuracy", "--out", str(tmp_path / "x.pt")])
     assert exc.value.code == 2

@@ -146,6 +146,18 @@ def test_dynamo_and_torchscript_exports_agree(tmp_path):
     assert ts.op_histogram()["Conv"] == dy.op_histogram()["Conv"]
 
 
+@pytest.mark.parametrize("opset", [19, 21])
+def test_dynamo_exports_at_the_newest_opsets(opset, tmp_path):
+    """The TorchScript exporter stops at opset 20; opset 21 models come from the dynamo exporter."""
+    model = families.build("mobilenetv2", width=0.25, stages=families.MBV2_STAGES[:3])
+    path = tmp_path / f"dy{opset}.onnx"
+    families.export_onnx(model, path, 32, opset=opset, dynamo=True)
+    g = build_graph(path)
+    assert g.opset == opset
+    assert g.macs == torch_macs(model, 32)
+    assert not BOOKKEEPING & set(g.op_histogram())
+
+
 def test_weights_absent_or_external_give_the_same_graph(tmp_path):
     model = families.build("resnet", depths=(1, 1), widths=(8, 16), stem=8, classes=10)
     with torch.no_grad():  # distinct values: the exporter merges identical constants (fresh BN biases)

@@ -7,8 +7,8 @@ import pytest
 from narformer_tvm.backends import MeasureConfig
 from narformer_tvm.cells import load_nb201
 from narformer_tvm.dataset import Store
-from narformer_tvm.nas import (AccuracyOptions, nas_pareto, pareto_front, save_cell_predictor, train_accuracy,
-                               write_pareto_report)
+from narformer_tvm.nas import (AccuracyOptions, calibrate, nas_pareto, pareto_front, predict_cells, save_cell_predictor,
+                               train_accuracy, write_pareto_report)
 from narformer_tvm.zoo import NB201_ARCHS
 
 FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
@@ -53,6 +53,19 @@ def test_nas_pareto_predicts_every_cell_and_measures_the_front(small_nb201, tmp_
     with Store(tmp_path / "lat.db", readonly=True) as s:
         rows = s.db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
     assert rows == len(set(result.measured_ms) | set(again.measured_ms))
+
+
+def test_calibration_maps_predictions_onto_the_accuracy_scale(small_nb201):
+    """Trained with a ranking loss, raw outputs are off in scale; the fitted line puts them back."""
+    data = load_nb201(small_nb201)
+    opts = AccuracyOptions(d_model=32, n_layers=2, n_groups=4, epochs=20, lr=1e-3, patience=20)
+    model, _ = train_accuracy(data.cells[:50], data.accuracy[:50], data.cells[50:], data.accuracy[50:], opts)
+    a, b = calibrate(model, data.cells[:50], data.accuracy[:50], opts.n_freqs)
+    raw = predict_cells(model, data.cells, opts.n_freqs)
+    fitted = a * raw + b
+    assert np.abs(fitted - data.accuracy).mean() <= np.abs(raw - data.accuracy).mean()
+    assert a > 0  # the ranking survives the map
+    assert np.abs(fitted - data.accuracy).mean() < 0.1
 
 
 def test_nas_cli(small_nb201, tmp_path, capsys):

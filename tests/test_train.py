@@ -85,6 +85,18 @@ def test_training_reduces_validation_error_on_real_measurements(real_samples, tm
     assert not (tmp_path / "p.pt.state").exists()  # resumable state is removed once done
 
 
+def test_flops_mac_readout_starts_at_the_fitted_linear_model(real_samples):
+    """Untrained, the correction is exp(0) = 1: predictions are the FLOPs+MAC baseline's."""
+    train, val = real_samples[:60], real_samples[60:]
+    opts = TrainOptions(model={"d_model": 32, "n_groups": 4, "readout": "flops_mac"}, fit=FitConfig(epochs=1, lr=1e-9))
+    untrained = train_predictor(train, val, opts)
+    linear = LinearBaseline(("flops", "memory")).fit(train).predict(val)
+    assert np.allclose(predict_samples(untrained, val)[0], linear, rtol=1e-3)
+    opts = replace(opts, fit=FitConfig(epochs=30, batch_size=16, lr=2e-3, loss="log", patience=30))
+    trained = train_predictor(train, val, opts)
+    assert not np.allclose(predict_samples(trained, val)[0], linear, rtol=1e-2)  # the head learned a correction
+
+
 def test_evaluate_writes_a_report(real_samples, tmp_path):
     results = evaluate(real_samples, "lofo", ["flops", "flops_mac"], runs=1)
     families = {s.family for s in real_samples}
