@@ -380,6 +380,25 @@ def dataset_import(db, gt, onnx_root):
         sys.exit(1)
 
 
+@dataset.command("regraph")
+@click.argument("db", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--family", "families", multiple=True, help="Only these families (repeatable; default all).")
+def dataset_regraph(db, families):
+    """Re-extract stored graphs with this version's ONNX analysis (zoo variants are exported again;
+    files are read from their path). Run it after a fix to graph extraction, then retrain."""
+    from .dataset import Store
+    from .profile import regraph
+
+    with Store(db, create=False) as store, _progress() as bar:
+        task = bar.add_task("regraph", total=None, status="")
+        counts = regraph(store, list(families) or None,
+                         lambda i, n, name: bar.update(task, completed=i, total=n, status=name))
+    click.echo(f"{counts['checked']} graphs checked: {counts['changed']} changed, {counts['failed']} no longer "
+               f"extract (their measurements are now failures), {counts['missing']} files missing")
+    for name in counts["names_failed"][:20]:
+        click.echo(f"  no graph: {name}")
+
+
 @dataset.command("merge")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=str))
 @click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))

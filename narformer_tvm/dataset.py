@@ -219,6 +219,21 @@ class Store:
                  stats.get("params"), stats.get("memory"), stats.get("batch_size"), split))
         return cur.lastrowid
 
+    def replace_graph(self, model_id: int, table: GraphTable | None, stats: dict, error: str | None = None) -> None:
+        """Store a re-extracted graph. ``table=None``: the graph no longer extracts (``error`` says why);
+        the model's measurements become failures, as a fresh sweep would record them."""
+        from .features import SCALARS, STATIC
+
+        if table is None:
+            table = GraphTable([], np.zeros((0, len(SCALARS)), dtype=np.int64), np.zeros((0, 2), dtype=np.int64),
+                               np.zeros(len(STATIC), dtype=np.float32))
+        with self.db:
+            self.db.execute("UPDATE models SET graph=?, graph_version=?, nodes=?, macs=?, flops=?, params=?, memory=?"
+                            " WHERE id=?", (table.to_bytes(), FEATURE_VERSION, len(table.ops), stats.get("macs"),
+                                            stats.get("flops"), stats.get("params"), stats.get("memory"), model_id))
+            if error:
+                self.db.execute("UPDATE measurements SET latency_ms=NULL, error=? WHERE model_id=?", (error, model_id))
+
     def has_measurement(self, model_key: str, config_id: int, pass_: str = "main", retry_failed: bool = False,
                         remeasure_noisy: bool = False) -> bool:
         """Whether a finished measurement exists (failed or noisy ones count unless asked to redo them)."""

@@ -505,12 +505,34 @@ def _build(model: onnx.ModelProto, opset: int, batch: int, label: str) -> OpGrap
     nodes: list[OpNode] = []
     edges: set[tuple[int, int]] = set()
     counted: set[str] = set()
+    data = set(data_inputs)  # tensors computed from the model's inputs
+    folded: dict[str, int] = {}  # input-independent tensor -> parameters it was computed from
+
+    def take_params(xs) -> int:
+        n = 0
+        for x in xs:
+            if x and x in weights and x not in counted:
+                counted.add(x)
+                n += folded[x] if x in folded else math.prod(shapes.get(x, ()))
+        return n
+
     for k, node in enumerate(g.node):
         inputs = [alias.get(x, x) for x in node.input]
         if node.op_type in PASS_THROUGH and inputs and inputs[0]:
             for o in node.output[:1]:
                 alias[o] = inputs[0]
             continue
+        if not any(x in data for x in inputs):
+            # Computed from weights and constants alone (a cls token's Expand, a relative-position
+            # Gather, a branch fed only zeros): runtimes fold it once at load time, so it costs
+            # nothing per run. Its result becomes a weight of the layers that read it.
+            outs = [o for o in node.output if o]
+            weights.update(outs)
+            if outs:
+                folded[outs[0]] = take_params(inputs)
+                folded.update((o, 0) for o in outs[1:])
+            continue
+        data.update(o for o in node.output if o)
         attrs = _attr_dict(node)
         all_in = [shapes.get(x) if x else None for x in inputs]
         act = [shapes.get(x, ()) for x in inputs if x and x not in weights]
@@ -522,11 +544,7 @@ def _build(model: onnx.ModelProto, opset: int, batch: int, label: str) -> OpGrap
             if key in attrs:
                 spatial[key] = attrs[key]
         macs, flops = _costs(node.op_type, act, outs, all_in, spatial, attrs)
-        params = 0
-        for x in inputs:
-            if x and x in weights and x not in counted:
-                counted.add(x)
-                params += math.prod(shapes.get(x, ()))
+        params = take_params(inputs)
         memory = sum(math.prod(shapes.get(x, ())) * dsize.get(x, 4) for x in inputs if x and x in shapes)
         memory += sum(math.prod(shapes.get(o, ())) * dsize.get(o, 4) for o in node.output if o in shapes)
         idx = len(nodes)
@@ -539,4 +557,8 @@ def _build(model: onnx.ModelProto, opset: int, batch: int, label: str) -> OpGrap
         for o in node.output:
             if o:
                 producer[o] = idx
+    if not nodes:
+        raise ModelLoadError(f"{label}: the output does not depend on any input: every operator is constant "
+                             "and runtimes fold the whole model away, so there is no latency to predict",
+                             hint="check that the model's input reaches its output (e.g. a NAS cell of only 'none' edges)")
     return OpGraph(name=label, nodes=nodes, edges=sorted(edges), batch_size=batch, opset=opset)

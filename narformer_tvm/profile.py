@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from .backends import Measurement, MeasureConfig, fingerprint, get_backend
 from .dataset import Store
@@ -150,6 +150,53 @@ def run_job(task: dict) -> dict:
         except Exception as e:  # export or graph failures are data too
             out["measurement"] = asdict(Measurement(error=f"{type(e).__name__}: {str(e)[:500]}"))
     return out
+
+
+def regraph(store, families: Sequence[str] | None = None, progress: Callable | None = None) -> dict:
+    """Re-extract the stored graphs with this version's ``graph.py`` (after a fix to extraction):
+    zoo variants are exported again from their parameters, files read from their path.
+
+    Returns counts: checked, changed, failed (the graph no longer extracts: its measurements become
+    failures), missing (a file that is gone; left as it was)."""
+    from .features import GraphTable, table
+    from .graph import build_graph
+    from .zoo import Variant
+
+    q = "SELECT id, name, family, source, onnx_path, graph FROM models"
+    rows = [r for r in store.db.execute(q).fetchall() if not families or r[2] in families]
+    counts = {"checked": 0, "changed": 0, "failed": 0, "missing": 0, "names_failed": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (mid, name, family, source, onnx_path, blob) in enumerate(rows):
+            src = json.loads(source or "{}")
+            if src.get("transform"):  # tune-ort candidates: the graph is the source model's, unchanged here
+                continue
+            try:
+                if "raw" in src:
+                    path = Variant(**src).export(Path(tmp) / "model.onnx")
+                elif onnx_path and Path(onnx_path).is_file():
+                    path = onnx_path
+                else:
+                    counts["missing"] += 1
+                    continue
+                g = build_graph(path, name=name)
+                new, stats, error = table(g), {"macs": g.macs, "flops": g.flops, "params": g.params,
+                                               "memory": g.memory}, None
+            except NarformerError as e:
+                new, stats, error = None, {}, f"{type(e).__name__}: {e.message}"
+            counts["checked"] += 1
+            if new is None:
+                counts["failed"] += 1
+                counts["names_failed"].append(name)
+                store.replace_graph(mid, None, stats, error)
+            elif new.to_bytes() != blob:
+                old = GraphTable.from_bytes(blob)
+                if (old.ops, old.scalars.tolist(), old.edges.tolist(), old.static.tolist()) != \
+                        (new.ops, new.scalars.tolist(), new.edges.tolist(), new.static.tolist()):
+                    counts["changed"] += 1
+                    store.replace_graph(mid, new, stats)
+            if progress:
+                progress(i + 1, len(rows), name)
+    return counts
 
 
 def _worker_main(conn) -> None:

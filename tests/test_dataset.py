@@ -100,3 +100,35 @@ def test_dataset_stays_small(tmp_path, exported):
     store.close()
     per_model = (tmp_path / "size.db").stat().st_size / 200
     assert per_model * 20_000 < 100e6
+
+
+def test_regraph_updates_stale_graphs_and_fails_models_that_no_longer_extract(tmp_path):
+    """After a fix to graph extraction, stored graphs are re-extracted; a model whose output turns out
+    not to depend on its input gets failed measurements, as a fresh sweep would record."""
+    from onnx import TensorProto, helper
+
+    from narformer_tvm.cli import main
+    from narformer_tvm.profile import regraph
+
+    with Store(tmp_path / "d.db") as store:
+        paths = _fill(store, tmp_path)
+    onnx.save(conv_model(dims=(1, 3, 32, 8)), paths[0])  # stands for an old, different extraction
+    z = helper.make_tensor("z", TensorProto.FLOAT, (1, 3, 8, 8), [1.0] * 192)
+    w = helper.make_tensor("w", TensorProto.FLOAT, (4, 3, 3, 3), [0.1] * 108)
+    const = helper.make_graph([helper.make_node("Conv", ["z", "w"], ["c"], pads=[1, 1, 1, 1]),
+                               helper.make_node("Relu", ["c"], ["y"])], "const",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [z, w])
+    onnx.save(helper.make_model(const, opset_imports=[helper.make_opsetid("", 17)]), paths[1])
+    with Store(tmp_path / "d.db") as store:
+        counts = regraph(store)
+        assert (counts["checked"], counts["changed"], counts["failed"]) == (3, 1, 1)
+        rows = {r["name"]: r for r in store.rows(ok_only=False)}
+        assert rows[paths[1].stem]["latency_ms"] is None and "does not depend" in rows[paths[1].stem]["error"]
+        assert GraphTable.from_bytes(rows[paths[0].stem]["graph"]).scalars[0][2] == 32  # the new input height
+        assert [r["name"] for r in store.rows()] == [paths[0].stem, paths[2].stem]
+    with pytest.raises(SystemExit) as exc:  # a second pass finds nothing left to change
+        main(["dataset", "regraph", str(tmp_path / "d.db")])
+    assert exc.value.code == 0
+    with Store(tmp_path / "d.db") as store:
+        assert regraph(store)["changed"] == 0

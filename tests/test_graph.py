@@ -188,6 +188,32 @@ def test_pass_through_nodes_are_rewired():
     assert [n.op_type for n in graph.nodes] == ["Relu", "Sigmoid"] and graph.edges == [(0, 1)]
 
 
+def _const_branch_model(data_branch: bool) -> onnx.ModelProto:
+    """y = Conv(x, w2) + Conv(zeros, w): the second Conv reads only constants (a NAS cell's 'none' input)."""
+    hw = 160  # above FOLD_MAX_ELEMENTS: the shape-bookkeeping fold leaves these tensors alone
+    zeros = helper.make_tensor("zeros", TensorProto.FLOAT, [1, 4, hw, hw], np.zeros(4 * hw * hw, dtype=np.float32))
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 4, 3, 3], np.ones(144, dtype=np.float32))
+    w2 = helper.make_tensor("w2", TensorProto.FLOAT, [4, 4, 1, 1], np.ones(16, dtype=np.float32))
+    nodes = [helper.make_node("Conv", ["zeros", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"])]
+    if data_branch:
+        nodes += [helper.make_node("Conv", ["x", "w2"], ["d"]), helper.make_node("Add", ["d", "r"], ["y"])]
+    else:
+        nodes += [helper.make_node("Add", ["r", "r"], ["y"])]
+    g = helper.make_graph(nodes, "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [zeros, w, w2])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_input_independent_operators_are_folded_away():
+    """ONNX Runtime folds what does not depend on the input at load time: it costs nothing per run."""
+    g = build_graph(_const_branch_model(True))
+    assert [n.op_type for n in g.nodes] == ["Conv", "Add"] and g.edges == [(0, 1)]
+    assert g.macs == 4 * 160 * 160 * 4  # the 1x1 Conv on x only; the 3x3 Conv on zeros is folded
+    assert g.params == 4 * 160 * 160 + 144 + 16  # the folded branch's initializers still belong to the model
+    with pytest.raises(ModelLoadError, match="does not depend on any input"):
+        build_graph(_const_branch_model(False))
+
+
 def test_errors_name_the_fault(tmp_path):
     with pytest.raises(UnsupportedOpsetError, match="opset 3"):
         build_graph(conv_model(opset=3))
