@@ -57,7 +57,7 @@ def test_linear_baseline_recovers_a_linear_law():
 
 
 def test_method_names():
-    assert method_names("main") == ["flops", "flops_mac", "nnlp", "narformer"]
+    assert method_names("main") == ["flops", "flops_mac", "nnlp", "narformer", "narformer_flops_mac"]
     assert len(method_names("ablations")) == 6
     with pytest.raises(InputError, match="unknown method"):
         method_names("narformer,bogus")
