@@ -50,6 +50,17 @@ def parse_nb201(arch: str) -> list[tuple[str, int, int]]:
     return edges
 
 
+def nb201_input_reaches_output(arch: str) -> bool:
+    """False for cells whose 'none' edges cut the input off: their network computes a constant, which
+    ONNX Runtime folds away (nothing to run, nothing to measure)."""
+    edges = [(s, d) for op, s, d in parse_nb201(arch) if op != "none"]
+    alive = {0}
+    for node in (1, 2, 3):
+        if any(s in alive and d == node for s, d in edges):
+            alive.add(node)
+    return 3 in alive
+
+
 def nb201_cell(arch: str, prune_none: bool = True) -> Cell:
     """Edges of the cell become op nodes; op (j->i) feeds every op leaving node i (or the output).
 

@@ -777,7 +777,7 @@ def nas(data_path, accuracy_predictor, db_path, sample, seed, out):
     with _progress() as bar:
         task = bar.add_task("nas", total=None, status="")
         result = nas_pareto(data, model, opts, db_path, sample, seed, progress=lambda m: bar.update(task, status=m),
-                            calibration=tuple(state.get("calibration", (1.0, 0.0))))
+                            calibration=state.get("calibration"))
     t = Table(title=f"predicted Pareto front ({len(result.front)} of {len(result.archs)} cells), fastest first",
               title_justify="left")
     for col in ("cell", "predicted acc", "table acc", "predicted ms", "measured ms"):

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .cells import Cell, CellData, cell_features, encode_cell, permuted
+from .cells import Cell, CellData, cell_features, encode_cell, nb201_input_reaches_output, permuted
 from .dataset import collate, size_buckets
 from .errors import CheckpointError
 from .metrics import kendall_tau, mape, spearman
@@ -153,21 +153,30 @@ def run_protocol(data: CellData, train_size: int, seeds: Sequence[int], opts: Ac
     return rows
 
 
-def calibrate(model, cells: Sequence[Cell], accuracy: np.ndarray, n_freqs: int = 16) -> tuple[float, float]:
-    """(a, b) of the least-squares line a * prediction + b ~ accuracy on the given (training) cells.
+def calibrate(model, cells: Sequence[Cell], accuracy: np.ndarray, n_freqs: int = 16, points: int = 101) -> dict:
+    """A monotone map from the model's outputs to accuracies: the quantiles of its predictions on the
+    given (training) cells matched to the quantiles of their true accuracies.
 
-    The ranking loss trains the order of the outputs, not their scale: without this the printed
-    accuracies can exceed 100%."""
-    a, b = np.polyfit(predict_cells(model, cells, n_freqs), np.asarray(accuracy, dtype=np.float64), 1)
-    return float(a), float(b)
+    The ranking loss trains the order of the outputs, not their scale (raw outputs reach 150%); a
+    straight line still overshoots 100% at the top, quantile matching cannot leave the seen range."""
+    q = np.linspace(0.0, 1.0, points)
+    pred = predict_cells(model, cells, n_freqs)
+    return {"pred": np.quantile(pred, q).tolist(), "accuracy": np.quantile(np.asarray(accuracy, dtype=np.float64), q).tolist()}
+
+
+def apply_calibration(calibration: dict | None, raw: np.ndarray) -> np.ndarray:
+    """Raw outputs -> accuracies (``None``: unchanged, for checkpoints saved without a calibration)."""
+    if not calibration:
+        return np.asarray(raw)
+    return np.interp(raw, calibration["pred"], calibration["accuracy"])
 
 
 def save_cell_predictor(model, opts: AccuracyOptions, benchmark: str, path: str | Path, metadata: dict,
-                        calibration: tuple[float, float] = (1.0, 0.0)) -> None:
+                        calibration: dict | None = None) -> None:
     import torch
 
     torch.save({"format": CELL_CHECKPOINT, "version": 1, "benchmark": benchmark, "options": asdict(opts),
-                "model_config": model.cfg.to_dict(), "metadata": metadata, "calibration": list(calibration),
+                "model_config": model.cfg.to_dict(), "metadata": metadata, "calibration": calibration,
                 "state_dict": model.state_dict()}, path)
 
 
@@ -245,15 +254,15 @@ class ParetoResult:
 
 def nas_pareto(data: CellData, accuracy_model, accuracy_opts: AccuracyOptions, db, sample: int = 300,
                seed: int = 0, latency_opts: AccuracyOptions | None = None, cfg=None,
-               progress: Callable[[str], None] | None = None,
-               calibration: tuple[float, float] = (1.0, 0.0)) -> ParetoResult:
+               progress: Callable[[str], None] | None = None, calibration: dict | None = None) -> ParetoResult:
     """Predict accuracy (a trained cell predictor, mapped through its ``calibration``) and latency (a
     cell predictor trained here on ``sample`` measured cells) of every NAS-Bench-201 cell, take the
     Pareto front, measure it."""
     archs = data.names
     say = progress or (lambda _m: None)
+    runnable = np.array([nb201_input_reaches_output(a) for a in archs])  # the rest compute a constant
     rng = np.random.default_rng(seed)
-    picked = [archs[i] for i in rng.permutation(len(archs))[:sample]]
+    picked = [archs[i] for i in rng.permutation(len(archs)) if runnable[i]][:sample]
     say(f"measuring {len(picked)} sampled cells")
     lat = measured_latencies(db, picked, cfg, lambda k, i, n, m: say(f"measured {i}/{n}: {m}") if k == "done" else None)
     train = [a for a in picked if a in lat]
@@ -271,9 +280,9 @@ def nas_pareto(data: CellData, accuracy_model, accuracy_opts: AccuracyOptions, d
                                   [data.cells[index[a]] for a in train[:n_val]], np.array([lat[a] for a in train[:n_val]]),
                                   lo, progress)
     say("predicting every cell")
-    acc = calibration[0] * predict_cells(accuracy_model, data.cells, accuracy_opts.n_freqs) + calibration[1]
+    acc = apply_calibration(calibration, predict_cells(accuracy_model, data.cells, accuracy_opts.n_freqs))
     ms = predict_cells(lat_model, data.cells, lo.n_freqs)
-    front = pareto_front(acc, ms)
+    front = pareto_front(np.where(runnable, acc, -np.inf), ms)
     say(f"measuring the {len(front)} cells of the predicted front")
     lat.update(measured_latencies(db, [archs[i] for i in front], cfg))
     meas = [lat.get(archs[i]) for i in front]
