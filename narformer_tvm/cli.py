@@ -394,7 +394,8 @@ def dataset_regraph(db, families):
         counts = regraph(store, list(families) or None,
                          lambda i, n, name: bar.update(task, completed=i, total=n, status=name))
     click.echo(f"{counts['checked']} graphs checked: {counts['changed']} changed, {counts['failed']} no longer "
-               f"extract (their measurements are now failures), {counts['missing']} files missing")
+               f"extract (their measurements are now failures), {counts['missing']} left as they were (file gone, "
+               "or it needs the --input-shape it was profiled with)")
     for name in counts["names_failed"][:20]:
         click.echo(f"  no graph: {name}")
 

@@ -157,16 +157,18 @@ def regraph(store, families: Sequence[str] | None = None, progress: Callable | N
     zoo variants are exported again from their parameters, files read from their path.
 
     Returns counts: checked, changed, failed (the graph no longer extracts: its measurements become
-    failures), missing (a file that is gone; left as it was)."""
+    failures), missing (a file that is gone, or one that needs the ``--input-shape`` it was profiled
+    with, which is not stored: left as it was)."""
+    from .errors import InputShapeError
     from .features import GraphTable, table
     from .graph import build_graph
     from .zoo import Variant
 
-    q = "SELECT id, name, family, source, onnx_path, graph FROM models"
+    q = "SELECT id, name, family, source, onnx_path, graph, batch_size FROM models"
     rows = [r for r in store.db.execute(q).fetchall() if not families or r[2] in families]
     counts = {"checked": 0, "changed": 0, "failed": 0, "missing": 0, "names_failed": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (mid, name, family, source, onnx_path, blob) in enumerate(rows):
+        for i, (mid, name, family, source, onnx_path, blob, batch) in enumerate(rows):
             src = json.loads(source or "{}")
             if src.get("transform"):  # tune-ort candidates: the graph is the source model's, unchanged here
                 continue
@@ -178,9 +180,12 @@ def regraph(store, families: Sequence[str] | None = None, progress: Callable | N
                 else:
                     counts["missing"] += 1
                     continue
-                g = build_graph(path, name=name)
+                g = build_graph(path, batch_size=batch if "raw" not in src else None, name=name)
                 new, stats, error = table(g), {"macs": g.macs, "flops": g.flops, "params": g.params,
                                                "memory": g.memory}, None
+            except InputShapeError:
+                counts["missing"] += 1
+                continue
             except NarformerError as e:
                 new, stats, error = None, {}, f"{type(e).__name__}: {e.message}"
             counts["checked"] += 1
