@@ -189,7 +189,7 @@ class NARFormer(nn.Module):
         elif cfg.readout == "flops_mac":
             if cfg.n_static < 5:
                 raise ValueError("the flops_mac readout needs the latency static features (FLOPs, memory)")
-            # latency ~ w . [GFLOPs, G memory elements, 1] in the target's units; set by fit_flops_mac
+            # latency ~ w . [GFLOPs, GB of memory traffic, 1] in the target units; train_predictor fits w
             self.register_buffer("prior_w", torch.tensor([0.0, 0.0, 1.0]))
         elif cfg.readout != "sum":
             raise ValueError(f"readout must be sum, node_cost or flops_mac, not {cfg.readout!r}")

@@ -239,7 +239,7 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
         pred.target = TargetNorm("ratio", median)
         if opts.model.get("readout") == "flops_mac":
             prior = LinearBaseline(("flops", "memory")).fit(train)
-            for m in pred.models:  # the fit in GFLOPs / G elements and the target's units
+            for m in pred.models:  # the fit in GFLOPs / GB and the target units
                 m.prior_w.copy_(torch.tensor(prior.w * np.array([1e9, 1e9, 1.0]) / median))
     loss_kind = opts.fit.loss
     g_train = [encode_table(s.table, feats) for s in train]
