@@ -222,11 +222,7 @@ class Store:
     def replace_graph(self, model_id: int, table: GraphTable | None, stats: dict, error: str | None = None) -> None:
         """Store a re-extracted graph. ``table=None``: the graph no longer extracts (``error`` says why);
         the model's measurements become failures, as a fresh sweep would record them."""
-        from .features import SCALARS, STATIC
-
-        if table is None:
-            table = GraphTable([], np.zeros((0, len(SCALARS)), dtype=np.int64), np.zeros((0, 2), dtype=np.int64),
-                               np.zeros(len(STATIC), dtype=np.float32))
+        table = table if table is not None else GraphTable.empty()
         with self.db:
             self.db.execute("UPDATE models SET graph=?, graph_version=?, nodes=?, macs=?, flops=?, params=?, memory=?"
                             " WHERE id=?", (table.to_bytes(), FEATURE_VERSION, len(table.ops), stats.get("macs"),

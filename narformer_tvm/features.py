@@ -150,6 +150,12 @@ def static_features(graph: OpGraph) -> np.ndarray:
                     dtype=np.float32)
 
 
+def static_count(value):
+    """A count back from its static feature (log_macs, log_flops, log_params, log_memory): the inverse
+    of ``_log(x) / 10``. Works on numpy arrays and torch tensors alike."""
+    return 2.0 ** (10.0 * value) - 1.0
+
+
 @dataclass
 class GraphTable:
     """The compact form of a graph that training needs: stored in datasets instead of ONNX files."""
@@ -159,6 +165,12 @@ class GraphTable:
     edges: np.ndarray  # (E, 2) int64
     static: np.ndarray  # (S,) float32, static_features()
     name: str = ""
+
+    @classmethod
+    def empty(cls) -> "GraphTable":
+        """The stored graph of a model whose graph could not be extracted."""
+        return cls([], np.zeros((0, len(SCALARS)), dtype=np.int64), np.zeros((0, 2), dtype=np.int64),
+                   np.zeros(len(STATIC), dtype=np.float32))
 
     def to_bytes(self) -> bytes:
         names = sorted(set(self.ops))

@@ -523,9 +523,9 @@ def _build(model: onnx.ModelProto, opset: int, batch: int, label: str) -> OpGrap
                 alias[o] = inputs[0]
             continue
         if not any(x in data for x in inputs):
-            # Computed from weights and constants alone (a cls token's Expand, a relative-position
-            # Gather, a branch fed only zeros): runtimes fold it once at load time, so it costs
-            # nothing per run. Its result becomes a weight of the layers that read it.
+            # Computed from weights and constants alone (e.g. a branch fed only a NAS cell's zeros,
+            # too large for the bookkeeping fold above): runtimes fold it once at load time, so it
+            # costs nothing per run. Its result becomes a weight of the layers that read it.
             outs = [o for o in node.output if o]
             weights.update(outs)
             if outs:

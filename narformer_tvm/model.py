@@ -13,8 +13,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .features import STATIC, static_count
+
 
 READOUT_SCALE = 100.0  # sums over ~100 nodes stay O(1) for the head
+FLOPS_MEMORY = [STATIC.index("log_flops"), STATIC.index("log_memory")]  # static columns of the flops_mac readout
 
 
 @dataclass
@@ -214,7 +217,7 @@ class NARFormer(nn.Module):
             cost = torch.exp(self.node_cost(self.norm(h)).squeeze(-1).clamp(-30.0, 20.0))  # (B, N)
             out = out * (cost * mask).sum(1)  # (B,)
         elif self.cfg.readout == "flops_mac":  # a multiplicative correction of the linear model
-            counts = (2.0 ** (10.0 * static[:, [2, 4]].double()) - 1.0) / 1e9  # (B, 2) static = log2(1 + x) / 10
+            counts = static_count(static[:, FLOPS_MEMORY].double()) / 1e9  # (B, 2) GFLOPs, GB
             ones = torch.ones_like(counts[:, :1])
             prior = torch.cat([counts, ones], dim=-1) @ self.prior_w.double()  # (B,)
             out = out * prior.clamp_min(1e-4).to(out.dtype)

@@ -160,7 +160,7 @@ def regraph(store, families: Sequence[str] | None = None, progress: Callable | N
     failures), missing (a file that is gone, or one that needs the ``--input-shape`` it was profiled
     with, which is not stored: left as it was)."""
     from .errors import InputShapeError
-    from .features import GraphTable, table
+    from .features import table
     from .graph import build_graph
     from .zoo import Variant
 
@@ -193,12 +193,9 @@ def regraph(store, families: Sequence[str] | None = None, progress: Callable | N
                 counts["failed"] += 1
                 counts["names_failed"].append(name)
                 store.replace_graph(mid, None, stats, error)
-            elif new.to_bytes() != blob:
-                old = GraphTable.from_bytes(blob)
-                if (old.ops, old.scalars.tolist(), old.edges.tolist(), old.static.tolist()) != \
-                        (new.ops, new.scalars.tolist(), new.edges.tolist(), new.static.tolist()):
-                    counts["changed"] += 1
-                    store.replace_graph(mid, new, stats)
+            elif new.to_bytes() != blob:  # the encoding is deterministic: equal graphs give equal bytes
+                counts["changed"] += 1
+                store.replace_graph(mid, new, stats)
             if progress:
                 progress(i + 1, len(rows), name)
     return counts
@@ -339,14 +336,10 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
                                 family=job.family, source=job.source, onnx_path=job.onnx_path)
             model_id = store.model_id(job.key)
             if model_id is None:  # the graph could not be extracted: keep the failure as a row anyway
-                import numpy as np
+                from .features import GraphTable
 
-                from .features import SCALARS, STATIC, GraphTable
-
-                empty = GraphTable([], np.zeros((0, len(SCALARS)), dtype=np.int64), np.zeros((0, 2), dtype=np.int64),
-                                   np.zeros(len(STATIC), dtype=np.float32))
-                model_id = store.add_model(job.key, job.name, empty, {}, family=job.family, source=job.source,
-                                           onnx_path=job.onnx_path)
+                model_id = store.add_model(job.key, job.name, GraphTable.empty(), {}, family=job.family,
+                                           source=job.source, onnx_path=job.onnx_path)
             contention = result.get("contention")
             noisy = bool(m.ok and (m.spread > SPREAD_LIMIT or (contention or 0) > CONTENTION_LIMIT))
             store.add_measurement(model_id, job_config_id, m, pass_, contention, noisy, jcfg.to_dict(),

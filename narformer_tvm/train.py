@@ -14,7 +14,7 @@ import numpy as np
 
 from .dataset import Store, collate, size_buckets
 from .errors import InputError
-from .features import EncodedGraph, FeatureConfig, GraphTable, encode_table
+from .features import STATIC, EncodedGraph, FeatureConfig, GraphTable, encode_table, static_count
 from .metrics import mape
 
 
@@ -119,8 +119,7 @@ class FitConfig:
 def _static_counts(s: Sample) -> dict:
     """FLOPs and memory access back from the table's log-scaled static features."""
     st = s.table.static.astype(np.float64)
-    inv = lambda v: 2.0 ** (10.0 * v) - 1.0  # noqa: E731  (static = log2(1 + x) / 10)
-    return {"flops": inv(st[2]), "memory": inv(st[4]), "macs": inv(st[1])}
+    return {k: static_count(st[STATIC.index(f"log_{k}")]) for k in ("flops", "memory", "macs")}
 
 
 @dataclass
