@@ -448,6 +448,8 @@ def _model_options(f):
 def _train_options(kw) -> tuple:
     from .train import FitConfig
 
+    if kw.get("precision"):
+        raise click.UsageError("--precision applies to the accuracy task (cell training) only")
     model = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
                                 ("backbone", kw["backbone"]), ("readout", kw["readout"])) if v is not None}
     if kw["no_graph_attention"]:
@@ -477,6 +479,8 @@ task_options = [
                  help="accuracy task: ../shared/data/nasbench201_accuracy.csv or nasbench101_1k.json."),
     click.option("--train-size", type=click.IntRange(min=2), default=None,
                  help="accuracy task: training cells (NB201: 781 = 5%, 1563 = 10%; NB101 subset: 100, 424)."),
+    click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
+                 help="accuracy task: training matmuls in bf16 (default auto: where the CPU has native bf16)."),
 ]
 
 
@@ -494,11 +498,11 @@ def _accuracy_args(db_path, benchmark, data_path, train_size):
 
 
 def _accuracy_opts(kw):
-    from .nas import AccuracyOptions
+    from .nas import AccuracyOptions, resolved
 
     o = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
                             ("backbone", kw["backbone"])) if v is not None}
-    return AccuracyOptions(**o, **_given(kw), seed=kw["seed"])
+    return resolved(AccuracyOptions(**o, **_given(kw), precision=kw["precision"] or "auto", seed=kw["seed"]))
 
 
 @cli.command()
