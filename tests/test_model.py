@@ -5,7 +5,7 @@ import torch
 from narformer_tvm.dataset import collate
 from narformer_tvm.features import FeatureConfig, encode
 from narformer_tvm.graph import OpGraph, OpNode
-from narformer_tvm.model import GroupLinear, ModelConfig, NARFormer
+from narformer_tvm.model import Dropout, GroupLinear, ModelConfig, NARFormer
 from narformer_tvm.train import FitConfig, fit
 
 CFG = FeatureConfig(n_freqs=4)
@@ -50,6 +50,34 @@ def test_deterministic_given_seed():
     batch = collate([encode(random_graph(rng, 9), CFG)])
     with torch.no_grad():
         assert torch.equal(small_model()(*batch.inputs()), small_model()(*batch.inputs()))
+
+
+def test_dropout_rate_expected_value_gradient_and_seed():
+    x = torch.ones(200_000, requires_grad=True)
+    torch.manual_seed(3)
+    d = Dropout(0.25).train()
+    y = d(x)
+    assert abs((y == 0).float().mean().item() - 0.25) < 0.005 and abs(y.mean().item() - 1) < 0.01
+    torch.testing.assert_close(torch.unique(y.detach()), torch.tensor([0.0, 1 / 0.75]))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x * mask)/dx = mask
+    torch.manual_seed(3)
+    assert torch.equal(Dropout(0.25).train()(x), y)  # torch.manual_seed fixes the masks
+    assert not torch.equal(d(x), y)  # a fresh mask each call
+    assert d.eval()(x) is x and Dropout(0.0).train()(x) is x
+    assert d.train()(x.detach().bfloat16()).dtype == torch.bfloat16
+
+
+def test_bf16_autocast_keeps_the_head_in_float32():
+    rng = np.random.default_rng(2)
+    batch = collate([encode(random_graph(rng, n), CFG) for n in (5, 9)])
+    model = small_model(layerwise_readout=True, n_layers=3)
+    with torch.no_grad():
+        full = model(*batch.inputs())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(*batch.inputs())
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, full, rtol=0.05, atol=0)
 
 
 def test_graph_attention_only_sees_neighbours():

@@ -7,8 +7,8 @@ import pytest
 from narformer_tvm.backends import MeasureConfig
 from narformer_tvm.cells import load_nb201
 from narformer_tvm.dataset import Store
-from narformer_tvm.nas import (AccuracyOptions, apply_calibration, calibrate, nas_pareto, pareto_front, predict_cells,
-                               save_cell_predictor, train_accuracy, write_pareto_report)
+from narformer_tvm.nas import (AccuracyOptions, apply_calibration, calibrate, cpu_has_bf16, nas_pareto, pareto_front,
+                               predict_cells, resolved, save_cell_predictor, train_accuracy, write_pareto_report)
 from narformer_tvm.zoo import NB201_ARCHS
 
 FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
@@ -84,3 +84,16 @@ def test_nas_cli(small_nb201, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert exc.value.code == 0, err
     assert "predicted Pareto front" in out and (tmp_path / "out" / "front.json").exists()
+
+
+def test_precision_auto_resolves_per_machine_and_both_precisions_train(small_nb201):
+    assert resolved(AccuracyOptions()).precision == ("bf16" if cpu_has_bf16() else "fp32")
+    assert resolved(AccuracyOptions(precision="fp32")).precision == "fp32"
+    with pytest.raises(ValueError, match="auto, fp32, bf16"):
+        resolved(AccuracyOptions(precision="fp16"))
+    data = load_nb201(small_nb201)
+    for precision in ("fp32", "bf16"):
+        opts = AccuracyOptions(d_model=32, n_layers=2, n_groups=4, epochs=15, lr=1e-3, patience=15, precision=precision)
+        model, history = train_accuracy(data.cells[:50], data.accuracy[:50], data.cells[50:], data.accuracy[50:], opts)
+        assert history[-1]["loss"] < history[0]["loss"], precision
+        assert predict_cells(model, data.cells[50:]).dtype == np.float64
