@@ -24,10 +24,11 @@ class Batch:  # fields are torch tensors
     degree: "torch.Tensor"  # (B, N, 2) in/out connection counts
     mask: "torch.Tensor"  # (B, N) True on real nodes
     static: "torch.Tensor"  # (B, S) graph-level features
+    cost: "torch.Tensor"  # (B, N, 2) per-operator GFLOPs and GB, zero on padding (and for cells)
     y: "torch.Tensor | None" = None  # (B,) targets, when known
 
     def inputs(self) -> tuple["torch.Tensor", ...]:
-        return self.x, self.adj, self.degree, self.mask, self.static
+        return self.x, self.adj, self.degree, self.mask, self.static, self.cost
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -41,8 +42,11 @@ def collate(graphs: Sequence[EncodedGraph], targets: Sequence[float] | None = No
     adj = np.zeros((b, n, n), dtype=np.float32)
     degree = np.zeros((b, n, 2), dtype=np.float32)
     mask = np.zeros((b, n), dtype=bool)
+    cost = np.zeros((b, n, 2), dtype=np.float32)
     for i, g in enumerate(graphs):
         x[i, :g.n] = g.x
+        if g.cost is not None:
+            cost[i, :g.n] = g.cost
         mask[i, :g.n] = True
         idx = np.arange(g.n)
         adj[i, idx, idx] = 1.0
@@ -57,7 +61,7 @@ def collate(graphs: Sequence[EncodedGraph], targets: Sequence[float] | None = No
     static = np.stack([g.static for g in graphs]).astype(np.float32)
     y = torch.tensor(np.asarray(targets, dtype=np.float32)) if targets is not None else None
     return Batch(torch.from_numpy(x), torch.from_numpy(adj), torch.from_numpy(degree),
-                 torch.from_numpy(mask), torch.from_numpy(static), y)
+                 torch.from_numpy(mask), torch.from_numpy(static), torch.from_numpy(cost), y)
 
 
 def size_buckets(sizes: Sequence[int], batch_size: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:

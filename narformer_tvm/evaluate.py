@@ -37,6 +37,8 @@ METHODS: dict[str, TrainOptions | LinearBaseline | None] = {
     "narformer": NARFORMER,
     # NAR-Former V2 correcting a FLOPs + memory-access line fitted to the training set (not in the paper)
     "narformer_flops_mac": TrainOptions(model={"readout": "flops_mac"}),
+    # the same line per operator: the model corrects each operator's time per GFLOP and per GB
+    "narformer_roofline": TrainOptions(model={"readout": "roofline"}),
     **ABLATIONS,
 }
 

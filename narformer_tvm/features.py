@@ -93,6 +93,7 @@ class EncodedGraph:
     edges: np.ndarray  # (E, 2) int64 directed edges (src, dst)
     static: np.ndarray  # (S,) float32 graph-level features
     name: str = ""
+    cost: np.ndarray | None = None  # (N, 2) float32 per-operator (GFLOPs, GB of memory traffic)
     meta: dict = field(default_factory=dict)
 
     @property
@@ -217,7 +218,17 @@ def encode_table(t: GraphTable, cfg: FeatureConfig = FeatureConfig()) -> Encoded
     else:
         attr_feat = np.log2(1.0 + np.abs(scalars)) / 8.0
     x = np.concatenate([op_feat, attr_feat], axis=1).astype(np.float32)
-    return EncodedGraph(x=x, edges=t.edges, static=t.static, name=t.name)
+    return EncodedGraph(x=x, edges=t.edges, static=t.static, name=t.name, cost=node_costs(t))
+
+
+NODE_COSTS = [SCALARS.index("log_flops"), SCALARS.index("log_memory")]
+
+
+def node_costs(t: GraphTable) -> np.ndarray:
+    """(N, 2) per-operator GFLOPs and GB read+written, back from the stored log scalars (to 1/16
+    octave: ~4% per operator, errors that average out over a graph)."""
+    v = t.scalars[:, NODE_COSTS].astype(np.float64)
+    return ((2.0 ** (v / LOG_SCALE) - 1.0) / 1e9).astype(np.float32)
 
 
 def encode(graph: OpGraph, cfg: FeatureConfig = FeatureConfig()) -> EncodedGraph:

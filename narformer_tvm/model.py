@@ -38,6 +38,7 @@ class ModelConfig:
     layerwise_readout: bool = False  # sum the readouts of every block, not only the last (cells)
     readout: str = "sum"  # "sum": the paper's sum of node embeddings -> head | "node_cost": sum of per-node costs
     #   | "flops_mac": the head corrects a linear FLOPs + memory-access model fitted to the training set
+    #   | "roofline": that linear model applied per operator, each operator's two rates corrected by its embedding
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -215,17 +216,22 @@ class NARFormer(nn.Module):
             self.node_cost = nn.Linear(d, 1)  # log cost of each operator
             nn.init.zeros_(self.node_cost.weight)
             nn.init.constant_(self.node_cost.bias, -math.log(READOUT_SCALE))
-        elif cfg.readout == "flops_mac":
+        elif cfg.readout in ("flops_mac", "roofline"):
             if cfg.n_static < 5:
-                raise ValueError("the flops_mac readout needs the latency static features (FLOPs, memory)")
+                raise ValueError(f"the {cfg.readout} readout needs the latency static features (FLOPs, memory)")
             # latency ~ w . [GFLOPs, GB of memory traffic, 1] in the target units; train_predictor fits w
             self.register_buffer("prior_w", torch.tensor([0.0, 0.0, 1.0]))
+            if cfg.readout == "roofline":
+                self.node_rates = nn.Linear(d, 2)  # log corrections of the operator's per-GFLOP and per-GB times
+                nn.init.zeros_(self.node_rates.weight)
+                nn.init.zeros_(self.node_rates.bias)
         elif cfg.readout != "sum":
-            raise ValueError(f"readout must be sum, node_cost or flops_mac, not {cfg.readout!r}")
+            raise ValueError(f"readout must be sum, node_cost, flops_mac or roofline, not {cfg.readout!r}")
 
-    def forward(self, x, adj, degree, mask, static):
+    def forward(self, x, adj, degree, mask, static, cost=None):
         """x (B, N, F), adj (B, N, N) symmetric with self-loops, degree (B, N, 2), mask (B, N) bool,
-        static (B, S) -> positive prediction (B,) in the target's normalised units."""
+        static (B, S), cost (B, N, 2) per-node GFLOPs and GB (roofline readout) -> positive
+        prediction (B,) in the target's normalised units."""
         m = mask.unsqueeze(-1).to(x.dtype)  # (B, N, 1)
         h = self.embed(x) * m  # (B, N, d)
         readout = 0
@@ -250,4 +256,14 @@ class NARFormer(nn.Module):
             ones = torch.ones_like(counts[:, :1])
             prior = torch.cat([counts, ones], dim=-1) @ self.prior_w.double()  # (B,)
             out = out * prior.clamp_min(1e-4).to(out.dtype)
+        elif self.cfg.readout == "roofline":  # sum over operators of rate-corrected FLOPs and bytes
+            if cost is None:
+                raise ValueError("the roofline readout needs per-operator costs (Batch.cost)")
+            with torch.autocast(x.device.type, enabled=False):
+                rates = torch.exp(self.node_rates(self.norm(h).float()).clamp(-10.0, 10.0))  # (B, N, 2)
+                # a negative fitted weight cannot be a time per GFLOP or per GB: that term starts at zero
+                w = self.prior_w[:2].clamp_min(0.0)  # (2,)
+                per_node = (cost * w * rates).sum(-1) * mask  # (B, N)
+                prior = per_node.sum(1) + self.prior_w[2]  # (B,); untrained: the graph-level line
+            out = out * prior.clamp_min(1e-4)
         return out

@@ -236,7 +236,7 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
         pred = new_predictor(feats, ensemble=opts.ensemble, seed=opts.fit.seed, **opts.model)
         median = float(np.median([s.latency_ms for s in train]))
         pred.target = TargetNorm("ratio", median)
-        if opts.model.get("readout") == "flops_mac":
+        if opts.model.get("readout") in ("flops_mac", "roofline"):
             prior = LinearBaseline(("flops", "memory")).fit(train)
             for m in pred.models:  # the fit in GFLOPs / GB and the target units
                 m.prior_w.copy_(torch.tensor(prior.w * np.array([1e9, 1e9, 1.0]) / median))
