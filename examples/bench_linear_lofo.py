@@ -1,0 +1,83 @@
+"""Leave-one-family-out with linear latency models of more structure than FLOPs + memory access.
+
+    python examples/bench_linear_lofo.py --db profiles/cpu-onnxruntime/dataset.db \
+        --out docs/results/linear-lofo.md
+
+Each model is latency = w . features, fitted (relative least squares, as the FLOPs+MAC baseline) on
+every model of 11 families and scored on the 12th, for each family in turn:
+
+- ``flops_mac``: total GFLOPs, GB of memory traffic, 1 (the baseline of `evaluate`);
+- ``+nodes``: the same plus the operator count (a fixed cost per operator);
+- ``by_kind``: GFLOPs and GB of dense convolutions, of grouped/depthwise convolutions and of all
+  other operators separately, the operator count, 1.
+
+The question: is the error left after FLOPs+MAC explained by how the work splits over operator kinds?
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+KINDS = ("flops_mac", "+nodes", "by_kind")
+
+
+def features(table, kind: str) -> list[float]:
+    from narformer_tvm.features import SCALARS, node_costs
+
+    cost = node_costs(table).astype(np.float64)  # (N, 2) GFLOPs, GB
+    flops, memory = cost.sum(0)
+    if kind == "flops_mac":
+        return [flops, memory, 1.0]
+    if kind == "+nodes":
+        return [flops, memory, len(table.ops), 1.0]
+    conv = np.array(table.ops) == "Conv"
+    grouped = conv & (table.scalars[:, SCALARS.index("group")] > 1)
+    dense, other = conv & ~grouped, ~conv
+    return [*cost[dense].sum(0), *cost[grouped].sum(0), *cost[other].sum(0), len(table.ops), 1.0]
+
+
+def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares on the relative error (x w / y - 1), columns scaled for conditioning."""
+    scale = np.abs(x).max(0) + 1e-12
+    return np.linalg.lstsq((x / scale) / y[:, None], np.ones(len(y)), rcond=None)[0] / scale
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--db", required=True)
+    ap.add_argument("--out", required=True, help="Markdown file; a .json beside it keeps the numbers")
+    args = ap.parse_args()
+
+    from narformer_tvm.train import load_samples
+
+    samples, _ = load_samples(args.db, None, None)
+    y = np.array([s.latency_ms for s in samples])
+    family = np.array([s.family for s in samples])
+    families = sorted(set(family))
+    result = {}
+    for kind in KINDS:
+        x = np.array([features(s.table, kind) for s in samples])
+        per = {}
+        for f in families:
+            train, test = family != f, family == f
+            pred = np.maximum(x[test] @ fit(x[train], y[train]), 1e-6)
+            per[f] = float(100 * np.mean(np.abs(pred - y[test]) / y[test]))
+        result[kind] = {"average": float(np.mean(list(per.values()))), "per_family": per}
+    lines = ["# Linear latency models, leave-one-family-out", "",
+             f"`python examples/bench_linear_lofo.py --db {args.db} --out ...` ({len(samples)} models, "
+             f"{len(families)} families; MAPE on each held-out family).", "",
+             "| held out | " + " | ".join(KINDS) + " |", "| --- |" + " --- |" * len(KINDS)]
+    for f in families:
+        lines.append(f"| {f} | " + " | ".join(f"{result[k]['per_family'][f]:.1f}%" for k in KINDS) + " |")
+    lines.append("| **average** | " + " | ".join(f"**{result[k]['average']:.2f}%**" for k in KINDS) + " |")
+    out = Path(args.out)
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
