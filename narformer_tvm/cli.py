@@ -449,8 +449,9 @@ def _model_options(f):
 def _train_options(kw) -> tuple:
     from .train import FitConfig
 
-    if kw.get("precision"):
-        raise click.UsageError("--precision applies to the accuracy task (cell training) only")
+    for name in ("precision", "ema"):
+        if kw.get(name) is not None:
+            raise click.UsageError(f"--{name} applies to the accuracy task (cell training) only")
     model = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
                                 ("backbone", kw["backbone"]), ("readout", kw["readout"])) if v is not None}
     if kw["no_graph_attention"]:
@@ -482,6 +483,8 @@ task_options = [
                  help="accuracy task: training cells (NB201: 781 = 5%, 1563 = 10%; NB101 subset: 100, 424)."),
     click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=None,
                  help="accuracy task: training matmuls in bf16 (default auto: where the CPU has native bf16)."),
+    click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None,
+                 help="accuracy task: validate and keep a moving average of the weights with this decay (0: off)."),
 ]
 
 
@@ -502,7 +505,7 @@ def _accuracy_opts(kw):
     from .nas import AccuracyOptions, resolved
 
     o = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
-                            ("backbone", kw["backbone"])) if v is not None}
+                            ("backbone", kw["backbone"]), ("ema", kw["ema"])) if v is not None}
     return resolved(AccuracyOptions(**o, **_given(kw), precision=kw["precision"] or "auto", seed=kw["seed"]))
 
 

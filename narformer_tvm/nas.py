@@ -35,6 +35,7 @@ class AccuracyOptions:
     patience: int = 60  # epochs without validation-tau improvement
     backbone: str = "transformer"  # "gnn": the GraphSAGE baseline in the same harness
     precision: str = "auto"  # training matmuls: "fp32" | "bf16" (autocast) | "auto": bf16 where the CPU has it
+    ema: float = 0.0  # decay of an exponential moving average of the weights, validated and kept (0: off)
     seed: int = 0
 
 
@@ -106,6 +107,9 @@ def train_accuracy(train_cells: Sequence[Cell], train_acc: np.ndarray, val_cells
     y_all = np.asarray(train_acc, dtype=np.float32)
     graphs = [encode_cell(c, opts.n_freqs) for c in train_cells]
     opt, sched = optimizer(model, opts.lr, 1e-2, opts.epochs * math.ceil(len(graphs) / opts.batch_size))
+    averaged = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(opts.ema))
+                if opts.ema else None)
+    kept = averaged.module if averaged else model  # what is validated, selected and returned
     best = {"tau": -2.0, "state": None, "epoch": -1}
     history = []
     t0 = time.time()
@@ -125,10 +129,12 @@ def train_accuracy(train_cells: Sequence[Cell], train_acc: np.ndarray, val_cells
                     perm = collate([encode_cell(permuted(train_cells[i], rng), opts.n_freqs) for i in idx])
                     loss = loss + opts.consistency_weight * (((model(*perm.inputs()) - pred) / batch.y) ** 2).mean()
             total += step(model, opt, sched, loss) * len(idx)
-        tau = kendall_tau(predict_cells(model, val_cells, opts.n_freqs), val_acc) if len(val_cells) > 1 else 0.0
+            if averaged:
+                averaged.update_parameters(model)
+        tau = kendall_tau(predict_cells(kept, val_cells, opts.n_freqs), val_acc) if len(val_cells) > 1 else 0.0
         history.append({"epoch": epoch, "loss": total / len(graphs), "val_tau": tau})
         if tau > best["tau"]:
-            best = {"tau": tau, "state": {k: v.clone() for k, v in model.state_dict().items()}, "epoch": epoch}
+            best = {"tau": tau, "state": {k: v.clone() for k, v in kept.state_dict().items()}, "epoch": epoch}
         if progress:
             progress(f"epoch {epoch + 1}/{opts.epochs} loss {total / len(graphs):.4f} val tau {tau:.3f} "
                      f"(best {best['tau']:.3f} @ {best['epoch'] + 1}) {time.time() - t0:.0f}s")

@@ -97,3 +97,19 @@ def test_precision_auto_resolves_per_machine_and_both_precisions_train(small_nb2
         model, history = train_accuracy(data.cells[:50], data.accuracy[:50], data.cells[50:], data.accuracy[50:], opts)
         assert history[-1]["loss"] < history[0]["loss"], precision
         assert predict_cells(model, data.cells[50:]).dtype == np.float64
+
+
+def test_ema_keeps_the_averaged_weights(small_nb201):
+    """A decay near 0 follows the trained weights (same model as without the average); a decay near 1
+    keeps the first step's weights (torch's AveragedModel starts from a copy at its first update)."""
+    data = load_nb201(small_nb201)
+    kw = dict(d_model=32, n_layers=2, n_groups=4, epochs=4, lr=1e-2, patience=4, precision="fp32")
+
+    def trained(**extra):
+        model, _ = train_accuracy(data.cells[:50], data.accuracy[:50], data.cells[50:], data.accuracy[50:],
+                                  AccuracyOptions(**kw, **extra))
+        return predict_cells(model, data.cells)
+
+    plain = trained()
+    np.testing.assert_allclose(trained(ema=1e-12), plain, rtol=1e-4)
+    assert not np.allclose(trained(ema=1 - 1e-9), plain, rtol=1e-2)
