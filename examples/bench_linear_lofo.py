@@ -39,19 +39,13 @@ def features(table, kind: str) -> list[float]:
     return [*cost[dense].sum(0), *cost[grouped].sum(0), *cost[other].sum(0), len(table.ops), 1.0]
 
 
-def fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least squares on the relative error (x w / y - 1), columns scaled for conditioning."""
-    scale = np.abs(x).max(0) + 1e-12
-    return np.linalg.lstsq((x / scale) / y[:, None], np.ones(len(y)), rcond=None)[0] / scale
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", required=True)
     ap.add_argument("--out", required=True, help="Markdown file; a .json beside it keeps the numbers")
     args = ap.parse_args()
 
-    from narformer_tvm.train import load_samples
+    from narformer_tvm.train import load_samples, relative_lstsq
 
     samples, _ = load_samples(args.db, None, None)
     y = np.array([s.latency_ms for s in samples])
@@ -63,7 +57,7 @@ def main() -> None:
         per = {}
         for f in families:
             train, test = family != f, family == f
-            pred = np.maximum(x[test] @ fit(x[train], y[train]), 1e-6)
+            pred = np.maximum(x[test] @ relative_lstsq(x[train], y[train]), 1e-6)
             per[f] = float(100 * np.mean(np.abs(pred - y[test]) / y[test]))
         result[kind] = {"average": float(np.mean(list(per.values()))), "per_family": per}
     lines = ["# Linear latency models, leave-one-family-out", "",

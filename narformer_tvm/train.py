@@ -122,6 +122,13 @@ def _static_counts(s: Sample) -> dict:
     return {k: static_count(st[STATIC.index(f"log_{k}")]) for k in ("flops", "memory", "macs")}
 
 
+def relative_lstsq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """w minimising sum((x w / y - 1)^2): least squares on the relative error, columns scaled for
+    conditioning (counts span orders of magnitude beside a column of ones)."""
+    scale = np.abs(x).max(0) + 1e-12
+    return np.linalg.lstsq((x / scale) / y[:, None], np.ones(len(y)), rcond=None)[0] / scale
+
+
 @dataclass
 class LinearBaseline:
     """latency = w . [counts, 1], fitted to minimise the squared *relative* error."""
@@ -133,9 +140,7 @@ class LinearBaseline:
         return np.array([[_static_counts(s)[f] for f in self.features] + [1.0] for s in samples])
 
     def fit(self, samples: Sequence[Sample]) -> "LinearBaseline":
-        x, y = self._x(samples), np.array([s.latency_ms for s in samples])
-        scale = np.abs(x).max(0) + 1e-12
-        self.w = np.linalg.lstsq((x / scale) / y[:, None], np.ones(len(y)), rcond=None)[0] / scale
+        self.w = relative_lstsq(self._x(samples), np.array([s.latency_ms for s in samples]))
         return self
 
     def predict(self, samples: Sequence[Sample]) -> np.ndarray:
