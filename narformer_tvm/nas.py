@@ -35,6 +35,7 @@ class AccuracyOptions:
     patience: int = 60  # epochs without validation-tau improvement
     backbone: str = "transformer"  # "gnn": the GraphSAGE baseline in the same harness
     precision: str = "auto"  # training matmuls: "fp32" | "bf16" (autocast) | "auto": bf16 where the CPU has it
+    fusion: bool = False  # gate each block's readout by a learned weight (the paper's layer fusion), not a plain sum
     ema: float = 0.0  # decay of an exponential moving average of the weights, validated and kept (0: off)
     seed: int = 0
 
@@ -69,7 +70,7 @@ def new_cell_model(opts: AccuracyOptions):
     torch.manual_seed(opts.seed)
     return NARFormer(ModelConfig(n_features=cell_features(opts.n_freqs), n_static=1, d_model=opts.d_model,
                                  n_layers=opts.n_layers, n_groups=opts.n_groups, backbone=opts.backbone,
-                                 layerwise_readout=True, dropout=0.1))
+                                 layerwise_readout=True, layer_fusion=opts.fusion, dropout=0.1))
 
 
 def predict_cells(model, cells: Sequence[Cell], n_freqs: int = 16, batch_size: int = 512) -> np.ndarray:

@@ -30,7 +30,8 @@ def small_model(**kw) -> NARFormer:
 
 
 ABLATIONS = [{}, {"graph_attention": False}, {"gffn": False}, {"type_enhance": False},
-             {"backbone": "gnn"}, {"layerwise_readout": True, "n_layers": 3}]
+             {"backbone": "gnn"}, {"layerwise_readout": True, "n_layers": 3},
+             {"layerwise_readout": True, "layer_fusion": True, "n_layers": 3}]
 
 
 @pytest.mark.parametrize("kw", ABLATIONS)
@@ -43,6 +44,25 @@ def test_padded_batch_equals_per_graph_forward(kw):
         single = torch.cat([model(*collate([g]).inputs()) for g in graphs])
     torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-6)
     assert (batched > 0).all()
+
+
+def test_layer_fusion_gates_the_layerwise_readouts():
+    rng = np.random.default_rng(4)
+    batch = collate([encode(random_graph(rng, n), CFG) for n in (4, 8)])
+    plain = small_model(layerwise_readout=True, n_layers=3)
+    with torch.no_grad():
+        plain.head[-1].weight.normal_()  # initialised at zero: the output would not depend on the readout
+    fused = small_model(layerwise_readout=True, layer_fusion=True, n_layers=3)
+    fused.load_state_dict(plain.state_dict(), strict=False)
+    gate = fused.fusion[-2]  # the Linear before the sigmoid
+    with torch.no_grad():
+        gate.weight.zero_()
+        gate.bias.fill_(50.0)  # every gate open: the plain sum of the readouts
+        torch.testing.assert_close(fused(*batch.inputs()), plain(*batch.inputs()))
+        gate.bias[1:] = -50.0  # only the first block's readout passes
+        assert not torch.allclose(fused(*batch.inputs()), plain(*batch.inputs()))
+    with pytest.raises(ValueError, match="layerwise_readout"):
+        small_model(layer_fusion=True)
 
 
 def test_deterministic_given_seed():
