@@ -167,10 +167,16 @@ def protocol_split(n: int, train_size: int, val_size: int = 200, seed: int = 0) 
     return perm[:train_size], perm[train_size:train_size + val_size]
 
 
+def held_out(n: int, train: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """Cells neither trained on nor used for model selection."""
+    return np.setdiff1d(np.arange(n), np.concatenate([train, val]))
+
+
 def run_protocol(data: CellData, train_size: int, seeds: Sequence[int], opts: AccuracyOptions = AccuracyOptions(),
                  val_size: int = 200, progress: Callable[[str], None] | None = None,
                  checkpoint: str | Path | None = None) -> list[dict]:
-    """Kendall's tau (and Spearman, MAPE) on all cells, one row per seed. ``checkpoint`` (a JSON file)
+    """Kendall's tau (and Spearman, MAPE) on all cells (NB201's protocol) and tau on the held-out
+    cells (NB101's: the rest of the subset), one row per seed. ``checkpoint`` (a JSON file)
     keeps each finished seed, so an interrupted run resumes; rows of other settings are discarded."""
     opts = resolved(opts)  # the checkpoint names the precision actually used
     key = {"cells": len(data.cells), "train_size": train_size, "val_size": val_size,
@@ -190,7 +196,9 @@ def run_protocol(data: CellData, train_size: int, seeds: Sequence[int], opts: Ac
                                             data.accuracy[va], o, progress)
             seconds = time.time() - t0
             pred = predict_cells(model, data.cells, o.n_freqs)
+            held = held_out(len(data.cells), tr, va)
             row = {"seed": seed, "train_size": train_size, "kendall_tau": kendall_tau(pred, data.accuracy),
+                   "kendall_tau_held_out": kendall_tau(pred[held], data.accuracy[held]),
                    "spearman": spearman(pred, data.accuracy), "mape": mape(pred, data.accuracy),
                    "train_seconds": round(seconds, 1), "epochs_run": len(history)}
             done["rows"].append(row)

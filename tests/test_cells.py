@@ -8,7 +8,7 @@ from narformer_tvm.cells import (CELL_OPS, Cell, encode_cell, load_nb101, load_n
                                  nb201_input_reaches_output, parse_nb201, permuted)
 from narformer_tvm.errors import InputError
 from narformer_tvm.metrics import kendall_tau
-from narformer_tvm.nas import AccuracyOptions, predict_cells, protocol_split, train_accuracy
+from narformer_tvm.nas import AccuracyOptions, held_out, predict_cells, protocol_split, train_accuracy
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -80,6 +80,13 @@ def test_encoding_width():
     assert enc.x.shape == (3, len(CELL_OPS) + 8) and enc.x[1, CELL_OPS.index("conv1x1-bn-relu")] == 1
 
 
+def test_held_out_cells_are_neither_trained_on_nor_validated():
+    tr, va = protocol_split(1000, 424, 50, seed=3)
+    rest = held_out(1000, tr, va)
+    assert len(rest) == 526 and not set(rest) & (set(tr) | set(va))
+    assert sorted(set(rest) | set(tr) | set(va)) == list(range(1000))
+
+
 @pytest.mark.skipif(not (SHARED / "nasbench201_accuracy.csv").exists(), reason="shared NAS data not present")
 def test_benchmarks_load_and_a_short_run_beats_random():
     nb201 = load_nb201(SHARED / "nasbench201_accuracy.csv")
@@ -122,6 +129,7 @@ def test_accuracy_cli_train_and_evaluate(tmp_path, capsys):
     assert exc.value.code == 0 and "| gnn |" in (tmp_path / "rep" / "report.md").read_text()
     read = lambda m: json.loads((tmp_path / "rep" / f"{m}.json").read_text())["rows"]  # noqa: E731
     first = {m: read(m) for m in ("narformer", "gnn")}
+    assert all(-1 <= first[m][0]["kendall_tau_held_out"] <= 1 for m in first)
     with pytest.raises(SystemExit) as exc:  # a second seed: the finished one is kept, not retrained
         main(["evaluate", "--task", "accuracy", *small, "--seeds", "2", "--out", str(tmp_path / "rep")])
     assert exc.value.code == 0 and [r["seed"] for r in read("narformer")] == [0, 1]
