@@ -452,8 +452,8 @@ def _train_options(kw) -> tuple:
     for name in ("precision", "ema"):
         if kw.get(name) is not None:
             raise click.UsageError(f"--{name} applies to the accuracy task (cell training) only")
-    if kw.get("layer_fusion"):
-        raise click.UsageError("--layer-fusion applies to the accuracy task (cell training) only")
+    if kw.get("layer_fusion") is not None:
+        raise click.UsageError("--layer-fusion/--no-layer-fusion applies to the accuracy task (cell training) only")
     model = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
                                 ("backbone", kw["backbone"]), ("readout", kw["readout"])) if v is not None}
     if kw["no_graph_attention"]:
@@ -487,9 +487,9 @@ task_options = [
                  help="accuracy task: training matmuls in bf16 (default auto: where the CPU has native bf16)."),
     click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None,
                  help="accuracy task: validate and keep a moving average of the weights with this decay (0: off)."),
-    click.option("--layer-fusion", is_flag=True,
+    click.option("--layer-fusion/--no-layer-fusion", default=None,
                  help="accuracy task: weight each block's readout by a learned gate (the paper's fusion) "
-                      "instead of summing them."),
+                      "or sum them."),
 ]
 
 
@@ -510,9 +510,9 @@ def _accuracy_opts(kw):
     from .nas import AccuracyOptions, resolved
 
     o = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
-                            ("backbone", kw["backbone"]), ("ema", kw["ema"])) if v is not None}
-    return resolved(AccuracyOptions(**o, **_given(kw), precision=kw["precision"] or "auto", seed=kw["seed"],
-                                    fusion=kw["layer_fusion"]))
+                            ("backbone", kw["backbone"]), ("ema", kw["ema"]), ("fusion", kw["layer_fusion"]))
+         if v is not None}
+    return resolved(AccuracyOptions(**o, **_given(kw), precision=kw["precision"] or "auto", seed=kw["seed"]))
 
 
 @cli.command()

@@ -47,8 +47,8 @@ def test_usage_errors_exit_2(capsys):
     assert code == 2 and "--precision applies to the accuracy task" in err
     code, _, err = run(capsys, "evaluate", "--db", "x.db", "--ema", "0.999", "--out", "r")
     assert code == 2 and "--ema applies to the accuracy task" in err
-    code, _, err = run(capsys, "train", "--db", "x.db", "--layer-fusion", "--out", "p.pt")
-    assert code == 2 and "--layer-fusion applies to the accuracy task" in err
+    code, _, err = run(capsys, "train", "--db", "x.db", "--no-layer-fusion", "--out", "p.pt")
+    assert code == 2 and "--no-layer-fusion applies to the accuracy task" in err
 
 
 def test_inspect_table_and_json(capsys, conv_onnx):
