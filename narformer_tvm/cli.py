@@ -488,8 +488,8 @@ task_options = [
     click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None,
                  help="accuracy task: validate and keep a moving average of the weights with this decay (0: off)."),
     click.option("--layer-fusion/--no-layer-fusion", default=None,
-                 help="accuracy task: weight each block's readout by a learned gate (the paper's fusion) "
-                      "or sum them."),
+                 help="accuracy task: weight each block's readout by a learned gate (the paper's fusion, the "
+                      "default) or sum them."),
 ]
 
 
