@@ -35,7 +35,7 @@ class AccuracyOptions:
     patience: int = 60  # epochs without validation-tau improvement
     backbone: str = "transformer"  # "gnn": the GraphSAGE baseline in the same harness
     precision: str = "auto"  # training matmuls: "fp32" | "bf16" (autocast) | "auto": bf16 where the CPU has it
-    fusion: bool = True  # gate each block's readout by a learned weight (paper's fusion; NB201 tau +0.006), else sum
+    fusion: bool = True  # gate each block's readout by a learned weight (paper's fusion; NB201 tau +0.008), else sum
     ema: float = 0.0  # decay of an exponential moving average of the weights, validated and kept (0: off)
     seed: int = 0
 
