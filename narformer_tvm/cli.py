@@ -449,11 +449,10 @@ def _model_options(f):
 def _train_options(kw) -> tuple:
     from .train import FitConfig
 
-    for name in ("precision", "ema"):
+    cell_only = (("precision", "--precision"), ("ema", "--ema"), ("layer_fusion", "--layer-fusion/--no-layer-fusion"))
+    for name, flag in cell_only:
         if kw.get(name) is not None:
-            raise click.UsageError(f"--{name} applies to the accuracy task (cell training) only")
-    if kw.get("layer_fusion") is not None:
-        raise click.UsageError("--layer-fusion/--no-layer-fusion applies to the accuracy task (cell training) only")
+            raise click.UsageError(f"{flag} applies to the accuracy task (cell training) only")
     model = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
                                 ("backbone", kw["backbone"]), ("readout", kw["readout"])) if v is not None}
     if kw["no_graph_attention"]:
