@@ -741,12 +741,12 @@ def _train_accuracy(benchmark, data_path, train_size, out, kw):
     import numpy as np
 
     from .cells import load_benchmark
-    from .nas import protocol_split, save_cell_predictor, train_accuracy
+    from .nas import VALIDATION_CELLS, protocol_split, save_cell_predictor, train_accuracy
 
     _accuracy_args(None, benchmark, data_path, train_size)
     opts = _accuracy_opts(kw)
     data = load_benchmark(benchmark, data_path)
-    tr, va = protocol_split(len(data.cells), train_size, 200 if benchmark == "nb201" else 50, opts.seed)
+    tr, va = protocol_split(len(data.cells), train_size, VALIDATION_CELLS[benchmark], opts.seed)
     with _progress() as bar:
         task = bar.add_task("training", total=None, status="")
         model, history = train_accuracy([data.cells[i] for i in tr], data.accuracy[tr], [data.cells[i] for i in va],
@@ -812,7 +812,7 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
     import numpy as np
 
     from .cells import load_benchmark
-    from .nas import run_protocol
+    from .nas import VALIDATION_CELLS, run_protocol
 
     _accuracy_args(db_path, benchmark, data_path, train_size)
     opts = _accuracy_opts(kw)
@@ -834,7 +834,7 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
             o = dc_replace(opts, backbone="gnn" if m == "gnn" else opts.backbone)
             rows = []
             for seed in range(seeds):  # each finished seed is kept in <method>.json: a rerun resumes
-                rows += run_protocol(data, train_size, [seed], o, 200 if benchmark == "nb201" else 50,
+                rows += run_protocol(data, train_size, [seed], o, VALIDATION_CELLS[benchmark],
                                      lambda msg, m=m, s=seed: bar.update(task, status=f"{m} seed {s}: {msg}"),
                                      checkpoint=out_dir / f"{m}.json")
                 bar.advance(task)

@@ -161,6 +161,9 @@ def train_accuracy(train_cells: Sequence[Cell], train_acc: np.ndarray, val_cells
     return model, history
 
 
+VALIDATION_CELLS = {"nb201": 200, "nb101": 50}  # selection split after the training cells (NB101: a 1,000-cell subset)
+
+
 def protocol_split(n: int, train_size: int, val_size: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Train on the first ``train_size`` cells of a seeded permutation, validate on the next ``val_size``."""
     perm = np.random.default_rng(seed).permutation(n)
