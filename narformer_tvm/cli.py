@@ -449,7 +449,8 @@ def _model_options(f):
 def _train_options(kw) -> tuple:
     from .train import FitConfig
 
-    cell_only = (("precision", "--precision"), ("ema", "--ema"), ("layer_fusion", "--layer-fusion/--no-layer-fusion"))
+    cell_only = (("precision", "--precision"), ("ema", "--ema"), ("layer_fusion", "--layer-fusion/--no-layer-fusion"),
+                 ("block", "--block"))
     for name, flag in cell_only:
         if kw.get(name) is not None:
             raise click.UsageError(f"{flag} applies to the accuracy task (cell training) only")
@@ -489,6 +490,9 @@ task_options = [
     click.option("--layer-fusion/--no-layer-fusion", default=None,
                  help="accuracy task: weight each block's readout by a learned gate (the paper's fusion, the "
                       "default) or sum them."),
+    click.option("--block", type=click.Choice(["prenorm", "l2"]), default=None,
+                 help="accuracy task: prenorm (default): residual attention and GFFN after LayerNorm; l2: the "
+                      "reference code's block, the attention output L2-normalised and ReLU'd, no attention residual."),
 ]
 
 
@@ -509,7 +513,8 @@ def _accuracy_opts(kw):
     from .nas import AccuracyOptions, resolved
 
     o = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
-                            ("backbone", kw["backbone"]), ("ema", kw["ema"]), ("fusion", kw["layer_fusion"]))
+                            ("backbone", kw["backbone"]), ("ema", kw["ema"]), ("fusion", kw["layer_fusion"]),
+                            ("block", kw["block"]))
          if v is not None}
     return resolved(AccuracyOptions(**o, **_given(kw), precision=kw["precision"] or "auto", seed=kw["seed"]))
 

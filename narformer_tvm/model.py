@@ -31,6 +31,9 @@ class ModelConfig:
     ffn_ratio: int = 4  # GFFN hidden expansion
     dropout: float = 0.05
     layer_scale: float = 0.1  # initial value of the per-channel residual scales
+    block: str = "prenorm"  # "prenorm": LayerNorm -> sub-layer -> scaled residual, for attention and GFFN
+    #   | "l2": NAR-Former V2's reference cell block: the attention output L2-normalised then ReLU
+    #     replaces H (no residual, no LayerNorm before it); only the GFFN keeps a scaled residual
     backbone: str = "transformer"  # "transformer" (NAR-Former V2) | "gnn" (NNLP: GraphSAGE)
     graph_attention: bool = True  # False: plain softmax self-attention over all nodes
     gffn: bool = True  # False: a plain (ungrouped) feed-forward network
@@ -164,16 +167,24 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d = cfg.d_model
-        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        if cfg.block not in ("prenorm", "l2"):
+            raise ValueError(f"block must be prenorm or l2, not {cfg.block!r}")
+        self.l2 = cfg.block == "l2"
+        if not self.l2:  # the l2 block has no attention residual
+            self.norm1 = nn.LayerNorm(d)
+            self.scale1 = nn.Parameter(torch.full((d,), cfg.layer_scale))
         self.attn = GraphAttention(cfg) if cfg.graph_attention else SelfAttention(cfg)
+        self.norm2 = nn.LayerNorm(d)
         self.ffn = FeedForward(cfg)
-        self.scale1 = nn.Parameter(torch.full((d,), cfg.layer_scale))
         self.scale2 = nn.Parameter(torch.full((d,), cfg.layer_scale))
         self.enhance = TypeEnhance(cfg) if cfg.type_enhance else None
         self.drop = Dropout(cfg.dropout)
 
     def forward(self, h, adj, degree, mask):
-        h = h + self.drop(self.scale1 * self.attn(self.norm1(h), adj, mask))
+        if self.l2:  # every node's embedding starts each block on the unit sphere
+            h = self.drop(F.relu(F.normalize(self.attn(h, adj, mask), dim=-1)))
+        else:
+            h = h + self.drop(self.scale1 * self.attn(self.norm1(h), adj, mask))
         h = h + self.drop(self.scale2 * self.ffn(self.norm2(h)))
         if self.enhance is not None:
             h = self.enhance(h, degree)

@@ -37,6 +37,7 @@ class AccuracyOptions:
     precision: str = "auto"  # training matmuls: "fp32" | "bf16" (autocast) | "auto": bf16 where the CPU has it
     fusion: bool = True  # gate each block's readout by a learned weight (paper's fusion; NB201 tau +0.008), else sum
     ema: float = 0.0  # decay of an exponential moving average of the weights, validated and kept (0: off)
+    block: str = "prenorm"  # "l2": the reference code's block (model.ModelConfig.block), its FFN scale from 1e-4
     seed: int = 0
 
 
@@ -70,7 +71,8 @@ def new_cell_model(opts: AccuracyOptions):
     torch.manual_seed(opts.seed)
     return NARFormer(ModelConfig(n_features=cell_features(opts.n_freqs), n_static=1, d_model=opts.d_model,
                                  n_layers=opts.n_layers, n_groups=opts.n_groups, backbone=opts.backbone,
-                                 layerwise_readout=True, layer_fusion=opts.fusion, dropout=0.1))
+                                 layerwise_readout=True, layer_fusion=opts.fusion, dropout=0.1, block=opts.block,
+                                 layer_scale=1e-4 if opts.block == "l2" else 0.1))
 
 
 def predict_cells(model, cells: Sequence[Cell], n_freqs: int = 16, batch_size: int = 512) -> np.ndarray:

@@ -31,7 +31,8 @@ def small_model(**kw) -> NARFormer:
 
 ABLATIONS = [{}, {"graph_attention": False}, {"gffn": False}, {"type_enhance": False},
              {"backbone": "gnn"}, {"layerwise_readout": True, "n_layers": 3},
-             {"layerwise_readout": True, "layer_fusion": True, "n_layers": 3}]
+             {"layerwise_readout": True, "layer_fusion": True, "n_layers": 3},
+             {"block": "l2"}, {"block": "l2", "layerwise_readout": True, "layer_fusion": True, "n_layers": 3}]
 
 
 @pytest.mark.parametrize("kw", ABLATIONS)
@@ -63,6 +64,22 @@ def test_layer_fusion_gates_the_layerwise_readouts():
         assert not torch.allclose(fused(*batch.inputs()), plain(*batch.inputs()))
     with pytest.raises(ValueError, match="layerwise_readout"):
         small_model(layer_fusion=True)
+
+
+def test_l2_block_keeps_node_embeddings_on_the_unit_sphere():
+    rng = np.random.default_rng(5)
+    batch = collate([encode(random_graph(rng, n), CFG) for n in (5, 9)])
+    x, adj, degree, mask = batch.inputs()[:4]
+    h = torch.randn(*mask.shape, 32) * 1000  # (B, N, d): far off the unit sphere
+    with torch.no_grad():
+        outs = {form: small_model(block=form, type_enhance=False).blocks[0](h, adj, degree, mask)
+                for form in ("prenorm", "l2")}
+    norms = outs["l2"].norm(dim=-1)[mask]  # the FFN residual (scale 0.1) may move them off it by a little
+    assert (norms < 1.5).all() and (norms > 0.1).all(), norms
+    assert outs["prenorm"].norm(dim=-1)[mask].min() > 100  # the residual keeps the input's scale
+    assert "blocks.0.norm1.weight" not in small_model(block="l2").state_dict()  # no attention residual
+    with pytest.raises(ValueError, match="prenorm or l2"):
+        small_model(block="post")
 
 
 def test_deterministic_given_seed():
