@@ -450,7 +450,8 @@ def _train_options(kw) -> tuple:
     from .train import FitConfig
 
     cell_only = (("precision", "--precision"), ("ema", "--ema"), ("layer_fusion", "--layer-fusion/--no-layer-fusion"),
-                 ("block", "--block"))
+                 ("block", "--block"), ("loss_form", "--loss-form"), ("rank_weight", "--rank-weight"),
+                 ("consistency_weight", "--consistency-weight"))
     for name, flag in cell_only:
         if kw.get(name) is not None:
             raise click.UsageError(f"{flag} applies to the accuracy task (cell training) only")
@@ -493,6 +494,13 @@ task_options = [
     click.option("--block", type=click.Choice(["prenorm", "l2"]), default=None,
                  help="accuracy task: prenorm (default): residual attention and GFFN after LayerNorm; l2: the "
                       "reference code's block, the attention output L2-normalised and ReLU'd, no attention residual."),
+    click.option("--loss-form", type=click.Choice(["logistic", "reference"]), default=None,
+                 help="accuracy task: logistic (default): logistic pairwise loss, squared relative consistency "
+                      "gap; reference: the reference code's L1 of shuffled-pair differences and L1 consistency gap."),
+    click.option("--rank-weight", type=click.FloatRange(min=0), default=None,
+                 help="accuracy task: weight of the pairwise term (default 1; the reference code's 0.1)."),
+    click.option("--consistency-weight", type=click.FloatRange(min=0), default=None,
+                 help="accuracy task: weight of the isomorphism-consistency term (default 0.1; the reference's 0.5)."),
 ]
 
 
@@ -514,7 +522,8 @@ def _accuracy_opts(kw):
 
     o = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
                             ("backbone", kw["backbone"]), ("ema", kw["ema"]), ("fusion", kw["layer_fusion"]),
-                            ("block", kw["block"]))
+                            ("block", kw["block"]), ("loss_form", kw["loss_form"]), ("rank_weight", kw["rank_weight"]),
+                            ("consistency_weight", kw["consistency_weight"]))
          if v is not None}
     return resolved(AccuracyOptions(**o, **_given(kw), precision=kw["precision"] or "auto", seed=kw["seed"]))
 

@@ -38,6 +38,8 @@ class AccuracyOptions:
     fusion: bool = True  # gate each block's readout by a learned weight (paper's fusion; NB201 tau +0.008), else sum
     ema: float = 0.0  # decay of an exponential moving average of the weights, validated and kept (0: off)
     block: str = "prenorm"  # "l2": the reference code's block (model.ModelConfig.block), its FFN scale from 1e-4
+    loss_form: str = "logistic"  # "logistic": logistic loss over ordered pairs, squared relative consistency gap
+    #   | "reference": the reference code's L1 of shuffled-pair differences and L1 consistency gap (its weights 0.1, 0.5)
     seed: int = 0
 
 
@@ -99,6 +101,14 @@ def ranking_loss(pred, y):
     return torch.nn.functional.softplus(-dp[mask] * 20.0).mean()
 
 
+def pair_difference_loss(pred, y, order):
+    """L1 between predicted and true accuracy differences over one random pairing of the batch."""
+    return ((pred - pred[order]) - (y - y[order])).abs().mean()
+
+
+LOSS_FORMS = ("logistic", "reference")
+
+
 def ema_update(decay: float):
     """AveragedModel's update with the decay warmed up as (1 + n) / (10 + n) over the first updates:
     a fixed 0.999 would keep ~30% of the first step's weights after 1,200 steps (NB101, 100 cells)."""
@@ -120,6 +130,9 @@ def train_accuracy(train_cells: Sequence[Cell], train_acc: np.ndarray, val_cells
     import torch
 
     opts = resolved(opts)
+    if opts.loss_form not in LOSS_FORMS:
+        raise ValueError(f"loss_form must be one of {', '.join(LOSS_FORMS)}, not {opts.loss_form!r}")
+    reference = opts.loss_form == "reference"
     model = new_cell_model(opts)
     rng = np.random.default_rng(opts.seed)
     y_all = np.asarray(train_acc, dtype=np.float32)
@@ -141,10 +154,14 @@ def train_accuracy(train_cells: Sequence[Cell], train_acc: np.ndarray, val_cells
                 pred = model(*batch.inputs())
                 loss = (((pred - batch.y) / batch.y) ** 2).mean()
                 if opts.rank_weight:
-                    loss = loss + opts.rank_weight * ranking_loss(pred, batch.y)
+                    rank = (pair_difference_loss(pred, batch.y, torch.from_numpy(rng.permutation(len(idx))))
+                            if reference else ranking_loss(pred, batch.y))
+                    loss = loss + opts.rank_weight * rank
                 if opts.consistency_weight:
                     perm = collate([encode_cell(permuted(train_cells[i], rng), opts.n_freqs) for i in idx])
-                    loss = loss + opts.consistency_weight * (((model(*perm.inputs()) - pred) / batch.y) ** 2).mean()
+                    gap = model(*perm.inputs()) - pred
+                    gap = gap.abs().mean() if reference else ((gap / batch.y) ** 2).mean()
+                    loss = loss + opts.consistency_weight * gap
             total += step(model, opt, sched, loss) * len(idx)
             if averaged:
                 averaged.update_parameters(model)

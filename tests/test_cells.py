@@ -116,12 +116,14 @@ def test_accuracy_cli_train_and_evaluate(tmp_path, capsys):
              "--d-model", "16", "--layers", "2", "--groups", "2", "--epochs", "3"]
     with pytest.raises(SystemExit) as exc:
         main(["train", "--task", "accuracy", *small, "--precision", "fp32", "--ema", "0.99", "--layer-fusion",
-              "--block", "l2", "--out", str(tmp_path / "c.pt")])
+              "--block", "l2", "--loss-form", "reference", "--rank-weight", "0.1", "--consistency-weight", "0.5",
+              "--out", str(tmp_path / "c.pt")])
     assert exc.value.code == 0 and "Kendall tau" in capsys.readouterr().out
     model, opts, state = load_cell_predictor(tmp_path / "c.pt")
     assert state["benchmark"] == "nb101" and opts.n_layers == 2 and opts.epochs == 3 and opts.precision == "fp32"
     assert opts.ema == 0.99 and opts.fusion and model.cfg.layer_fusion
     assert opts.block == model.cfg.block == "l2" and model.cfg.layer_scale == 1e-4
+    assert (opts.loss_form, opts.rank_weight, opts.consistency_weight) == ("reference", 0.1, 0.5)
     assert len(state["calibration"]["pred"]) == len(state["calibration"]["accuracy"]) == 101
     # options not given keep the cell task's defaults, not the latency task's
     assert (opts.lr, opts.patience) == (AccuracyOptions().lr, AccuracyOptions().patience) != (1e-3, 15)

@@ -7,8 +7,9 @@ import pytest
 from narformer_tvm.backends import MeasureConfig
 from narformer_tvm.cells import load_nb201
 from narformer_tvm.dataset import Store
-from narformer_tvm.nas import (AccuracyOptions, apply_calibration, calibrate, cpu_has_bf16, nas_pareto, pareto_front,
-                               predict_cells, resolved, save_cell_predictor, train_accuracy, write_pareto_report)
+from narformer_tvm.nas import (AccuracyOptions, apply_calibration, calibrate, cpu_has_bf16, nas_pareto,
+                               pair_difference_loss, pareto_front, predict_cells, resolved, save_cell_predictor,
+                               train_accuracy, write_pareto_report)
 from narformer_tvm.zoo import NB201_ARCHS
 
 FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
@@ -130,3 +131,28 @@ def test_ema_warm_up_forgets_the_first_steps():
             layer.weight.fill_(float(i))
         averaged.update_parameters(layer)
     assert 1000 < averaged.module.weight.min().item() < 1199
+
+
+def test_pair_difference_loss_by_hand():
+    import torch
+
+    pred, y = torch.tensor([0.9, 0.8, 0.5]), torch.tensor([0.9, 0.7, 0.6])
+    # pairs (0,1) (1,2) (2,0): differences 0.1/0.2, 0.3/0.1, -0.4/-0.3 -> |errors| 0.1, 0.2, 0.1
+    assert pair_difference_loss(pred, y, torch.tensor([1, 2, 0])).item() == pytest.approx(0.4 / 3)
+    assert pair_difference_loss(y, y, torch.tensor([2, 0, 1])).item() == 0
+
+
+def test_reference_loss_form_trains_and_differs(small_nb201):
+    data = load_nb201(small_nb201)
+    kw = dict(d_model=32, n_layers=2, n_groups=4, epochs=6, lr=1e-3, patience=6, precision="fp32")
+
+    def trained(**extra):
+        model, history = train_accuracy(data.cells[:50], data.accuracy[:50], data.cells[50:], data.accuracy[50:],
+                                        AccuracyOptions(**kw, **extra))
+        assert history[-1]["loss"] < history[0]["loss"]
+        return predict_cells(model, data.cells)
+
+    assert not np.allclose(trained(loss_form="reference", rank_weight=0.1, consistency_weight=0.5), trained(),
+                           rtol=1e-3)
+    with pytest.raises(ValueError, match="logistic, reference"):
+        trained(loss_form="hinge")
