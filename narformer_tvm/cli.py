@@ -835,7 +835,7 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
     bad = [m for m in methods if m not in ("narformer", "gnn")]
     if bad:
         raise click.UsageError(f"accuracy methods are narformer and gnn, not {', '.join(bad)}")
-    lines = [f"## {benchmark}: Kendall's tau with {train_size} training cells ({seeds} seeds)", "",
+    lines = [f"## {benchmark}: Kendall's tau with {train_size} training cells ({seeds} seed{'s' if seeds > 1 else ''})", "",
              "```", "narformer-tvm evaluate " + " ".join(sys.argv[2:]), "```", "",
              "| method | tau mean | tau best | held-out tau mean | held-out tau best | Spearman mean | MAPE mean "
              "| train s (mean) |",
