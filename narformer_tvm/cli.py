@@ -449,10 +449,7 @@ def _model_options(f):
 def _train_options(kw) -> tuple:
     from .train import FitConfig
 
-    cell_only = (("precision", "--precision"), ("ema", "--ema"), ("layer_fusion", "--layer-fusion/--no-layer-fusion"),
-                 ("block", "--block"), ("loss_form", "--loss-form"), ("rank_weight", "--rank-weight"),
-                 ("consistency_weight", "--consistency-weight"))
-    for name, flag in cell_only:
+    for name, flag, _ in CELL_ONLY:
         if kw.get(name) is not None:
             raise click.UsageError(f"{flag} applies to the accuracy task (cell training) only")
     model = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
@@ -503,6 +500,12 @@ task_options = [
                  help="accuracy task: weight of the isomorphism-consistency term (default 0.1; the reference's 0.5)."),
 ]
 
+# (click parameter, flag as shown, AccuracyOptions field) of the task options that only cell training reads
+CELL_ONLY = (("precision", "--precision", "precision"), ("ema", "--ema", "ema"),
+             ("layer_fusion", "--layer-fusion/--no-layer-fusion", "fusion"), ("block", "--block", "block"),
+             ("loss_form", "--loss-form", "loss_form"), ("rank_weight", "--rank-weight", "rank_weight"),
+             ("consistency_weight", "--consistency-weight", "consistency_weight"))
+
 
 def _task_options(f):
     for o in reversed(task_options):
@@ -521,11 +524,9 @@ def _accuracy_opts(kw):
     from .nas import AccuracyOptions, resolved
 
     o = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
-                            ("backbone", kw["backbone"]), ("ema", kw["ema"]), ("fusion", kw["layer_fusion"]),
-                            ("block", kw["block"]), ("loss_form", kw["loss_form"]), ("rank_weight", kw["rank_weight"]),
-                            ("consistency_weight", kw["consistency_weight"]))
-         if v is not None}
-    return resolved(AccuracyOptions(**o, **_given(kw), precision=kw["precision"] or "auto", seed=kw["seed"]))
+                            ("backbone", kw["backbone"])) if v is not None}
+    o.update({field: kw[name] for name, _, field in CELL_ONLY if kw[name] is not None})
+    return resolved(AccuracyOptions(**o, **_given(kw), seed=kw["seed"]))  # unset precision: the default, auto
 
 
 @cli.command()

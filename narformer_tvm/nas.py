@@ -74,7 +74,7 @@ def new_cell_model(opts: AccuracyOptions):
     return NARFormer(ModelConfig(n_features=cell_features(opts.n_freqs), n_static=1, d_model=opts.d_model,
                                  n_layers=opts.n_layers, n_groups=opts.n_groups, backbone=opts.backbone,
                                  layerwise_readout=True, layer_fusion=opts.fusion, dropout=0.1, block=opts.block,
-                                 layer_scale=1e-4 if opts.block == "l2" else 0.1))
+                                 layer_scale=1e-4 if opts.block == "l2" else ModelConfig.layer_scale))
 
 
 def predict_cells(model, cells: Sequence[Cell], n_freqs: int = 16, batch_size: int = 512) -> np.ndarray:
