@@ -489,8 +489,8 @@ task_options = [
                  help="accuracy task: weight each block's readout by a learned gate (the paper's fusion, the "
                       "default) or sum them."),
     click.option("--block", type=click.Choice(["prenorm", "l2"]), default=None,
-                 help="accuracy task: prenorm (default): residual attention and GFFN after LayerNorm; l2: the "
-                      "reference code's block, the attention output L2-normalised and ReLU'd, no attention residual."),
+                 help="accuracy task: l2 (default): the reference code's block, the attention output L2-normalised "
+                      "and ReLU'd, no attention residual; prenorm: residual attention and GFFN after LayerNorm."),
     click.option("--loss-form", type=click.Choice(["logistic", "reference"]), default=None,
                  help="accuracy task: logistic (default): logistic pairwise loss, squared relative consistency "
                       "gap; reference: the reference code's L1 of shuffled-pair differences and L1 consistency gap."),

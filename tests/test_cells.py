@@ -8,6 +8,7 @@ from narformer_tvm.cells import (CELL_OPS, Cell, encode_cell, load_nb101, load_n
                                  nb201_input_reaches_output, parse_nb201, permuted)
 from narformer_tvm.errors import InputError
 from narformer_tvm.metrics import kendall_tau
+from narformer_tvm.model import ModelConfig
 from narformer_tvm.nas import AccuracyOptions, held_out, predict_cells, protocol_split, train_accuracy
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -116,13 +117,13 @@ def test_accuracy_cli_train_and_evaluate(tmp_path, capsys):
              "--d-model", "16", "--layers", "2", "--groups", "2", "--epochs", "3"]
     with pytest.raises(SystemExit) as exc:
         main(["train", "--task", "accuracy", *small, "--precision", "fp32", "--ema", "0.99", "--layer-fusion",
-              "--block", "l2", "--loss-form", "reference", "--rank-weight", "0.1", "--consistency-weight", "0.5",
+              "--block", "prenorm", "--loss-form", "reference", "--rank-weight", "0.1", "--consistency-weight", "0.5",
               "--out", str(tmp_path / "c.pt")])
     assert exc.value.code == 0 and "Kendall tau" in capsys.readouterr().out
     model, opts, state = load_cell_predictor(tmp_path / "c.pt")
     assert state["benchmark"] == "nb101" and opts.n_layers == 2 and opts.epochs == 3 and opts.precision == "fp32"
     assert opts.ema == 0.99 and opts.fusion and model.cfg.layer_fusion
-    assert opts.block == model.cfg.block == "l2" and model.cfg.layer_scale == 1e-4
+    assert opts.block == model.cfg.block == "prenorm" and model.cfg.layer_scale == ModelConfig.layer_scale
     assert (opts.loss_form, opts.rank_weight, opts.consistency_weight) == ("reference", 0.1, 0.5)
     assert len(state["calibration"]["pred"]) == len(state["calibration"]["accuracy"]) == 101
     # options not given keep the cell task's defaults, not the latency task's
@@ -132,6 +133,7 @@ def test_accuracy_cli_train_and_evaluate(tmp_path, capsys):
     assert exc.value.code == 0 and "| gnn |" in (tmp_path / "rep" / "report.md").read_text()
     read = lambda m: json.loads((tmp_path / "rep" / f"{m}.json").read_text())["rows"]  # noqa: E731
     first = {m: read(m) for m in ("narformer", "gnn")}
+    assert json.loads((tmp_path / "rep" / "narformer.json").read_text())["run"]["options"]["block"] == "l2"  # default
     assert all(-1 <= first[m][0]["kendall_tau_held_out"] <= 1 for m in first)
     with pytest.raises(SystemExit) as exc:  # a second seed: the finished one is kept, not retrained
         main(["evaluate", "--task", "accuracy", *small, "--seeds", "2", "--out", str(tmp_path / "rep")])
