@@ -159,7 +159,8 @@ def optimizer(model, lr: float, weight_decay: float, steps: int, warmup: float =
     """AdamW with linear warm-up over ``warmup`` of the steps, then cosine decay to zero."""
     import torch
 
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # fused: one kernel for all parameters; the per-tensor loop took 55 ms of each ~500 ms cell step
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     warm = max(1, int(warmup * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, steps - warm)))))

@@ -9,8 +9,8 @@ from narformer_tvm.evaluate import LinearBaseline, cap_per_family, evaluate, met
 from narformer_tvm.errors import InputError
 from narformer_tvm.features import GraphTable
 from narformer_tvm.metrics import mape
-from narformer_tvm.train import (FitConfig, Sample, TrainOptions, carve_validation, load_samples, predict_samples,
-                                 split_leave_one_family_out, split_random, split_same_distribution, train_predictor)
+from narformer_tvm.train import (FitConfig, Sample, TrainOptions, carve_validation, load_samples, optimizer,
+                                 predict_samples, split_leave_one_family_out, split_random, split_same_distribution, train_predictor)
 
 SAMPLE_DB = Path(__file__).parent / "data" / "cpu-sample.db"
 
@@ -201,3 +201,19 @@ def test_noisy_rows_are_left_out_unless_asked(tmp_path):
     clean, _ = load_samples(db)
     everything, _ = load_samples(db, include_noisy=True)
     assert flagged > 0 and len(everything) - len(clean) == flagged
+
+
+def test_optimizer_warms_up_linearly_then_decays_to_zero():
+    import torch
+
+    model = torch.nn.Linear(3, 1)
+    opt, sched = optimizer(model, 1e-3, 1e-2, steps=100, warmup=0.1)
+    assert opt.defaults["fused"]  # one kernel per step: the per-tensor loop cost ~10% of a cell training
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # 10 warm-up steps
+    assert lrs[10] == pytest.approx(1e-3) and lrs[55] == pytest.approx(5e-4, rel=0.02)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-6
