@@ -10,7 +10,8 @@ from narformer_tvm.errors import InputError
 from narformer_tvm.features import GraphTable
 from narformer_tvm.metrics import mape
 from narformer_tvm.train import (FitConfig, Sample, TrainOptions, carve_validation, load_samples, optimizer,
-                                 predict_samples, split_leave_one_family_out, split_random, split_same_distribution, train_predictor)
+                                 predict_samples, split_leave_one_family_out, split_random, split_same_distribution,
+                                 train_predictor)
 
 SAMPLE_DB = Path(__file__).parent / "data" / "cpu-sample.db"
 
