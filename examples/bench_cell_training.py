@@ -7,9 +7,10 @@ Trains the cell predictor at its defaults (width 512, 6 blocks, batch 32, relabe
 on the protocol's 781 training cells of seed 0 for a few epochs per variant, in one process, and
 times every epoch (validation on the 200 next cells included):
 
-- ``torch dropout, fp32``: the training as it was before (torch's CPU dropout);
+- ``torch dropout, fp32``: the training as it was before (torch's CPU dropout, per-tensor AdamW);
 - ``fp32``: NumPy-drawn dropout masks (``model.Dropout``);
-- ``bf16``: the same under bf16 autocast (the default where the CPU has native bf16).
+- ``bf16``: the same under bf16 autocast (the default where the CPU has native bf16);
+- ``bf16, fused AdamW``: the same with AdamW's fused step (``train.optimizer``): the default.
 
 Per variant: median seconds per epoch and range, the projection to the default 300 epochs, and the
 speed-up over the first variant (ratios in one run: this machine's timing drifts between runs).
@@ -24,10 +25,12 @@ import statistics
 import time
 from pathlib import Path
 
-VARIANTS = (("torch dropout, fp32", "fp32", True), ("fp32", "fp32", False), ("bf16", "bf16", False))
+# (name, precision, torch's dropout, fused AdamW): each row adds one change to the one before
+VARIANTS = (("torch dropout, fp32", "fp32", True, False), ("fp32", "fp32", False, False), ("bf16", "bf16", False, False),
+            ("bf16, fused AdamW", "bf16", False, True))
 
 
-def epoch_times(data, precision: str, torch_dropout: bool, epochs: int) -> list[float]:
+def epoch_times(data, precision: str, torch_dropout: bool, fused: bool, epochs: int) -> list[float]:
     import torch
 
     from narformer_tvm import model as model_module
@@ -35,14 +38,16 @@ def epoch_times(data, precision: str, torch_dropout: bool, epochs: int) -> list[
 
     tr, va = protocol_split(len(data.cells), 781, 200, 0)
     stamps = [time.perf_counter()]
-    saved = model_module.Dropout
+    saved, adamw = model_module.Dropout, torch.optim.AdamW
     if torch_dropout:
         model_module.Dropout = torch.nn.Dropout
+    if not fused:
+        torch.optim.AdamW = lambda *a, **kw: adamw(*a, **{**kw, "fused": False})
     try:
         train_accuracy([data.cells[i] for i in tr], data.accuracy[tr], [data.cells[i] for i in va], data.accuracy[va],
                        AccuracyOptions(epochs=epochs, precision=precision), lambda _: stamps.append(time.perf_counter()))
     finally:
-        model_module.Dropout = saved
+        model_module.Dropout, torch.optim.AdamW = saved, adamw
     return [b - a for a, b in zip(stamps[1:], stamps[2:])]  # the first epoch also builds the model
 
 
@@ -62,8 +67,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = load_nb201(args.data)
     rows = []
-    for name, precision, torch_dropout in VARIANTS:
-        times = epoch_times(data, precision, torch_dropout, args.epochs)
+    for name, precision, torch_dropout, fused in VARIANTS:
+        times = epoch_times(data, precision, torch_dropout, fused, args.epochs)
         rows.append({"variant": name, "epoch_s": times, "median_s": statistics.median(times)})
         print(f"{name}: median {rows[-1]['median_s']:.2f} s per epoch", flush=True)
     base = rows[0]["median_s"]
