@@ -494,6 +494,10 @@ task_options = [
     click.option("--loss-form", type=click.Choice(["logistic", "reference"]), default=None,
                  help="accuracy task: logistic (default): logistic pairwise loss, squared relative consistency "
                       "gap; reference: the reference code's L1 of shuffled-pair differences and L1 consistency gap."),
+    click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None,
+                 help="accuracy task: dropout rate in every block (default 0.1; the reference code's 0.05)."),
+    click.option("--n-freqs", type=click.IntRange(min=1), default=None,
+                 help="accuracy task: frequencies of the sinusoidal node-position code (default 16)."),
     click.option("--rank-weight", type=click.FloatRange(min=0), default=None,
                  help="accuracy task: weight of the pairwise term (default 1; the reference code's 0.1)."),
     click.option("--consistency-weight", type=click.FloatRange(min=0), default=None,
@@ -504,7 +508,8 @@ task_options = [
 CELL_ONLY = (("precision", "--precision", "precision"), ("ema", "--ema", "ema"),
              ("layer_fusion", "--layer-fusion/--no-layer-fusion", "fusion"), ("block", "--block", "block"),
              ("loss_form", "--loss-form", "loss_form"), ("rank_weight", "--rank-weight", "rank_weight"),
-             ("consistency_weight", "--consistency-weight", "consistency_weight"))
+             ("consistency_weight", "--consistency-weight", "consistency_weight"), ("dropout", "--dropout", "dropout"),
+             ("n_freqs", "--n-freqs", "n_freqs"))
 
 
 def _task_options(f):
