@@ -856,7 +856,8 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
             for seed in range(seeds):  # each finished seed is kept in <method>.json: a rerun resumes
                 rows += run_protocol(data, train_size, [seed], o, VALIDATION_CELLS[benchmark],
                                      lambda msg, m=m, s=seed: bar.update(task, status=f"{m} seed {s}: {msg}"),
-                                     checkpoint=out_dir / f"{m}.json")
+                                     checkpoint=out_dir / f"{m}.json",
+                                     notice=lambda msg: bar.console.print(f"warning: {msg}", markup=False, highlight=False))
                 bar.advance(task)
             taus = [r["kendall_tau"] for r in rows]
             held = [r.get("kendall_tau_held_out") for r in rows]  # rows saved before it was recorded lack it

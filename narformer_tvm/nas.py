@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -196,19 +197,48 @@ def held_out(n: int, train: np.ndarray, val: np.ndarray) -> np.ndarray:
     return np.setdiff1d(np.arange(n), np.concatenate([train, val]))
 
 
+# Options added after protocol rows were saved, with the value the code used before: a saved run key
+# that lacks one still names the same setting.
+ADDED_OPTIONS = {"dropout": 0.1}
+
+
+def resume_rows(path: Path | None, key: dict, notice: Callable[[str], None] = warnings.warn) -> dict:
+    """The rows saved in ``path`` for the run ``key``. A file of other settings is moved aside (never
+    overwritten: its seeds took hours) and ``notice`` says where."""
+    if not (path and path.exists()):
+        return {"run": key, "rows": []}
+    try:
+        done = json.loads(path.read_text())
+    except ValueError:
+        done = None  # unreadable: kept aside like rows of other settings
+    saved = done.get("run") if isinstance(done, dict) else None
+    if isinstance(saved, dict) and isinstance(saved.get("options"), dict):
+        saved = {**saved, "options": {**ADDED_OPTIONS, **saved["options"]}}
+    if saved == key:
+        return {"run": key, "rows": done.get("rows", [])}
+    if done is None or done.get("rows"):
+        stamp, n = time.strftime("%Y%m%d-%H%M%S"), 1
+        aside = path.with_name(f"{path.stem}-{stamp}{path.suffix}")
+        while aside.exists():  # a second move within the same second
+            n += 1
+            aside = path.with_name(f"{path.stem}-{stamp}-{n}{path.suffix}")
+        path.replace(aside)
+        notice(f"{path} held rows of other settings: moved to {aside}")
+    return {"run": key, "rows": []}
+
+
 def run_protocol(data: CellData, train_size: int, seeds: Sequence[int], opts: AccuracyOptions = AccuracyOptions(),
                  val_size: int = 200, progress: Callable[[str], None] | None = None,
-                 checkpoint: str | Path | None = None) -> list[dict]:
+                 checkpoint: str | Path | None = None, notice: Callable[[str], None] = warnings.warn) -> list[dict]:
     """Kendall's tau (and Spearman, MAPE) on all cells (NB201's protocol) and tau on the held-out
     cells (NB101's: the rest of the subset), one row per seed. ``checkpoint`` (a JSON file)
-    keeps each finished seed, so an interrupted run resumes; rows of other settings are discarded."""
+    keeps each finished seed, so an interrupted run resumes; a file of other settings is moved aside
+    (``notice`` says where)."""
     opts = resolved(opts)  # the checkpoint names the precision actually used
     key = {"cells": len(data.cells), "train_size": train_size, "val_size": val_size,
            "options": {k: v for k, v in asdict(opts).items() if k != "seed"}}
     path = Path(checkpoint) if checkpoint else None
-    done = json.loads(path.read_text()) if path and path.exists() else {}
-    if done.get("run") != key:
-        done = {"run": key, "rows": []}
+    done = resume_rows(path, key, notice)
     rows = []
     for seed in seeds:
         row = next((r for r in done["rows"] if r["seed"] == seed), None)

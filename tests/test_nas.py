@@ -1,5 +1,7 @@
 """Accuracy x latency search over NAS-Bench-201 cells: the Pareto front, predicted then measured."""
 import csv
+import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -8,8 +10,8 @@ from narformer_tvm.backends import MeasureConfig
 from narformer_tvm.cells import load_nb201
 from narformer_tvm.dataset import Store
 from narformer_tvm.nas import (AccuracyOptions, apply_calibration, calibrate, cpu_has_bf16, nas_pareto,
-                               pair_difference_loss, pareto_front, predict_cells, resolved, save_cell_predictor,
-                               train_accuracy, write_pareto_report)
+                               pair_difference_loss, pareto_front, predict_cells, resolved, run_protocol,
+                               save_cell_predictor, train_accuracy, write_pareto_report)
 from narformer_tvm.zoo import NB201_ARCHS
 
 FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
@@ -156,3 +158,37 @@ def test_reference_loss_form_trains_and_differs(small_nb201):
                            rtol=1e-3)
     with pytest.raises(ValueError, match="logistic, reference"):
         trained(loss_form="hinge")
+
+
+def _saved_run(path, data, opts, rows, drop=()):
+    """A protocol checkpoint as an earlier version wrote it: its run key lacks the options in ``drop``."""
+    options = {k: v for k, v in asdict(resolved(opts)).items() if k != "seed" and k not in drop}
+    run = {"cells": len(data.cells), "train_size": 20, "val_size": 10, "options": options}
+    path.write_text(json.dumps({"run": run, "rows": rows}))
+
+
+def test_protocol_resumes_rows_saved_before_an_option_existed(small_nb201, tmp_path):
+    data = load_nb201(small_nb201)
+    opts = AccuracyOptions(d_model=16, n_layers=1, n_groups=2, epochs=1)
+    saved = {"seed": 0, "train_size": 20, "kendall_tau": 0.123}  # not a number a 1-epoch training gives
+    _saved_run(tmp_path / "narformer.json", data, opts, [saved], drop=("dropout",))  # saved with dropout 0.1
+    assert run_protocol(data, 20, [0], opts, 10, checkpoint=tmp_path / "narformer.json") == [saved]
+
+
+def test_protocol_moves_rows_of_other_settings_aside(small_nb201, tmp_path):
+    data = load_nb201(small_nb201)
+    opts = AccuracyOptions(d_model=16, n_layers=1, n_groups=2, epochs=1)
+    ckpt = tmp_path / "narformer.json"
+    saved = {"seed": 0, "train_size": 20, "kendall_tau": 0.123}
+    _saved_run(ckpt, data, AccuracyOptions(d_model=16, n_layers=1, n_groups=2, epochs=1, dropout=0.05), [saved])
+    notices = []
+    rows = run_protocol(data, 20, [0], opts, 10, checkpoint=ckpt, notice=notices.append)
+    assert rows[0]["kendall_tau"] != 0.123 and json.loads(ckpt.read_text())["rows"] == rows  # trained anew
+    aside = [p for p in tmp_path.glob("narformer-*.json")]
+    assert len(aside) == 1 and json.loads(aside[0].read_text())["rows"] == [saved]  # the old rows are kept
+    assert len(notices) == 1 and str(aside[0]) in notices[0]
+    ckpt.write_text("{not json")  # an unreadable file is kept too, never overwritten
+    with pytest.warns(UserWarning, match="moved to"):
+        run_protocol(data, 20, [0], opts, 10, checkpoint=ckpt)
+    kept = sorted(p.read_text() for p in tmp_path.glob("narformer-*.json"))  # both, even within one second
+    assert len(kept) == 2 and kept[1] == "{not json" and json.loads(kept[0])["rows"] == [saved]
