@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from narformer_tvm.cells import (CELL_OPS, Cell, cell_features, encode_cell, load_nb101, load_nb201, nb101_cell, nb201_cell,
-                                 nb201_input_reaches_output, parse_nb201, permuted)
+from narformer_tvm.cells import (CELL_OPS, Cell, cell_features, encode_cell, load_nb101, load_nb201, nb101_cell,
+                                 nb201_cell, nb201_input_reaches_output, parse_nb201, permuted)
 from narformer_tvm.errors import InputError
 from narformer_tvm.metrics import kendall_tau
 from narformer_tvm.model import ModelConfig
