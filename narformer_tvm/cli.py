@@ -146,6 +146,11 @@ def _progress():
                     console=_console(stderr=True), transient=False)
 
 
+def _warn_above(bar):
+    """A warning printer that keeps the live progress bar intact (a results file moved aside)."""
+    return lambda msg: bar.console.print(f"warning: {msg}", markup=False, highlight=False)
+
+
 @cli.command()
 @click.option("--family", "family_spec", default="all", show_default=True,
               help="Family name, a comma-separated list, 'nnlqp' (NNLQP's ten) or 'all'.")
@@ -751,7 +756,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         Path(out).mkdir(parents=True, exist_ok=True)  # finished splits are kept there: a rerun resumes
         results = run_eval(samples, protocol, method_names(methods_spec), runs, fit, model,
                            progress=lambda msg: bar.update(task, status=msg[-110:]),
-                           checkpoint=Path(out) / "finished.json")
+                           checkpoint=Path(out) / "finished.json", notice=_warn_above(bar))
     path = write_report(results, out, f"{protocol} split on {db_path}", nf, command)
     click.echo(path.read_text())
     click.echo(f"report: {path}")
@@ -857,7 +862,7 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
                 rows += run_protocol(data, train_size, [seed], o, VALIDATION_CELLS[benchmark],
                                      lambda msg, m=m, s=seed: bar.update(task, status=f"{m} seed {s}: {msg}"),
                                      checkpoint=out_dir / f"{m}.json",
-                                     notice=lambda msg: bar.console.print(f"warning: {msg}", markup=False, highlight=False))
+                                     notice=_warn_above(bar))
                 bar.advance(task)
             taus = [r["kendall_tau"] for r in rows]
             held = [r.get("kendall_tau_held_out") for r in rows]  # rows saved before it was recorded lack it

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
@@ -463,3 +464,28 @@ def merge(dst: Store, src: Store) -> int:
             dst.db.execute("INSERT INTO reference (config_id, measured_at, latency_ms, spread) VALUES (?,?,?,?)",
                            (config_map[cid], at, lat, spread))
     return added
+
+
+# ----- resumable results files --------------------------------------------------------------------
+
+def resume_results(path: Path | None, matches: Callable[[dict], bool],
+                   notice: Callable[[str], None] = warnings.warn) -> dict | None:
+    """The JSON state an interrupted evaluation saved in ``path``, when ``matches`` accepts it as the
+    same run. A file of another run (or an unreadable one) is moved aside, never overwritten: its
+    results took hours; ``notice`` says where."""
+    if path is None or not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except ValueError:
+        state = None
+    if isinstance(state, dict) and matches(state):
+        return state
+    stamp, n = time.strftime("%Y%m%d-%H%M%S"), 1
+    aside = path.with_name(f"{path.stem}-{stamp}{path.suffix}")
+    while aside.exists():  # a second move within the same second
+        n += 1
+        aside = path.with_name(f"{path.stem}-{stamp}-{n}{path.suffix}")
+    path.replace(aside)
+    notice(f"{path} held results of other settings: moved to {aside}")
+    return None

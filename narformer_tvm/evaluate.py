@@ -6,12 +6,14 @@ NNLP GNN (GraphSAGE) and NAR-Former V2 with the ablation switches of the paper's
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from .dataset import resume_results
 from .errors import InputError
 from .metrics import summary
 from .train import (FitConfig, LinearBaseline, Sample, TrainOptions, carve_validation, predict_samples,
@@ -96,16 +98,14 @@ def splits_for(protocol: str, samples: list[Sample], seed: int) -> list[tuple[st
 
 def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int = 1, fit: FitConfig = FitConfig(),
              model_overrides: dict | None = None, progress: Callable[[str], None] | None = None,
-             checkpoint: str | Path | None = None) -> list[Result]:
+             checkpoint: str | Path | None = None, notice: Callable[[str], None] = warnings.warn) -> list[Result]:
     """Every method on every split of every run. With ``checkpoint`` (a JSON file) each finished
-    (method, run, split) is saved at once and reused when the same evaluation is started again."""
+    (method, run, split) is saved at once and reused when the same evaluation is started again; a
+    file of other settings is moved aside (``notice`` says where)."""
     key = {"protocol": protocol, "fit": asdict(fit), "model": model_overrides or {},
            "samples": sorted(s.key for s in samples)}
-    done: dict[tuple, Result] = {}
-    if checkpoint and Path(checkpoint).exists():
-        state = json.loads(Path(checkpoint).read_text())
-        if state.get("key") == key:
-            done = {(r["method"], r["run"], r["split"]): Result(**r) for r in state["results"]}
+    state = resume_results(Path(checkpoint) if checkpoint else None, lambda st: st.get("key") == key, notice)
+    done = {(r["method"], r["run"], r["split"]): Result(**r) for r in (state or {}).get("results", [])}
     results = []
     for run in range(runs):
         for split, train_idx, test_idx in splits_for(protocol, samples, seed=run):

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .cells import Cell, CellData, cell_features, encode_cell, nb201_input_reaches_output, permuted
-from .dataset import collate, size_buckets
+from .dataset import collate, resume_results, size_buckets
 from .errors import CheckpointError
 from .metrics import kendall_tau, mape, spearman
 from .train import optimizer, step
@@ -202,31 +202,6 @@ def held_out(n: int, train: np.ndarray, val: np.ndarray) -> np.ndarray:
 ADDED_OPTIONS = {"dropout": 0.1}
 
 
-def resume_rows(path: Path | None, key: dict, notice: Callable[[str], None] = warnings.warn) -> dict:
-    """The rows saved in ``path`` for the run ``key``. A file of other settings is moved aside (never
-    overwritten: its seeds took hours) and ``notice`` says where."""
-    if not (path and path.exists()):
-        return {"run": key, "rows": []}
-    try:
-        done = json.loads(path.read_text())
-    except ValueError:
-        done = None  # unreadable: kept aside like rows of other settings
-    saved = done.get("run") if isinstance(done, dict) else None
-    if isinstance(saved, dict) and isinstance(saved.get("options"), dict):
-        saved = {**saved, "options": {**ADDED_OPTIONS, **saved["options"]}}
-    if saved == key:
-        return {"run": key, "rows": done.get("rows", [])}
-    if done is None or done.get("rows"):
-        stamp, n = time.strftime("%Y%m%d-%H%M%S"), 1
-        aside = path.with_name(f"{path.stem}-{stamp}{path.suffix}")
-        while aside.exists():  # a second move within the same second
-            n += 1
-            aside = path.with_name(f"{path.stem}-{stamp}-{n}{path.suffix}")
-        path.replace(aside)
-        notice(f"{path} held rows of other settings: moved to {aside}")
-    return {"run": key, "rows": []}
-
-
 def run_protocol(data: CellData, train_size: int, seeds: Sequence[int], opts: AccuracyOptions = AccuracyOptions(),
                  val_size: int = 200, progress: Callable[[str], None] | None = None,
                  checkpoint: str | Path | None = None, notice: Callable[[str], None] = warnings.warn) -> list[dict]:
@@ -238,7 +213,14 @@ def run_protocol(data: CellData, train_size: int, seeds: Sequence[int], opts: Ac
     key = {"cells": len(data.cells), "train_size": train_size, "val_size": val_size,
            "options": {k: v for k, v in asdict(opts).items() if k != "seed"}}
     path = Path(checkpoint) if checkpoint else None
-    done = resume_rows(path, key, notice)
+
+    def same_run(state: dict) -> bool:
+        saved = state.get("run")
+        if isinstance(saved, dict) and isinstance(saved.get("options"), dict):
+            saved = {**saved, "options": {**ADDED_OPTIONS, **saved["options"]}}
+        return saved == key
+
+    done = {"run": key, "rows": (resume_results(path, same_run, notice) or {}).get("rows", [])}
     rows = []
     for seed in seeds:
         row = next((r for r in done["rows"] if r["seed"] == seed), None)

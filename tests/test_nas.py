@@ -184,7 +184,7 @@ def test_protocol_moves_rows_of_other_settings_aside(small_nb201, tmp_path):
     notices = []
     rows = run_protocol(data, 20, [0], opts, 10, checkpoint=ckpt, notice=notices.append)
     assert rows[0]["kendall_tau"] != 0.123 and json.loads(ckpt.read_text())["rows"] == rows  # trained anew
-    aside = [p for p in tmp_path.glob("narformer-*.json")]
+    aside = list(tmp_path.glob("narformer-*.json"))
     assert len(aside) == 1 and json.loads(aside[0].read_text())["rows"] == [saved]  # the old rows are kept
     assert len(notices) == 1 and str(aside[0]) in notices[0]
     ckpt.write_text("{not json")  # an unreadable file is kept too, never overwritten

@@ -122,8 +122,12 @@ def test_an_interrupted_evaluation_resumes_from_its_finished_splits(real_samples
     again = evaluate(real_samples, "lofo", ["flops", "nnlp"], fit=fit, model_overrides={"d_model": 16},
                      checkpoint=ckpt)
     assert [r.__dict__ for r in again] == [r.__dict__ for r in first]
+    notices = []
     with pytest.raises(pytest.fail.Exception):  # other options: nothing is reused
-        evaluate(real_samples, "lofo", ["flops"], fit=replace(fit, epochs=2), checkpoint=ckpt)
+        evaluate(real_samples, "lofo", ["flops"], fit=replace(fit, epochs=2), checkpoint=ckpt, notice=notices.append)
+    aside = list(tmp_path.glob("finished-*.json"))  # nor overwritten: the finished splits are moved aside
+    assert len(aside) == 1 and len(json.loads(aside[0].read_text())["results"]) == len(first)
+    assert not ckpt.exists() and len(notices) == 1 and str(aside[0]) in notices[0]
 
 
 def test_cap_per_family_keeps_the_first_models_of_each_family(real_samples):
