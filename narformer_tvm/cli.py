@@ -503,6 +503,9 @@ task_options = [
                  help="accuracy task: dropout rate in every block (default 0.1; the reference code's 0.05)."),
     click.option("--n-freqs", type=click.IntRange(min=1), default=None,
                  help="accuracy task: frequencies of the sinusoidal node-position code (default 16)."),
+    click.option("--gffn-norm/--no-gffn-norm", default=None,
+                 help="accuracy task: the reference code's GFFN, a LayerNorm per group after each group linear "
+                      "layer and ReLU between them (default: off, GELU)."),
     click.option("--rank-weight", type=click.FloatRange(min=0), default=None,
                  help="accuracy task: weight of the pairwise term (default 1; the reference code's 0.1)."),
     click.option("--consistency-weight", type=click.FloatRange(min=0), default=None,
@@ -514,7 +517,7 @@ CELL_ONLY = (("precision", "--precision", "precision"), ("ema", "--ema", "ema"),
              ("layer_fusion", "--layer-fusion/--no-layer-fusion", "fusion"), ("block", "--block", "block"),
              ("loss_form", "--loss-form", "loss_form"), ("rank_weight", "--rank-weight", "rank_weight"),
              ("consistency_weight", "--consistency-weight", "consistency_weight"), ("dropout", "--dropout", "dropout"),
-             ("n_freqs", "--n-freqs", "n_freqs"))
+             ("n_freqs", "--n-freqs", "n_freqs"), ("gffn_norm", "--gffn-norm/--no-gffn-norm", "gffn_norm"))
 
 
 def _task_options(f):

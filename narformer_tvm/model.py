@@ -37,6 +37,8 @@ class ModelConfig:
     backbone: str = "transformer"  # "transformer" (NAR-Former V2) | "gnn" (NNLP: GraphSAGE)
     graph_attention: bool = True  # False: plain softmax self-attention over all nodes
     gffn: bool = True  # False: a plain (ungrouped) feed-forward network
+    gffn_norm: bool = False  # the reference code's GFFN (glt_norm LN): a LayerNorm over each group's outputs
+    #   after both group linear layers, ReLU between them (default: no inner norm, GELU)
     type_enhance: bool = True  # degree-gated type-aware enhancement after each block
     layerwise_readout: bool = False  # sum the readouts of every block, not only the last (cells)
     layer_fusion: bool = False  # with layerwise_readout: weight each block's readout by a learned sigmoid gate
@@ -116,36 +118,44 @@ class SelfAttention(nn.Module):
 # ----- grouped feed-forward network ---------------------------------------------------------------
 
 class GroupLinear(nn.Module):
-    """g independent linear maps, each over d_in/g channels: g times fewer weights than Linear."""
+    """g independent linear maps, each over d_in/g channels: g times fewer weights than Linear.
+    ``norm``: a LayerNorm over each group's outputs (shared across groups), as the reference code's."""
 
-    def __init__(self, d_in: int, d_out: int, groups: int):
+    def __init__(self, d_in: int, d_out: int, groups: int, norm: bool = False):
         super().__init__()
         assert d_in % groups == 0 and d_out % groups == 0, "widths must divide by the group count"
         self.groups = groups
         self.weight = nn.Parameter(torch.empty(groups, d_in // groups, d_out // groups))
         self.bias = nn.Parameter(torch.zeros(d_out))
         nn.init.kaiming_uniform_(self.weight.view(groups * (d_in // groups), -1), a=math.sqrt(5))
+        self.norm = nn.LayerNorm(d_out // groups) if norm else None
 
     def forward(self, x):
         *lead, d = x.shape
         xg = x.reshape(-1, self.groups, d // self.groups)  # (BN, g, d_in/g)
         y = torch.einsum("bgi,gio->bgo", xg, self.weight)  # (BN, g, d_out/g)
-        return y.reshape(*lead, -1) + self.bias
+        y = y + self.bias.view(self.groups, -1)
+        if self.norm is not None:
+            y = self.norm(y)
+        return y.reshape(*lead, -1)
 
 
 class FeedForward(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d, hidden = cfg.d_model, cfg.d_model * cfg.ffn_ratio
+        if cfg.gffn_norm and not cfg.gffn:
+            raise ValueError("gffn_norm normalises the GFFN's groups: it needs gffn")
         if cfg.gffn:
-            self.fc1 = GroupLinear(d, hidden, cfg.n_groups)
-            self.fc2 = GroupLinear(hidden, d, cfg.n_groups)
+            self.fc1 = GroupLinear(d, hidden, cfg.n_groups, cfg.gffn_norm)
+            self.fc2 = GroupLinear(hidden, d, cfg.n_groups, cfg.gffn_norm)
         else:
             self.fc1, self.fc2 = nn.Linear(d, hidden), nn.Linear(hidden, d)
+        self.act = F.relu if cfg.gffn_norm else F.gelu
         self.drop = Dropout(cfg.dropout)
 
     def forward(self, h):
-        return self.fc2(self.drop(F.gelu(self.fc1(h))))  # (B, N, d)
+        return self.fc2(self.drop(self.act(self.fc1(h))))  # (B, N, d)
 
 
 # ----- type-aware enhancement ---------------------------------------------------------------------

@@ -53,6 +53,8 @@ def test_usage_errors_exit_2(capsys):
     assert code == 2 and "--block applies to the accuracy task" in err
     code, _, err = run(capsys, "train", "--db", "x.db", "--rank-weight", "0.1", "--out", "p.pt")
     assert code == 2 and "--rank-weight applies to the accuracy task" in err
+    code, _, err = run(capsys, "train", "--db", "x.db", "--gffn-norm", "--out", "p.pt")
+    assert code == 2 and "--gffn-norm/--no-gffn-norm applies to the accuracy task" in err
 
 
 def test_inspect_table_and_json(capsys, conv_onnx):

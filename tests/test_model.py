@@ -32,7 +32,8 @@ def small_model(**kw) -> NARFormer:
 ABLATIONS = [{}, {"graph_attention": False}, {"gffn": False}, {"type_enhance": False},
              {"backbone": "gnn"}, {"layerwise_readout": True, "n_layers": 3},
              {"layerwise_readout": True, "layer_fusion": True, "n_layers": 3},
-             {"block": "l2"}, {"block": "l2", "layerwise_readout": True, "layer_fusion": True, "n_layers": 3}]
+             {"block": "l2"}, {"block": "l2", "layerwise_readout": True, "layer_fusion": True, "n_layers": 3},
+             {"block": "l2", "gffn_norm": True}]
 
 
 @pytest.mark.parametrize("kw", ABLATIONS)
@@ -143,6 +144,20 @@ def test_group_linear_has_fewer_weights_and_matches_blockdiag():
     x = torch.randn(3, 5, 16)
     dense = torch.block_diag(*gl.weight)  # (16, 32)
     torch.testing.assert_close(gl(x), x @ dense + gl.bias)
+
+
+def test_group_linear_norm_normalises_each_group_and_needs_the_gffn():
+    gl = GroupLinear(16, 32, 4, norm=True)
+    with torch.no_grad():
+        gl.norm.weight.copy_(torch.linspace(0.5, 2.0, 8))
+        gl.norm.bias.fill_(0.25)
+    x = torch.randn(3, 5, 16)
+    plain = (x @ torch.block_diag(*gl.weight) + gl.bias).view(3, 5, 4, 8)  # each group's 8 outputs
+    mean, var = plain.mean(-1, keepdim=True), plain.var(-1, unbiased=False, keepdim=True)
+    expected = (plain - mean) / torch.sqrt(var + 1e-5) * gl.norm.weight + 0.25
+    torch.testing.assert_close(gl(x), expected.view(3, 5, 32))
+    with pytest.raises(ValueError, match="needs gffn"):
+        small_model(gffn=False, gffn_norm=True)
 
 
 def test_short_training_run_overfits_a_small_set():

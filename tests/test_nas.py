@@ -171,7 +171,7 @@ def test_protocol_resumes_rows_saved_before_an_option_existed(small_nb201, tmp_p
     data = load_nb201(small_nb201)
     opts = AccuracyOptions(d_model=16, n_layers=1, n_groups=2, epochs=1)
     saved = {"seed": 0, "train_size": 20, "kendall_tau": 0.123}  # not a number a 1-epoch training gives
-    _saved_run(tmp_path / "narformer.json", data, opts, [saved], drop=("dropout",))  # saved with dropout 0.1
+    _saved_run(tmp_path / "narformer.json", data, opts, [saved], drop=("dropout", "gffn_norm"))  # saved before both
     assert run_protocol(data, 20, [0], opts, 10, checkpoint=tmp_path / "narformer.json") == [saved]
 
 
