@@ -168,6 +168,7 @@ def zoo(family_spec, count, seed, out, opset, standard):
     import warnings
     from pathlib import Path
 
+    from .dataset import write_atomically
     from .zoo import family_names, standard_names, variants
 
     warnings.filterwarnings("ignore")
@@ -185,9 +186,7 @@ def zoo(family_spec, count, seed, out, opset, standard):
             name = v.name if v.seed >= 0 else next(n for n, s in standard_names().items() if s == v)
             path = out_dir / f"{name}.onnx"
             if not path.exists():
-                tmp = path.with_suffix(".onnx.tmp")
-                v.export(tmp, opset=opset)
-                tmp.replace(path)
+                write_atomically(path, lambda tmp, v=v: v.export(tmp, opset=opset))
                 mf.write(json.dumps({"file": path.name, "key": v.key, **v.to_dict()}) + "\n")
                 mf.flush()
                 written += 1

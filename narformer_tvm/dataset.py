@@ -468,6 +468,18 @@ def merge(dst: Store, src: Store) -> int:
 
 # ----- resumable results files --------------------------------------------------------------------
 
+def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
+    """``write`` a temporary file beside ``path``, then rename it over ``path``: an interrupted save
+    (Ctrl-C, a crash) never leaves a half-written file where a resumed run or a user reads it."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def resume_results(path: Path | None, matches: Callable[[dict], bool],
                    notice: Callable[[str], None] = warnings.warn) -> dict | None:
     """The JSON state an interrupted evaluation saved in ``path``, when ``matches`` accepts it as the

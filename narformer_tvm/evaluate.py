@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .dataset import resume_results
+from .dataset import resume_results, write_atomically
 from .errors import InputError
 from .metrics import summary
 from .train import (FitConfig, LinearBaseline, Sample, TrainOptions, carve_validation, predict_samples,
@@ -124,9 +124,8 @@ def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int
                                       [float(p) for p in pred], [s.latency_ms for s in test]))
                 if checkpoint:
                     done[(name, run, split)] = results[-1]
-                    tmp = Path(str(checkpoint) + ".tmp")
-                    tmp.write_text(json.dumps({"key": key, "results": [r.__dict__ for r in done.values()]}))
-                    tmp.replace(checkpoint)
+                    state = {"key": key, "results": [r.__dict__ for r in done.values()]}
+                    write_atomically(checkpoint, lambda tmp: tmp.write_text(json.dumps(state)))
     return results
 
 

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .cells import Cell, CellData, cell_features, encode_cell, nb201_input_reaches_output, permuted
-from .dataset import collate, resume_results, size_buckets
+from .dataset import collate, resume_results, size_buckets, write_atomically
 from .errors import CheckpointError
 from .metrics import kendall_tau, mape, spearman
 from .train import optimizer, step
@@ -241,9 +241,7 @@ def run_protocol(data: CellData, train_size: int, seeds: Sequence[int], opts: Ac
                    "train_seconds": round(seconds, 1), "epochs_run": len(history)}
             done["rows"].append(row)
             if path:
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(done, indent=2))
-                tmp.replace(path)  # never a half-written file
+                write_atomically(path, lambda tmp: tmp.write_text(json.dumps(done, indent=2)))
         rows.append(row)
     return rows
 
@@ -270,9 +268,10 @@ def save_cell_predictor(model, opts: AccuracyOptions, benchmark: str, path: str 
                         calibration: dict | None = None) -> None:
     import torch
 
-    torch.save({"format": CELL_CHECKPOINT, "version": 1, "benchmark": benchmark, "options": asdict(opts),
-                "model_config": model.cfg.to_dict(), "metadata": metadata, "calibration": calibration,
-                "state_dict": model.state_dict()}, path)
+    state = {"format": CELL_CHECKPOINT, "version": 1, "benchmark": benchmark, "options": asdict(opts),
+             "model_config": model.cfg.to_dict(), "metadata": metadata, "calibration": calibration,
+             "state_dict": model.state_dict()}
+    write_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_cell_predictor(path: str | Path):

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .dataset import collate, size_buckets
+from .dataset import collate, size_buckets, write_atomically
 from .errors import CheckpointError, PredictorNotFoundError
 from .features import FEATURE_VERSION, EncodedGraph, FeatureConfig, encode
 from .graph import OpGraph
@@ -75,9 +75,7 @@ class Predictor:
             "target": asdict(self.target), "profile": self.profile, "metadata": self.metadata,
             "state_dicts": [m.state_dict() for m in self.models],
         }
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)  # atomic: an interrupted save never leaves a half-written checkpoint
+        write_atomically(path, lambda tmp: torch.save(state, tmp))
 
     @classmethod
     def load(cls, path: str | Path, vocab: Sequence[str] | None = None) -> "Predictor":

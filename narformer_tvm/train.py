@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .dataset import Store, collate, size_buckets
+from .dataset import Store, collate, size_buckets, write_atomically
 from .errors import InputError
 from .features import STATIC, EncodedGraph, FeatureConfig, GraphTable, encode_table, static_count
 from .metrics import mape
@@ -281,7 +281,7 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
             if state_path:
                 saved[k] = {"weights": model.state_dict(), "fit": fit_state, "best_mape": best["mape"],
                             "best_weights": best["weights"], "best_epoch": best["epoch"]}
-                torch.save(saved, state_path)
+                write_atomically(state_path, lambda tmp: torch.save(saved, tmp))
             return epoch - best["epoch"] >= cfg.patience
 
         fit_state.setdefault("start_epoch", fit_state.get("epoch", -1) + 1)
@@ -290,7 +290,7 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
             model.load_state_dict(best["weights"])
         if state_path:
             saved[k] = {"done": True, "best_weights": model.state_dict()}
-            torch.save(saved, state_path)
+            write_atomically(state_path, lambda tmp: torch.save(saved, tmp))
     for m in pred.models:
         m.eval()
     pred.metadata = {**pred.metadata, "train_samples": len(train), "val_samples": len(val),

@@ -208,11 +208,13 @@ def _make_cost_model_class():
         def save(self, path: str) -> None:
             import torch
 
+            from .dataset import write_atomically
+
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"format": "narformer-tvm-cost-model", "version": 1, "config": self.config.to_dict(),
-                        "state_dict": self.model.state_dict(), "trained": self.trained,
-                        "data": {k: {"features": g["features"], "costs": g["costs"]} for k, g in self.data.items()}},
-                       path)
+            state = {"format": "narformer-tvm-cost-model", "version": 1, "config": self.config.to_dict(),
+                     "state_dict": self.model.state_dict(), "trained": self.trained,
+                     "data": {k: {"features": g["features"], "costs": g["costs"]} for k, g in self.data.items()}}
+            write_atomically(path, lambda tmp: torch.save(state, tmp))
 
         def load(self, path: str) -> None:
             import torch

@@ -6,7 +6,7 @@ import pytest
 
 from narformer_tvm.backends import Measurement
 from narformer_tvm.dataset import (Store, export_csv, export_nnlqp, import_nnlqp, merge, pack_blocks,
-                                   unpack_blocks)
+                                   unpack_blocks, write_atomically)
 from narformer_tvm.errors import InputError
 from narformer_tvm.features import GraphTable, table
 from narformer_tvm.graph import build_graph
@@ -133,3 +133,19 @@ def test_regraph_updates_stale_graphs_and_fails_models_that_no_longer_extract(tm
     assert exc.value.code == 0
     with Store(tmp_path / "d.db") as store:
         assert regraph(store)["changed"] == 0
+
+
+def test_write_atomically_keeps_the_old_file_when_a_write_fails(tmp_path):
+    path = tmp_path / "rows.json"
+    write_atomically(path, lambda tmp: tmp.write_text("first"))
+    assert path.read_text() == "first"
+
+    def interrupted(tmp):
+        tmp.write_text("half a fi")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, interrupted)
+    assert path.read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["rows.json"]
+    write_atomically(path, lambda tmp: tmp.write_text("second"))
+    assert path.read_text() == "second" and [p.name for p in tmp_path.iterdir()] == ["rows.json"]
