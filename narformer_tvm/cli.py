@@ -698,12 +698,40 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_s
         click.echo(f"{kind}: {path}")
 
 
+class SeedList(click.ParamType):
+    """A seed count N -> [0, ..., N-1]; or seeds listed and ranged, "1,3" or "3-4" -> those seeds."""
+
+    name = "N|SEEDS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        text = str(value).replace(" ", "")
+        try:
+            if text.isdigit():
+                if int(text) < 1:
+                    raise ValueError
+                return list(range(int(text)))
+            seeds = []
+            for part in text.split(","):
+                lo, dash, hi = part.partition("-")
+                lo, hi = int(lo), int(hi) if dash else int(lo)
+                if lo < 0 or hi < lo:
+                    raise ValueError
+                seeds += [s for s in range(lo, hi + 1) if s not in seeds]
+            return seeds
+        except ValueError:
+            self.fail(f"{value!r} is neither a seed count (5) nor a list or range of seeds (1,3 or 3-4)", param, ctx)
+
+
 @cli.command()
 @_task_options
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=str), default=None)
 @click.option("--runtime", default=None)
 @click.option("--target", default=None)
-@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True, help="accuracy task: seeds.")
+@click.option("--seeds", type=SeedList(), default="5", show_default=True,
+              help="accuracy task: a count N (seeds 0 to N-1), or the seeds to run, listed (1,3) or ranged (3-4): "
+                   "processes given different seeds can share --out, e.g. one per core.")
 @click.option("--protocol", type=click.Choice(["same", "lofo", "random"]), default="same", show_default=True,
               help="same: per-family last 10% test; lofo: leave one family out; random: 10% random test.")
 @click.option("--methods", "methods_spec", default="main", show_default=True,
@@ -848,7 +876,9 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
     bad = [m for m in methods if m not in ("narformer", "gnn")]
     if bad:
         raise click.UsageError(f"accuracy methods are narformer and gnn, not {', '.join(bad)}")
-    lines = [f"## {benchmark}: Kendall's tau with {train_size} training cells ({seeds} seed{'s' if seeds > 1 else ''})", "",
+    listed = "" if seeds == list(range(len(seeds))) else ": " + ", ".join(map(str, seeds))
+    lines = [f"## {benchmark}: Kendall's tau with {train_size} training cells "
+             f"({len(seeds)} seed{'s' if len(seeds) > 1 else ''}{listed})", "",
              "```", "narformer-tvm evaluate " + " ".join(sys.argv[2:]), "```", "",
              "| method | tau mean | tau best | held-out tau mean | held-out tau best | Spearman mean | MAPE mean "
              "| train s (mean) |",
@@ -856,11 +886,11 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     with _progress() as bar:
-        task = bar.add_task("evaluating", total=len(methods) * seeds, status="")
+        task = bar.add_task("evaluating", total=len(methods) * len(seeds), status="")
         for m in methods:
             o = dc_replace(opts, backbone="gnn" if m == "gnn" else opts.backbone)
             rows = []
-            for seed in range(seeds):  # each finished seed is kept in <method>.json: a rerun resumes
+            for seed in seeds:  # each finished seed is kept in <method>.json: a rerun resumes
                 rows += run_protocol(data, train_size, [seed], o, VALIDATION_CELLS[benchmark],
                                      lambda msg, m=m, s=seed: bar.update(task, status=f"{m} seed {s}: {msg}"),
                                      checkpoint=out_dir / f"{m}.json",

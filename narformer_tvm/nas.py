@@ -210,7 +210,7 @@ def run_protocol(data: CellData, train_size: int, seeds: Sequence[int], opts: Ac
     """Kendall's tau (and Spearman, MAPE) on all cells (NB201's protocol) and tau on the held-out
     cells (NB101's: the rest of the subset), one row per seed. ``checkpoint`` (a JSON file)
     keeps each finished seed, so an interrupted run resumes; a file of other settings is moved aside
-    (``notice`` says where)."""
+    (``notice`` says where). Processes running different seeds may share it: each keeps the others' rows."""
     opts = resolved(opts)  # the checkpoint names the precision actually used
     key = {"cells": len(data.cells), "train_size": train_size, "val_size": val_size,
            "options": {k: v for k, v in asdict(opts).items() if k != "seed"}}
@@ -221,6 +221,13 @@ def run_protocol(data: CellData, train_size: int, seeds: Sequence[int], opts: Ac
         if isinstance(saved, dict) and isinstance(saved.get("options"), dict):
             saved = {**saved, "options": {**ADDED_OPTIONS, **saved["options"]}}
         return saved == key
+
+    def saved_rows() -> list[dict]:
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return []
+        return state["rows"] if isinstance(state, dict) and same_run(state) else []
 
     done = {"run": key, "rows": (resume_results(path, same_run, notice) or {}).get("rows", [])}
     rows = []
@@ -240,7 +247,10 @@ def run_protocol(data: CellData, train_size: int, seeds: Sequence[int], opts: Ac
                    "spearman": spearman(pred, data.accuracy), "mape": mape(pred, data.accuracy),
                    "train_seconds": round(seconds, 1), "epochs_run": len(history)}
             done["rows"].append(row)
-            if path:
+            if path:  # keep the rows another process running other seeds into the same file saved meanwhile
+                mine = {r["seed"] for r in done["rows"]}
+                done["rows"] = sorted(done["rows"] + [r for r in saved_rows() if r["seed"] not in mine],
+                                      key=lambda r: r["seed"])
                 write_atomically(path, lambda tmp: tmp.write_text(json.dumps(done, indent=2)))
         rows.append(row)
     return rows

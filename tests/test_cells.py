@@ -138,10 +138,16 @@ def test_accuracy_cli_train_and_evaluate(tmp_path, capsys):
     first = {m: read(m) for m in ("narformer", "gnn")}
     assert json.loads((tmp_path / "rep" / "narformer.json").read_text())["run"]["options"]["block"] == "l2"  # default
     assert all(-1 <= first[m][0]["kendall_tau_held_out"] <= 1 for m in first)
-    with pytest.raises(SystemExit) as exc:  # a second seed: the finished one is kept, not retrained
-        main(["evaluate", "--task", "accuracy", *small, "--seeds", "2", "--out", str(tmp_path / "rep")])
+    with pytest.raises(SystemExit) as exc:  # seed 1 alone (as a second process would): seed 0 is kept
+        main(["evaluate", "--task", "accuracy", *small, "--seeds", "1-1", "--out", str(tmp_path / "rep")])
     assert exc.value.code == 0 and [r["seed"] for r in read("narformer")] == [0, 1]
     assert read("narformer")[0] == first["narformer"][0] and read("gnn")[0] == first["gnn"][0]
+    assert "(1 seed: 1)" in (tmp_path / "rep" / "report.md").read_text()
+    both = {m: read(m) for m in ("narformer", "gnn")}
+    with pytest.raises(SystemExit) as exc:  # both seeds finished: the report of both, nothing retrained
+        main(["evaluate", "--task", "accuracy", *small, "--seeds", "2", "--out", str(tmp_path / "rep")])
+    assert exc.value.code == 0 and all(read(m) == both[m] for m in both)
+    assert "(2 seeds)" in (tmp_path / "rep" / "report.md").read_text()
     # another setting in the same folder starts afresh instead of mixing rows
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--task", "accuracy", *small[:-1], "4", "--seeds", "1", "--methods", "gnn",

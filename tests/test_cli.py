@@ -53,6 +53,9 @@ def test_usage_errors_exit_2(capsys):
     assert code == 2 and "--block applies to the accuracy task" in err
     code, _, err = run(capsys, "train", "--db", "x.db", "--rank-weight", "0.1", "--out", "p.pt")
     assert code == 2 and "--rank-weight applies to the accuracy task" in err
+    for seeds in ("0", "3-1", "1,x", "-2"):
+        code, _, err = run(capsys, "evaluate", "--task", "accuracy", "--seeds", seeds, "--out", "r")
+        assert code == 2 and "neither a seed count" in err, seeds
     code, _, err = run(capsys, "train", "--db", "x.db", "--gffn-norm", "--out", "p.pt")
     assert code == 2 and "--gffn-norm/--no-gffn-norm applies to the accuracy task" in err
 
@@ -179,3 +182,11 @@ def test_estimate_uses_the_shipped_profile_by_default(capsys):
     data = json.loads(out)
     assert data["profile"]["name"] == DEFAULT_PROFILE and data["profile"]["runtime"] == "onnxruntime"
     assert 0.01 < data["results"][0]["latency_ms"] < 1000
+
+
+def test_seed_lists_counts_and_ranges():
+    from narformer_tvm.cli import SeedList
+
+    parse = lambda text: SeedList().convert(text, None, None)  # noqa: E731
+    assert parse("3") == [0, 1, 2] and parse("1,3") == [1, 3] and parse("3-4") == [3, 4]
+    assert parse("1-2,2-3") == [1, 2, 3] and parse("4, 0") == [4, 0]

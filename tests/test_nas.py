@@ -175,6 +175,21 @@ def test_protocol_resumes_rows_saved_before_an_option_existed(small_nb201, tmp_p
     assert run_protocol(data, 20, [0], opts, 10, checkpoint=tmp_path / "narformer.json") == [saved]
 
 
+def test_protocol_keeps_rows_another_process_saved_meanwhile(small_nb201, tmp_path):
+    data = load_nb201(small_nb201)
+    opts = AccuracyOptions(d_model=16, n_layers=1, n_groups=2, epochs=1)
+    ckpt = tmp_path / "narformer.json"
+    other = {"seed": 5, "train_size": 20, "kendall_tau": 0.123}
+
+    def other_process_finishes(_msg):  # while seed 0 trains, a process running seed 5 saves its row
+        if not ckpt.exists():
+            _saved_run(ckpt, data, opts, [other])
+
+    rows = run_protocol(data, 20, [0], opts, 10, progress=other_process_finishes, checkpoint=ckpt)
+    saved = json.loads(ckpt.read_text())["rows"]
+    assert [r["seed"] for r in saved] == [0, 5] and saved == [rows[0], other]
+
+
 def test_protocol_moves_rows_of_other_settings_aside(small_nb201, tmp_path):
     data = load_nb201(small_nb201)
     opts = AccuracyOptions(d_model=16, n_layers=1, n_groups=2, epochs=1)
