@@ -505,6 +505,9 @@ task_options = [
     click.option("--gffn-norm/--no-gffn-norm", default=None,
                  help="accuracy task: the reference code's GFFN, a LayerNorm per group after each group linear "
                       "layer and ReLU between them (default: off, GELU)."),
+    click.option("--enhance-first/--no-enhance-first", default=None,
+                 help="accuracy task: the reference code's order, the degree gate (type-aware enhancement) on "
+                      "each block's input rather than its output (default: output)."),
     click.option("--rank-weight", type=click.FloatRange(min=0), default=None,
                  help="accuracy task: weight of the pairwise term (default 1; the reference code's 0.1)."),
     click.option("--consistency-weight", type=click.FloatRange(min=0), default=None,
@@ -516,7 +519,8 @@ CELL_ONLY = (("precision", "--precision", "precision"), ("ema", "--ema", "ema"),
              ("layer_fusion", "--layer-fusion/--no-layer-fusion", "fusion"), ("block", "--block", "block"),
              ("loss_form", "--loss-form", "loss_form"), ("rank_weight", "--rank-weight", "rank_weight"),
              ("consistency_weight", "--consistency-weight", "consistency_weight"), ("dropout", "--dropout", "dropout"),
-             ("n_freqs", "--n-freqs", "n_freqs"), ("gffn_norm", "--gffn-norm/--no-gffn-norm", "gffn_norm"))
+             ("n_freqs", "--n-freqs", "n_freqs"), ("gffn_norm", "--gffn-norm/--no-gffn-norm", "gffn_norm"),
+             ("enhance_first", "--enhance-first/--no-enhance-first", "enhance_first"))
 
 
 def _task_options(f):

@@ -40,6 +40,7 @@ class ModelConfig:
     gffn_norm: bool = False  # the reference code's GFFN (glt_norm LN): a LayerNorm over each group's outputs
     #   after both group linear layers, ReLU between them (default: no inner norm, GELU)
     type_enhance: bool = True  # degree-gated type-aware enhancement after each block
+    enhance_first: bool = False  # with type_enhance: gate each block's input instead, as the reference code does
     layerwise_readout: bool = False  # sum the readouts of every block, not only the last (cells)
     layer_fusion: bool = False  # with layerwise_readout: weight each block's readout by a learned sigmoid gate
     readout: str = "sum"  # "sum": the paper's sum of node embeddings -> head | "node_cost": sum of per-node costs
@@ -188,15 +189,20 @@ class Block(nn.Module):
         self.ffn = FeedForward(cfg)
         self.scale2 = nn.Parameter(torch.full((d,), cfg.layer_scale))
         self.enhance = TypeEnhance(cfg) if cfg.type_enhance else None
+        if cfg.enhance_first and not cfg.type_enhance:
+            raise ValueError("enhance_first moves the type-aware enhancement: it needs type_enhance")
+        self.enhance_first = cfg.enhance_first
         self.drop = Dropout(cfg.dropout)
 
     def forward(self, h, adj, degree, mask):
+        if self.enhance_first:
+            h = self.enhance(h, degree)
         if self.l2:  # every node's embedding starts each block on the unit sphere
             h = self.drop(F.relu(F.normalize(self.attn(h, adj, mask), dim=-1)))
         else:
             h = h + self.drop(self.scale1 * self.attn(self.norm1(h), adj, mask))
         h = h + self.drop(self.scale2 * self.ffn(self.norm2(h)))
-        if self.enhance is not None:
+        if self.enhance is not None and not self.enhance_first:
             h = self.enhance(h, degree)
         return h  # (B, N, d)
 

@@ -33,7 +33,7 @@ ABLATIONS = [{}, {"graph_attention": False}, {"gffn": False}, {"type_enhance": F
              {"backbone": "gnn"}, {"layerwise_readout": True, "n_layers": 3},
              {"layerwise_readout": True, "layer_fusion": True, "n_layers": 3},
              {"block": "l2"}, {"block": "l2", "layerwise_readout": True, "layer_fusion": True, "n_layers": 3},
-             {"block": "l2", "gffn_norm": True}]
+             {"block": "l2", "gffn_norm": True}, {"block": "l2", "enhance_first": True}]
 
 
 @pytest.mark.parametrize("kw", ABLATIONS)
@@ -158,6 +158,20 @@ def test_group_linear_norm_normalises_each_group_and_needs_the_gffn():
     torch.testing.assert_close(gl(x), expected.view(3, 5, 32))
     with pytest.raises(ValueError, match="needs gffn"):
         small_model(gffn=False, gffn_norm=True)
+
+
+def test_enhance_first_gates_the_block_input():
+    rng = np.random.default_rng(5)
+    x, adj, degree, mask = collate([encode(random_graph(rng, 6), CFG)]).inputs()[:4]
+    first, plain = small_model(block="l2", enhance_first=True), small_model(block="l2", type_enhance=False)
+    plain.load_state_dict(first.state_dict(), strict=False)  # the same block without its degree gate
+    h = torch.randn(1, 6, 32)
+    with torch.no_grad():
+        gated = first.blocks[0].enhance(h, degree)
+        torch.testing.assert_close(first.blocks[0](h, adj, degree, mask), plain.blocks[0](gated, adj, degree, mask))
+        assert not torch.allclose(gated, h)
+    with pytest.raises(ValueError, match="needs type_enhance"):
+        small_model(type_enhance=False, enhance_first=True)
 
 
 def test_short_training_run_overfits_a_small_set():
