@@ -178,6 +178,16 @@ def test_rpc_profiling_on_loopback(tmp_path, models):
         tracker.terminate()
 
 
+def deliverable_sigint() -> None:
+    """In the child before exec: SIGINT unblocked and at its default, whatever the test process
+    inherited (a shell starts background jobs with it ignored; a blocked signal stays pending), so
+    that Python installs its KeyboardInterrupt handler. CI once saw the sweep run to the end."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models):
     """A real SIGINT to a running `narformer-tvm profile`; then the same command finishes the rest."""
     import os
@@ -194,7 +204,8 @@ def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models):
     cmd = [sys.executable, "-m", "narformer_tvm.cli", "profile", *many, "--db", str(db),
            "--runtime", "faulty_backend:FaultyBackend"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=deliverable_sigint)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for the first committed measurement
         # a bare connection that gives up at once: Store's 30 s busy wait could outlast the whole sweep
