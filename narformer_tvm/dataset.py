@@ -480,6 +480,15 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def read_results(path: Path, matches: Callable[[dict], bool]) -> dict | None:
+    """The JSON state saved in ``path`` (which exists) when it parses and ``matches`` accepts it, else None."""
+    try:
+        state = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return state if isinstance(state, dict) and matches(state) else None
+
+
 def resume_results(path: Path | None, matches: Callable[[dict], bool],
                    notice: Callable[[str], None] = warnings.warn) -> dict | None:
     """The JSON state an interrupted evaluation saved in ``path``, when ``matches`` accepts it as the
@@ -487,11 +496,8 @@ def resume_results(path: Path | None, matches: Callable[[dict], bool],
     results took hours; ``notice`` says where."""
     if path is None or not path.exists():
         return None
-    try:
-        state = json.loads(path.read_text())
-    except ValueError:
-        state = None
-    if isinstance(state, dict) and matches(state):
+    state = read_results(path, matches)
+    if state is not None:
         return state
     stamp, n = time.strftime("%Y%m%d-%H%M%S"), 1
     aside = path.with_name(f"{path.stem}-{stamp}{path.suffix}")

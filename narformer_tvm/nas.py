@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .cells import Cell, CellData, cell_features, encode_cell, nb201_input_reaches_output, permuted
-from .dataset import collate, resume_results, size_buckets, write_atomically
+from .dataset import collate, read_results, resume_results, size_buckets, write_atomically
 from .errors import CheckpointError
 from .metrics import kendall_tau, mape, spearman
 from .train import optimizer, step
@@ -223,13 +223,6 @@ def run_protocol(data: CellData, train_size: int, seeds: Sequence[int], opts: Ac
             saved = {**saved, "options": {**ADDED_OPTIONS, **saved["options"]}}
         return saved == key
 
-    def saved_rows() -> list[dict]:
-        try:
-            state = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return []
-        return state["rows"] if isinstance(state, dict) and same_run(state) else []
-
     done = {"run": key, "rows": (resume_results(path, same_run, notice) or {}).get("rows", [])}
     rows = []
     for seed in seeds:
@@ -250,7 +243,8 @@ def run_protocol(data: CellData, train_size: int, seeds: Sequence[int], opts: Ac
             done["rows"].append(row)
             if path:  # keep the rows another process running other seeds into the same file saved meanwhile
                 mine = {r["seed"] for r in done["rows"]}
-                done["rows"] = sorted(done["rows"] + [r for r in saved_rows() if r["seed"] not in mine],
+                theirs = (read_results(path, same_run) or {}).get("rows", []) if path.exists() else []
+                done["rows"] = sorted(done["rows"] + [r for r in theirs if r["seed"] not in mine],
                                       key=lambda r: r["seed"])
                 write_atomically(path, lambda tmp: tmp.write_text(json.dumps(done, indent=2)))
         rows.append(row)

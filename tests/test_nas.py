@@ -9,8 +9,8 @@ import pytest
 from narformer_tvm.backends import MeasureConfig
 from narformer_tvm.cells import load_nb201
 from narformer_tvm.dataset import Store
-from narformer_tvm.nas import (AccuracyOptions, apply_calibration, calibrate, cpu_has_bf16, nas_pareto,
-                               pair_difference_loss, pareto_front, predict_cells, resolved, run_protocol,
+from narformer_tvm.nas import (ADDED_OPTIONS, AccuracyOptions, apply_calibration, calibrate, cpu_has_bf16,
+                               nas_pareto, pair_difference_loss, pareto_front, predict_cells, resolved, run_protocol,
                                save_cell_predictor, train_accuracy, write_pareto_report)
 from narformer_tvm.zoo import NB201_ARCHS
 
@@ -171,7 +171,7 @@ def test_protocol_resumes_rows_saved_before_an_option_existed(small_nb201, tmp_p
     data = load_nb201(small_nb201)
     opts = AccuracyOptions(d_model=16, n_layers=1, n_groups=2, epochs=1)
     saved = {"seed": 0, "train_size": 20, "kendall_tau": 0.123}  # not a number a 1-epoch training gives
-    _saved_run(tmp_path / "narformer.json", data, opts, [saved], drop=("dropout", "gffn_norm"))  # saved before both
+    _saved_run(tmp_path / "narformer.json", data, opts, [saved], drop=tuple(ADDED_OPTIONS))  # saved before all
     assert run_protocol(data, 20, [0], opts, 10, checkpoint=tmp_path / "narformer.json") == [saved]
 
 

@@ -1,6 +1,5 @@
 import json
 import socket
-import sqlite3
 import time
 
 import onnx
@@ -208,16 +207,13 @@ def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models):
                             preexec_fn=deliverable_sigint)
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for the first committed measurement
-        # a bare connection that gives up at once: Store's 30 s busy wait could outlast the whole sweep
-        try:
-            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.05)
+        if db.exists():
             try:
-                if con.execute("SELECT COUNT(*) FROM measurements").fetchone()[0] >= 1:
-                    break
-            finally:
-                con.close()
-        except sqlite3.Error:  # not created yet, or locked this instant
-            pass
+                with Store(db, readonly=True) as s:
+                    if s.db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0] >= 1:
+                        break
+            except InputError:
+                pass
         time.sleep(0.2)
     assert proc.poll() is None, "the sweep ended before the test saw a measurement: nothing to interrupt"
     proc.send_signal(signal.SIGINT)
