@@ -6,7 +6,9 @@ messages and exit codes; heavy imports (torch, onnx) happen inside the commands.
 from __future__ import annotations
 
 import json
+import math
 import sys
+import time
 
 import click
 
@@ -138,12 +140,48 @@ def estimate(models, predictor_spec, input_shapes, batch_size, as_json):
         sys.exit(max(r.error.exit_code for r in failed))
 
 
-def _progress():
+LOG_EVERY_S = 30.0  # a progress line at most this often where stderr is a log file, not a terminal
+
+
+def _progress(log_every_s: float | None = None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-                    console=_console(stderr=True), transient=False)
+    class LoggedProgress(Progress):
+        """A live bar never redraws in a log file (a job in the background): there, each task's state
+        is printed as a plain line instead, at most every ``log_every_s`` seconds and when it finishes."""
+
+        def update(self, task_id, **kwargs):
+            super().update(task_id, **kwargs)
+            if self.console.is_terminal:
+                return
+            task = self._tasks[task_id]
+            now = time.monotonic()
+            if last.get(task_id) == "done":
+                return
+            if task.total is not None and task.completed >= task.total:
+                last[task_id] = "done"
+            elif now - last.get(task_id, -math.inf) < every:
+                return
+            else:
+                last[task_id] = now
+            total = f"/{task.total:g}" if task.total is not None else ""
+            status = task.fields.get("status", "")
+            self.console.print(f"{time.strftime('%H:%M:%S')} {task.description} {task.completed:g}{total} "
+                               f"[{_hms(task.elapsed or 0)}] {status}", markup=False, highlight=False)
+
+        def advance(self, task_id, advance=1):
+            self.update(task_id, advance=advance)
+
+    every = LOG_EVERY_S if log_every_s is None else log_every_s
+    last = {}
+    return LoggedProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+                          console=_console(stderr=True), transient=False)
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}"
 
 
 def _warn_above(bar):
@@ -725,7 +763,8 @@ class SeedList(click.ParamType):
                 seeds += [s for s in range(lo, hi + 1) if s not in seeds]
             return seeds
         except ValueError:
-            self.fail(f"{value!r} is neither a seed count (5) nor a list or range of seeds (1,3 or 3-4)", param, ctx)
+            self.fail(f"{value!r} is neither a seed count (5) nor a list or range of seeds (1,3 or 3-4; "
+                      "one seed alone: 2-2)", param, ctx)
 
 
 @cli.command()

@@ -55,7 +55,7 @@ def test_usage_errors_exit_2(capsys):
     assert code == 2 and "--rank-weight applies to the accuracy task" in err
     for seeds in ("0", "3-1", "1,x", "-2"):
         code, _, err = run(capsys, "evaluate", "--task", "accuracy", "--seeds", seeds, "--out", "r")
-        assert code == 2 and "neither a seed count" in err, seeds
+        assert code == 2 and "neither a seed count" in err and "one seed alone: 2-2" in err, seeds
     code, _, err = run(capsys, "train", "--db", "x.db", "--gffn-norm", "--out", "p.pt")
     assert code == 2 and "--gffn-norm/--no-gffn-norm applies to the accuracy task" in err
 
@@ -190,3 +190,17 @@ def test_seed_lists_counts_and_ranges():
     parse = lambda text: SeedList().convert(text, None, None)  # noqa: E731
     assert parse("3") == [0, 1, 2] and parse("1,3") == [1, 3] and parse("3-4") == [3, 4]
     assert parse("1-2,2-3") == [1, 2, 3] and parse("4, 0") == [4, 0]
+
+
+def test_progress_in_a_log_file_prints_plain_lines(capsys):
+    from narformer_tvm.cli import _progress
+
+    with _progress(log_every_s=3600) as bar:  # capsys: stderr is not a terminal, as in `cmd 2> log`
+        task = bar.add_task("training", total=3, status="")
+        for epoch in (1, 2, 3):
+            bar.update(task, completed=epoch, status=f"epoch {epoch} val tau 0.5")
+    lines = capsys.readouterr().err.splitlines()
+    # the first update, then nothing for an hour, but always the finish
+    assert any(line.endswith("training 1/3 [0:00:00] epoch 1 val tau 0.5") for line in lines), lines
+    assert not any("epoch 2" in line for line in lines), lines
+    assert any("training 3/3" in line and line.endswith("epoch 3 val tau 0.5") for line in lines), lines
