@@ -546,6 +546,12 @@ task_options = [
     click.option("--enhance-first/--no-enhance-first", default=None,
                  help="accuracy task: the reference code's order, the degree gate (type-aware enhancement) on "
                       "each block's input rather than its output (default: output)."),
+    click.option("--readout-norm/--no-readout-norm", default=None,
+                 help="accuracy task: LayerNorm each node before summing a block's readout (default), or take "
+                      "the mean of the raw node embeddings, as the reference code does."),
+    click.option("--head", type=click.Choice(["gelu", "reference"]), default=None,
+                 help="accuracy task: gelu (default): one hidden layer of width/2; reference: the reference code's "
+                      "two hidden layers of 512, ReLU and dropout 0.05."),
     click.option("--rank-weight", type=click.FloatRange(min=0), default=None,
                  help="accuracy task: weight of the pairwise term (default 1; the reference code's 0.1)."),
     click.option("--consistency-weight", type=click.FloatRange(min=0), default=None,
@@ -558,7 +564,8 @@ CELL_ONLY = (("precision", "--precision", "precision"), ("ema", "--ema", "ema"),
              ("loss_form", "--loss-form", "loss_form"), ("rank_weight", "--rank-weight", "rank_weight"),
              ("consistency_weight", "--consistency-weight", "consistency_weight"), ("dropout", "--dropout", "dropout"),
              ("n_freqs", "--n-freqs", "n_freqs"), ("gffn_norm", "--gffn-norm/--no-gffn-norm", "gffn_norm"),
-             ("enhance_first", "--enhance-first/--no-enhance-first", "enhance_first"))
+             ("enhance_first", "--enhance-first/--no-enhance-first", "enhance_first"),
+             ("readout_norm", "--readout-norm/--no-readout-norm", "readout_norm"), ("head", "--head", "head"))
 
 
 def _task_options(f):

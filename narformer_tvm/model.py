@@ -43,6 +43,10 @@ class ModelConfig:
     enhance_first: bool = False  # with type_enhance: gate each block's input instead, as the reference code does
     layerwise_readout: bool = False  # sum the readouts of every block, not only the last (cells)
     layer_fusion: bool = False  # with layerwise_readout: weight each block's readout by a learned sigmoid gate
+    readout_norm: bool = True  # LayerNorm each node, then sum / READOUT_SCALE | False: the mean of the raw node
+    #   embeddings, the reference code's cell readout
+    head: str = "gelu"  # "gelu": one hidden layer of d/2 | "reference": the reference code's cell head, two
+    #   hidden layers of 512 with ReLU and dropout 0.05
     readout: str = "sum"  # "sum": the paper's sum of node embeddings -> head | "node_cost": sum of per-node costs
     #   | "flops_mac": the head corrects a linear FLOPs + memory-access model fitted to the training set
     #   | "roofline": that linear model applied per operator, each operator's two rates corrected by its embedding
@@ -243,7 +247,13 @@ class NARFormer(nn.Module):
             self.fusion = nn.Sequential(nn.Linear(width, width // 4), nn.ReLU(), nn.Linear(width // 4, cfg.n_layers),
                                         nn.Sigmoid())
         self.static = nn.Sequential(nn.Linear(cfg.n_static, d // 4), nn.GELU())
-        self.head = nn.Sequential(nn.Linear(d + d // 4, d // 2), nn.GELU(), nn.Linear(d // 2, 1))
+        if cfg.head == "gelu":
+            self.head = nn.Sequential(nn.Linear(d + d // 4, d // 2), nn.GELU(), nn.Linear(d // 2, 1))
+        elif cfg.head == "reference":
+            self.head = nn.Sequential(nn.Linear(d + d // 4, 512), nn.ReLU(), Dropout(0.05), nn.Linear(512, 512),
+                                      nn.ReLU(), Dropout(0.05), nn.Linear(512, 1))
+        else:
+            raise ValueError(f"head must be gelu or reference, not {cfg.head!r}")
         nn.init.zeros_(self.head[-1].weight)  # start at exp(0) = 1: the training set's median latency
         nn.init.zeros_(self.head[-1].bias)
         if cfg.readout == "node_cost":
@@ -273,8 +283,12 @@ class NARFormer(nn.Module):
             h = block(h, adj, degree, mask) * m
             # sum readout (latency adds up over layers) of the last block, or of every block (cells)
             if self.cfg.layerwise_readout or i == len(self.blocks) - 1:
-                final = self.norm(h)  # (B, N, d)
-                readouts.append((final * m).sum(1).float() / READOUT_SCALE)  # (B, d)
+                if self.cfg.readout_norm:
+                    final = self.norm(h)  # (B, N, d)
+                    readouts.append((final * m).sum(1).float() / READOUT_SCALE)  # (B, d)
+                else:  # the l2 block's nodes are already on the unit sphere
+                    final = h
+                    readouts.append((h * m).sum(1).float() / m.sum(1).float())  # (B, d)
         if self.cfg.layer_fusion:
             stacked = torch.stack(readouts, 1)  # (B, L, d)
             gates = self.fusion(stacked.flatten(1))  # (B, L)

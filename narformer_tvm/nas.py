@@ -43,6 +43,8 @@ class AccuracyOptions:
     dropout: float = 0.1  # in every block (the reference code's 0.05: NB201 tau 0.864 vs 0.872 on seed 0)
     gffn_norm: bool = False  # the reference code's GFFN: LayerNorm per group after each group linear, ReLU
     enhance_first: bool = False  # the reference code's order: the degree gate on each block's input, not its output
+    readout_norm: bool = True  # LayerNorm each node before the readout sum (False: the reference code's raw mean)
+    head: str = "gelu"  # "reference": the reference code's head, two hidden layers of 512, ReLU, dropout 0.05
     loss_form: str = "logistic"  # "logistic": logistic loss over ordered pairs, squared relative consistency gap
     #   | "reference": the reference code's L1 of shuffled-pair differences and L1 consistency gap (its weights 0.1, 0.5)
     seed: int = 0
@@ -80,6 +82,7 @@ def new_cell_model(opts: AccuracyOptions):
                                  n_layers=opts.n_layers, n_groups=opts.n_groups, backbone=opts.backbone,
                                  layerwise_readout=True, layer_fusion=opts.fusion, dropout=opts.dropout,
                                  block=opts.block, gffn_norm=opts.gffn_norm, enhance_first=opts.enhance_first,
+                                 readout_norm=opts.readout_norm, head=opts.head,
                                  layer_scale=1e-4 if opts.block == "l2" else ModelConfig.layer_scale))
 
 
@@ -202,7 +205,7 @@ def held_out(n: int, train: np.ndarray, val: np.ndarray) -> np.ndarray:
 
 # Options added after protocol rows were saved, with the value the code used before: a saved run key
 # that lacks one still names the same setting.
-ADDED_OPTIONS = {"dropout": 0.1, "gffn_norm": False, "enhance_first": False}
+ADDED_OPTIONS = {"dropout": 0.1, "gffn_norm": False, "enhance_first": False, "readout_norm": True, "head": "gelu"}
 
 
 def run_protocol(data: CellData, train_size: int, seeds: Sequence[int], opts: AccuracyOptions = AccuracyOptions(),

@@ -118,7 +118,8 @@ def test_accuracy_cli_train_and_evaluate(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--task", "accuracy", *small, "--precision", "fp32", "--ema", "0.99", "--layer-fusion",
               "--block", "prenorm", "--loss-form", "reference", "--rank-weight", "0.1", "--consistency-weight", "0.5",
-              "--dropout", "0.05", "--n-freqs", "8", "--gffn-norm", "--enhance-first", "--out", str(tmp_path / "c.pt")])
+              "--dropout", "0.05", "--n-freqs", "8", "--gffn-norm", "--enhance-first", "--no-readout-norm",
+              "--head", "reference", "--out", str(tmp_path / "c.pt")])
     assert exc.value.code == 0 and "Kendall tau" in capsys.readouterr().out
     model, opts, state = load_cell_predictor(tmp_path / "c.pt")
     assert state["benchmark"] == "nb101" and opts.n_layers == 2 and opts.epochs == 3 and opts.precision == "fp32"
@@ -127,7 +128,8 @@ def test_accuracy_cli_train_and_evaluate(tmp_path, capsys):
     assert (opts.loss_form, opts.rank_weight, opts.consistency_weight) == ("reference", 0.1, 0.5)
     assert opts.dropout == model.cfg.dropout == 0.05 and model.blocks[0].drop.p == 0.05
     assert opts.gffn_norm and model.blocks[0].ffn.fc1.norm is not None and opts.enhance_first
-    assert model.cfg.enhance_first and model.blocks[0].enhance_first
+    assert model.cfg.enhance_first and model.blocks[0].enhance_first and not opts.readout_norm
+    assert not model.cfg.readout_norm and opts.head == model.cfg.head == "reference" and len(model.head) == 7
     assert opts.n_freqs == 8 and model.cfg.n_features == cell_features(8) != cell_features()
     assert len(state["calibration"]["pred"]) == len(state["calibration"]["accuracy"]) == 101
     # options not given keep the cell task's defaults, not the latency task's

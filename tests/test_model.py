@@ -33,7 +33,9 @@ ABLATIONS = [{}, {"graph_attention": False}, {"gffn": False}, {"type_enhance": F
              {"backbone": "gnn"}, {"layerwise_readout": True, "n_layers": 3},
              {"layerwise_readout": True, "layer_fusion": True, "n_layers": 3},
              {"block": "l2"}, {"block": "l2", "layerwise_readout": True, "layer_fusion": True, "n_layers": 3},
-             {"block": "l2", "gffn_norm": True}, {"block": "l2", "enhance_first": True}]
+             {"block": "l2", "gffn_norm": True}, {"block": "l2", "enhance_first": True},
+             {"block": "l2", "layerwise_readout": True, "n_layers": 2, "readout_norm": False},
+             {"block": "l2", "head": "reference"}]
 
 
 @pytest.mark.parametrize("kw", ABLATIONS)
