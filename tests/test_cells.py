@@ -9,7 +9,7 @@ from narformer_tvm.cells import (CELL_OPS, Cell, cell_features, encode_cell, loa
 from narformer_tvm.errors import InputError
 from narformer_tvm.metrics import kendall_tau
 from narformer_tvm.model import ModelConfig
-from narformer_tvm.nas import AccuracyOptions, held_out, predict_cells, protocol_split, train_accuracy
+from narformer_tvm.nas import AccuracyOptions, held_out, new_cell_model, predict_cells, protocol_split, train_accuracy
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -119,7 +119,7 @@ def test_accuracy_cli_train_and_evaluate(tmp_path, capsys):
         main(["train", "--task", "accuracy", *small, "--precision", "fp32", "--ema", "0.99", "--layer-fusion",
               "--block", "prenorm", "--loss-form", "reference", "--rank-weight", "0.1", "--consistency-weight", "0.5",
               "--dropout", "0.05", "--n-freqs", "8", "--gffn-norm", "--enhance-first", "--no-readout-norm",
-              "--head", "reference", "--out", str(tmp_path / "c.pt")])
+              "--head", "gelu", "--out", str(tmp_path / "c.pt")])
     assert exc.value.code == 0 and "Kendall tau" in capsys.readouterr().out
     model, opts, state = load_cell_predictor(tmp_path / "c.pt")
     assert state["benchmark"] == "nb101" and opts.n_layers == 2 and opts.epochs == 3 and opts.precision == "fp32"
@@ -129,7 +129,8 @@ def test_accuracy_cli_train_and_evaluate(tmp_path, capsys):
     assert opts.dropout == model.cfg.dropout == 0.05 and model.blocks[0].drop.p == 0.05
     assert opts.gffn_norm and model.blocks[0].ffn.fc1.norm is not None and opts.enhance_first
     assert model.cfg.enhance_first and model.blocks[0].enhance_first and not opts.readout_norm
-    assert not model.cfg.readout_norm and opts.head == model.cfg.head == "reference" and len(model.head) == 7
+    assert not model.cfg.readout_norm and opts.head == model.cfg.head == "gelu" and len(model.head) == 3
+    assert len(new_cell_model(AccuracyOptions(d_model=16, n_layers=1, n_groups=2)).head) == 7  # the default: reference
     assert opts.n_freqs == 8 and model.cfg.n_features == cell_features(8) != cell_features()
     assert len(state["calibration"]["pred"]) == len(state["calibration"]["accuracy"]) == 101
     # options not given keep the cell task's defaults, not the latency task's
