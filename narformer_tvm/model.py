@@ -46,7 +46,7 @@ class ModelConfig:
     readout_norm: bool = True  # LayerNorm each node, then sum / READOUT_SCALE | False: the mean of the raw node
     #   embeddings, the reference code's cell readout
     head: str = "gelu"  # "gelu": one hidden layer of d/2 | "reference": the reference code's cell head, two
-    #   hidden layers of 512 with ReLU and dropout 0.05
+    #   hidden layers of d with ReLU and dropout 0.05
     readout: str = "sum"  # "sum": the paper's sum of node embeddings -> head | "node_cost": sum of per-node costs
     #   | "flops_mac": the head corrects a linear FLOPs + memory-access model fitted to the training set
     #   | "roofline": that linear model applied per operator, each operator's two rates corrected by its embedding
@@ -250,8 +250,8 @@ class NARFormer(nn.Module):
         if cfg.head == "gelu":
             self.head = nn.Sequential(nn.Linear(d + d // 4, d // 2), nn.GELU(), nn.Linear(d // 2, 1))
         elif cfg.head == "reference":
-            self.head = nn.Sequential(nn.Linear(d + d // 4, 512), nn.ReLU(), Dropout(0.05), nn.Linear(512, 512),
-                                      nn.ReLU(), Dropout(0.05), nn.Linear(512, 1))
+            self.head = nn.Sequential(nn.Linear(d + d // 4, d), nn.ReLU(), Dropout(0.05), nn.Linear(d, d),
+                                      nn.ReLU(), Dropout(0.05), nn.Linear(d, 1))
         else:
             raise ValueError(f"head must be gelu or reference, not {cfg.head!r}")
         nn.init.zeros_(self.head[-1].weight)  # start at exp(0) = 1: the training set's median latency

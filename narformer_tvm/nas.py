@@ -44,7 +44,7 @@ class AccuracyOptions:
     gffn_norm: bool = False  # the reference code's GFFN: LayerNorm per group after each group linear, ReLU
     enhance_first: bool = False  # the reference code's order: the degree gate on each block's input, not its output
     readout_norm: bool = True  # LayerNorm each node before the readout sum (False: the reference code's raw mean)
-    head: str = "reference"  # the reference code's head, two hidden layers of 512, ReLU, dropout 0.05: NB201 5%
+    head: str = "reference"  # the reference code's head, two hidden layers of d_model, ReLU, dropout 0.05: NB201 5%
     #   tau +0.005 over "gelu" (one hidden layer of 256, the latency model's head) on each of 5 paired seeds
     loss_form: str = "logistic"  # "logistic": logistic loss over ordered pairs, squared relative consistency gap
     #   | "reference": the reference code's L1 of shuffled-pair differences and L1 consistency gap (its weights 0.1, 0.5)

@@ -169,10 +169,16 @@ def _saved_run(path, data, opts, rows, drop=()):
 
 def test_protocol_resumes_rows_saved_before_an_option_existed(small_nb201, tmp_path):
     data = load_nb201(small_nb201)
-    opts = AccuracyOptions(d_model=16, n_layers=1, n_groups=2, epochs=1)
+    then = AccuracyOptions(d_model=16, n_layers=1, n_groups=2, epochs=1, **ADDED_OPTIONS)  # what the code did then
     saved = {"seed": 0, "train_size": 20, "kendall_tau": 0.123}  # not a number a 1-epoch training gives
-    _saved_run(tmp_path / "narformer.json", data, opts, [saved], drop=tuple(ADDED_OPTIONS))  # saved before all
-    assert run_protocol(data, 20, [0], opts, 10, checkpoint=tmp_path / "narformer.json") == [saved]
+    _saved_run(tmp_path / "narformer.json", data, then, [saved], drop=tuple(ADDED_OPTIONS))  # saved before all
+    assert run_protocol(data, 20, [0], then, 10, checkpoint=tmp_path / "narformer.json") == [saved]
+    # today's default head is not the one those rows were trained with: they are moved aside, not reused
+    now = AccuracyOptions(d_model=16, n_layers=1, n_groups=2, epochs=1)
+    assert now.head != ADDED_OPTIONS["head"]
+    notices = []
+    rows = run_protocol(data, 20, [0], now, 10, checkpoint=tmp_path / "narformer.json", notice=notices.append)
+    assert rows[0]["kendall_tau"] != 0.123 and len(notices) == 1
 
 
 def test_protocol_keeps_rows_another_process_saved_meanwhile(small_nb201, tmp_path):
