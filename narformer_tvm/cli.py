@@ -9,6 +9,7 @@ import json
 import math
 import sys
 import time
+from datetime import timedelta
 
 import click
 
@@ -154,8 +155,7 @@ def _progress(log_every_s: float | None = None):
             super().update(task_id, **kwargs)
             if self.console.is_terminal:
                 return
-            task = self._tasks[task_id]
-            now = time.monotonic()
+            task, now = self._tasks[task_id], time.monotonic()
             if last.get(task_id) == "done":
                 return
             if task.total is not None and task.completed >= task.total:
@@ -167,7 +167,7 @@ def _progress(log_every_s: float | None = None):
             total = f"/{task.total:g}" if task.total is not None else ""
             status = task.fields.get("status", "")
             self.console.print(f"{time.strftime('%H:%M:%S')} {task.description} {task.completed:g}{total} "
-                               f"[{_hms(task.elapsed or 0)}] {status}", markup=False, highlight=False)
+                               f"[{timedelta(seconds=int(task.elapsed or 0))}] {status}", markup=False, highlight=False)
 
         def advance(self, task_id, advance=1):
             self.update(task_id, advance=advance)
@@ -177,11 +177,6 @@ def _progress(log_every_s: float | None = None):
     return LoggedProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
                           console=_console(stderr=True), transient=False)
-
-
-def _hms(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    return f"{m // 60}:{m % 60:02d}:{s:02d}"
 
 
 def _warn_above(bar):
