@@ -86,7 +86,9 @@ def main() -> None:
                 print(key, f"MAPE {100 * state[key]['mape']:.1f}%", flush=True)
 
     lines = ["# Few-shot transfer to a new configuration", "",
-             f"New configuration: `{json.dumps(cfg['config'])}`, {len(samples)} zoo models (seed 1) measured; "
+             f"Base predictor: `{args.base.relative_to(ROOT) if args.base.is_relative_to(ROOT) else args.base}`. "
+             f"New configuration: `{json.dumps(cfg['config'])}` on "
+             f"`{cfg['fingerprint'].get('cpu_id', cfg['fingerprint'].get('cpu'))}`, {len(samples)} zoo models measured; "
              f"test: the last 3 of each family ({len(test)} models); training: k of the other {len(pool)}. "
              f"MAPE on the test models, mean over {args.seeds} seeds (Kendall tau in brackets).", "",
              "| k | " + " | ".join(METHODS) + " |", "| --- |" + " --- |" * len(METHODS)]
@@ -97,7 +99,7 @@ def main() -> None:
             cells.append(f"{100 * np.mean([r['mape'] for r in rows]):.1f}% "
                          f"({np.mean([r['kendall_tau'] for r in rows]):.3f})")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    lines += ["", "Reproduce:", "", "```bash", f"python examples/bench_fewshot.py --db {args.db} --sizes {args.sizes} "
+    lines += ["", "Reproduce:", "", "```bash", f"python examples/bench_fewshot.py --db {args.db} --base {args.base} --sizes {args.sizes} "
               f"--seeds {args.seeds} --epochs {args.epochs}", "```", ""]
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))

@@ -200,6 +200,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_id() -> str:
+    """Vendor, family and model numbers: they tell CPU generations apart where a VM calls them all 'AMD EPYC'."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor is enough
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    if "cpu family" not in fields:
+        return platform.processor() or platform.machine()
+    return f"{fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields.get('model', '?')}"
+
+
 def cpu_flags() -> str:
     """A short digest of the SIMD features that change kernel choice."""
     try:
@@ -227,10 +244,14 @@ def gpu_name() -> str:
         return ""
 
 
+def hardware() -> dict:
+    """The parts of a fingerprint that change latencies: a predictor trained elsewhere does not apply here."""
+    return {"cpu": cpu_model(), "cpu_id": cpu_id(), "cpu_flags": cpu_flags(), "physical_cores": physical_cores()}
+
+
 def fingerprint(cfg: MeasureConfig, backend: Backend | None = None) -> dict:
     """Where and with what a measurement was taken."""
-    fp = {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "physical_cores": physical_cores(),
-          "logical_cores": os.cpu_count(), "machine": platform.machine(), "os": platform.system(),
+    fp = {**hardware(), "logical_cores": os.cpu_count(), "machine": platform.machine(), "os": platform.system(),
           "python": platform.python_version()}
     if cfg.target == "cuda":
         fp["gpu"] = gpu_name()

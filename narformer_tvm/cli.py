@@ -245,6 +245,9 @@ def zoo(family_spec, count, seed, out, opset, standard):
               help="Seconds before a model's worker is killed and the model recorded as failed.")
 @click.option("--repeat-pass", type=click.FloatRange(0, 1), default=0.0,
               help="Re-measure this fraction of the models in a second pass to measure the noise floor.")
+@click.option("--regime-gate/--no-regime-gate", default=None,
+              help="Measure only while a probe network shows the machine's fast regime (default: on for "
+                   "multi-threaded CPU runs, whose latencies flip between two regimes on shared VMs).")
 @click.option("--retry-failed", is_flag=True, help="Measure again models whose measurement failed.")
 @click.option("--remeasure-noisy", is_flag=True, help="Measure again models flagged noisy.")
 @click.option("--rpc-tracker", default="", metavar="HOST:PORT", help="TVM RPC tracker for remote devices.")
@@ -255,8 +258,8 @@ def zoo(family_spec, count, seed, out, opset, standard):
 @input_shape_option
 @batch_option
 def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, opt_level, kernels, timeout,
-            repeat_pass, retry_failed, remeasure_noisy, rpc_tracker, rpc_key, ort_candidates, input_shapes,
-            batch_size):
+            repeat_pass, regime_gate, retry_failed, remeasure_noisy, rpc_tracker, rpc_key, ort_candidates,
+            input_shapes, batch_size):
     """Measure real latencies of MODELS (ONNX files or folders) and store them in a dataset.
 
     Each model runs in an isolated worker with a timeout; results are committed one by one, so an
@@ -266,7 +269,8 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
     from .dataset import Store
     from .estimate import collect_models
     from .graph import parse_input_shapes
-    from .profile import check_config, env_threads_note, jobs_from_paths, jobs_from_zoo, noise_floor, repeat_subset, sweep
+    from .profile import (check_config, env_threads_note, gate_settings, jobs_from_paths, jobs_from_zoo, noise_floor,
+                          repeat_subset, sweep)
     from .zoo import family_names
 
     if not models and not zoo_spec:
@@ -304,7 +308,8 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
                         bar.update(task, completed=i + (len(pass_jobs) - n), status=msg)
 
                 summaries.append((pass_, sweep(pass_jobs, store, cfg, pass_, timeout, shapes, batch_size, retry_failed,
-                                               remeasure_noisy=remeasure_noisy, progress=report)))
+                                               remeasure_noisy=remeasure_noisy, progress=report,
+                                               gate=gate_settings(cfg, regime_gate))))
     except KeyboardInterrupt:
         con.print("[yellow]interrupted: every finished measurement is saved; run the same command to resume[/yellow]")
         raise
@@ -1037,7 +1042,16 @@ def _report(err: NarformerError) -> None:
         click.echo(f"  hint: {err.hint}", err=True)
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # `kill` (or a batch system's stop) ends a run as Ctrl-C does: saved, resumable
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         rv = cli.main(args=argv, prog_name="narformer-tvm", standalone_mode=False)
     except click.exceptions.Abort:

@@ -198,6 +198,16 @@ class Store:
         row = self.db.execute("SELECT id FROM configs WHERE key=?", (key,)).fetchone()
         if row:
             return row[0]
+        for cid, old in self.db.execute("SELECT id, fingerprint FROM configs WHERE config=?",
+                                        (json.dumps(identity, sort_keys=True),)).fetchall():
+            old = json.loads(old)
+            if old and old.items() <= fingerprint.items():
+                # Recorded before the fingerprint gained fields (e.g. cpu_id): the same machine, so resuming
+                # the sweep must not measure everything again under a new configuration.
+                with self.db:
+                    self.db.execute("UPDATE configs SET key=?, fingerprint=? WHERE id=?",
+                                    (key, json.dumps(fingerprint, sort_keys=True), cid))
+                return cid
         platform = f"{identity['runtime']}-{identity['target']}-{identity['threads']}t-{fingerprint.get('cpu', '')}"
         platform = "".join(c if c.isalnum() or c in "-_." else "_" for c in platform)[:80]
         with self.db:
@@ -270,6 +280,11 @@ class Store:
                 self.db.executemany("INSERT INTO kernels VALUES (?,?,?,?,?)",
                                     [(cur.lastrowid, k["name"], k["op"], k["mean_us"], k["runs"]) for k in m.kernels])
         return cur.lastrowid
+
+    def flag_noisy(self, measurement_ids: Sequence[int]) -> None:
+        """Mark measurements noisy after the fact (left out of training, redone by --remeasure-noisy)."""
+        with self.db:
+            self.db.executemany("UPDATE measurements SET noisy=1 WHERE id=?", [(i,) for i in measurement_ids])
 
     def add_reference(self, config_id: int, latency_ms: float | None, spread: float | None) -> None:
         with self.db:

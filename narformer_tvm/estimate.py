@@ -12,7 +12,10 @@ from .errors import InputError, NarformerError, PredictorNotFoundError
 from .graph import OpGraph, build_graph
 from .predictor import Predictor
 
-DEFAULT_PROFILE = "cpu-onnxruntime"  # ONNX Runtime, CPU EP, default session options, this CPU class
+# ONNX Runtime's default CPU configuration, one profile per CPU generation measured; `estimate` takes the
+# one whose hardware matches this machine, else the first (and warns).
+DEFAULT_PROFILES = ("cpu-onnxruntime", "cpu-onnxruntime-zen5")
+DEFAULT_PROFILE = DEFAULT_PROFILES[0]
 
 
 def profile_dirs() -> list[Path]:
@@ -35,11 +38,22 @@ def list_profiles() -> dict[str, Path]:
     return found
 
 
+def default_profile() -> str:
+    """The first of DEFAULT_PROFILES trained on hardware like this machine's, else the first installed."""
+    profiles = list_profiles()
+    installed = [name for name in DEFAULT_PROFILES if name in profiles] or [DEFAULT_PROFILE]
+    for name in installed:
+        fp = json.loads((profiles[name] / "profile.json").read_text()).get("fingerprint")
+        if fp and not hardware_differences(fp):
+            return name
+    return installed[0]
+
+
 def _profile_checkpoint(spec: str | None, field: str, missing, default: str | None = None) -> Path:
     """The checkpoint ``spec`` names: a file, or the one a hardware profile's ``field`` names
     (``default`` if absent; None = the default profile). ``missing(folder, name)`` is the error when
     the profile has no such file."""
-    spec = spec or DEFAULT_PROFILE
+    spec = spec or (default_profile() if field == "predictor" else DEFAULT_PROFILE)
     if Path(spec).is_file():
         return Path(spec)
     profiles = list_profiles()
@@ -156,15 +170,20 @@ def write_profile(predictor: Predictor, folder: str | Path, name: str | None = N
     return folder / "profile.json"
 
 
+def hardware_differences(fp: dict) -> list[str]:
+    """How this machine differs from the one a fingerprint describes (keys it lacks are not compared)."""
+    from .backends import gpu_name, hardware
+
+    here = hardware()
+    if "gpu" in fp:
+        here["gpu"] = gpu_name()
+    return [f"{k}: trained on {fp[k]!r}, this machine {v!r}" for k, v in here.items() if fp.get(k) not in (None, v)]
+
+
 def fingerprint_mismatch(predictor: Predictor) -> str | None:
     """A warning when this machine differs from the one the predictor's training data came from."""
     fp = predictor.profile.get("fingerprint")
-    if not fp:
-        return None
-    from .backends import cpu_model, physical_cores
-
-    here = {"cpu": cpu_model(), "physical_cores": physical_cores()}
-    diffs = [f"{k}: trained on {fp.get(k)!r}, this machine {v!r}" for k, v in here.items() if fp.get(k) not in (None, v)]
+    diffs = hardware_differences(fp) if fp else []
     if not diffs:
         return None
     return (f"predictor {predictor.profile.get('name', '')!r} was trained for other hardware ({'; '.join(diffs)}); "

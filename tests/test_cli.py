@@ -173,14 +173,14 @@ def test_console_script_runs_as_a_process(conv_onnx):
 def test_estimate_uses_the_shipped_profile_by_default(capsys):
     from pathlib import Path
 
-    from narformer_tvm.estimate import DEFAULT_PROFILE, list_profiles
+    from narformer_tvm.estimate import default_profile, list_profiles
 
-    assert DEFAULT_PROFILE in list_profiles()
+    assert default_profile() in list_profiles()
     example = Path(__file__).resolve().parents[1] / "examples" / "squeezenet1_1.onnx"
     code, out, err = run(capsys, "estimate", example, "--json")
     assert code == 0, err
     data = json.loads(out)
-    assert data["profile"]["name"] == DEFAULT_PROFILE and data["profile"]["runtime"] == "onnxruntime"
+    assert data["profile"]["name"] == default_profile() and data["profile"]["runtime"] == "onnxruntime"
     assert 0.01 < data["results"][0]["latency_ms"] < 1000
 
 

@@ -46,6 +46,18 @@ def test_store_schema_is_versioned_and_bad_files_are_refused(tmp_path):
         Store(tmp_path / "missing.db", create=False)
 
 
+def test_a_fingerprint_that_gained_fields_keeps_its_configuration(tmp_path):
+    store = Store(tmp_path / "d.db")
+    ident = {"runtime": "onnxruntime", "target": "llvm", "threads": 2}
+    old = store.config_id(ident, {"cpu": "AMD EPYC", "physical_cores": 2})
+    newer = {"cpu": "AMD EPYC", "physical_cores": 2, "cpu_id": "AuthenticAMD family 26 model 2"}
+    assert store.config_id(ident, newer) == old  # same machine, fingerprint recorded by an older version
+    assert store.configs()[0]["fingerprint"] == newer
+    assert store.config_id(ident, {**newer, "cpu_id": "AuthenticAMD family 25 model 17"}) != old  # other CPU
+    assert store.config_id({**ident, "threads": 1}, newer) != old
+    assert len(store.configs()) == 3
+
+
 def test_rows_decode_to_graph_tables(tmp_path):
     store = Store(tmp_path / "d.db")
     _fill(store, tmp_path)

@@ -1,37 +1,88 @@
-"""The predictor that ships with the package, checked against measurements committed beside it."""
+"""The predictors that ship with the package, checked against measurements committed beside them."""
 import json
 from pathlib import Path
 
 import pytest
 
-from narformer_tvm.estimate import resolve_predictor
+from narformer_tvm.backends import hardware
+from narformer_tvm.estimate import DEFAULT_PROFILES, default_profile, fingerprint_mismatch, list_profiles, \
+    resolve_predictor
 from narformer_tvm.metrics import summary
 from narformer_tvm.predictor import Predictor
 from narformer_tvm.train import load_samples, predict_samples, split_same_distribution
 
-PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "cpu-onnxruntime"
-META = json.loads((PROFILE / "profile.json").read_text())
+PROFILES = Path(__file__).resolve().parents[1] / "profiles"
+SHIPPED = [name for name in DEFAULT_PROFILES if (PROFILES / name / "profile.json").exists()]
 
 
-def test_default_profile_is_the_shipped_one():
-    assert resolve_predictor(None).resolve() == PROFILE / META["predictor"]
+def meta(name: str) -> dict:
+    return json.loads((PROFILES / name / "profile.json").read_text())
 
 
-def test_shipped_predictor_reproduces_its_reported_test_error():
+def test_default_profile_is_a_shipped_one():
+    assert SHIPPED == list(DEFAULT_PROFILES)
+    name = default_profile()
+    assert name in SHIPPED and resolve_predictor(None).resolve() == PROFILES / name / meta(name)["predictor"]
+
+
+def _fake_profiles(root: Path, fingerprints: dict[str, dict]) -> None:
+    for name, fp in fingerprints.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "profile.json").write_text(json.dumps({"name": name, "predictor": "predictor.pt",
+                                                              "fingerprint": fp}))
+
+
+def test_default_profile_is_the_one_measured_on_this_hardware(tmp_path, monkeypatch):
+    here = hardware()
+    other = {**here, "cpu_id": "GenuineIntel family 6 model 143", "cpu_flags": "sse4_2,avx,avx2,fma,amx_tile"}
+    first, second = DEFAULT_PROFILES[:2]
+    monkeypatch.setenv("NARFORMER_PROFILES", str(tmp_path / "a"))
+    _fake_profiles(tmp_path / "a", {first: other, second: here})
+    assert default_profile() == second
+    monkeypatch.setenv("NARFORMER_PROFILES", str(tmp_path / "b"))
+    _fake_profiles(tmp_path / "b", {first: other, second: {**here, "physical_cores": here["physical_cores"] + 8}})
+    assert default_profile() == first  # nothing matches: the first, and `estimate` warns
+    monkeypatch.setenv("NARFORMER_PROFILES", str(tmp_path / "c"))
+    _fake_profiles(tmp_path / "c", {first: {k: here[k] for k in ("cpu", "physical_cores")}, second: here})
+    assert default_profile() == first  # older fingerprints lack cpu_id: what they have is compared
+
+
+def test_fingerprint_mismatch_names_the_cpu_generation():
+    from narformer_tvm.features import FeatureConfig
+    from narformer_tvm.predictor import new_predictor
+
+    p = new_predictor(FeatureConfig(n_freqs=2), d_model=16, n_groups=2)
+    p.profile = {"name": "zen4", "fingerprint": {**hardware(), "python": "0.0"}}
+    assert fingerprint_mismatch(p) is None  # software versions are not hardware
+    p.profile["fingerprint"]["cpu_id"] = "AuthenticAMD family 25 model 17"
+    warning = fingerprint_mismatch(p)
+    assert "'zen4' was trained for other hardware" in warning and "family 25 model 17" in warning
+    assert "cpu:" not in warning  # the same model name is not listed as a difference
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_predictor_reproduces_its_reported_test_error(name):
     """The held-out last 10% of each family of the committed dataset: the split profile.json reports on."""
-    samples, _ = load_samples(PROFILE / "dataset.db")
+    info = meta(name)
+    samples, _ = load_samples(PROFILES / name / "dataset.db")
     test = [samples[i] for i in split_same_distribution(samples)[1]]
-    m = summary(predict_samples(Predictor.load(PROFILE / META["predictor"]), test)[0], [s.latency_ms for s in test])
+    pred = Predictor.load(PROFILES / name / info["predictor"])
+    m = summary(predict_samples(pred, test)[0], [s.latency_ms for s in test])
     # The dataset may have grown since training (new variants join each family's tail): allow a little.
-    assert m["mape"] <= 1.1 * META["metrics"]["mape"]
-    assert m["kendall_tau"] >= META["metrics"]["kendall_tau"] - 0.02
+    assert m["mape"] <= 1.1 * info["metrics"]["mape"]
+    assert m["kendall_tau"] >= info["metrics"]["kendall_tau"] - 0.02
 
 
-@pytest.mark.skipif(not (PROFILE / "published.db").exists(), reason="no measured published networks")
-def test_shipped_predictor_on_measured_published_networks():
-    """ResNet-50, MobileNetV2, ViT-B/16, ... exported from our torch code and measured on this hardware."""
-    samples, _ = load_samples(PROFILE / "published.db")
-    m = summary(predict_samples(Predictor.load(PROFILE / META["predictor"]), samples)[0],
+@pytest.mark.parametrize("name", [n for n in SHIPPED if (PROFILES / n / "published.db").exists()])
+def test_shipped_predictor_on_measured_published_networks(name):
+    """ResNet-50, MobileNetV2, ViT-B/16, ... exported from our torch code and measured on that hardware."""
+    info = meta(name)
+    samples, _ = load_samples(PROFILES / name / "published.db")
+    m = summary(predict_samples(Predictor.load(PROFILES / name / info["predictor"]), samples)[0],
                 [s.latency_ms for s in samples])
-    assert "published" in META, "profile.json lacks the published-network metrics this dataset backs"
-    assert m["n"] == META["published"]["n"] and m["mape"] == pytest.approx(META["published"]["mape"], rel=1e-3)
+    assert "published" in info, "profile.json lacks the published-network metrics this dataset backs"
+    assert m["n"] == info["published"]["n"] and m["mape"] == pytest.approx(info["published"]["mape"], rel=1e-3)
+
+
+def test_profiles_list_every_shipped_one():
+    assert set(SHIPPED) <= set(list_profiles())

@@ -9,7 +9,8 @@ from narformer_tvm.backends import MeasureConfig, block_spread, get_backend, lab
 from narformer_tvm.cli import main
 from narformer_tvm.dataset import Store, unpack_blocks
 from narformer_tvm.errors import InputError
-from narformer_tvm.profile import jobs_from_paths, jobs_from_zoo, noise_floor, repeat_subset, sweep
+from narformer_tvm.profile import (REGIME_MARGIN, RegimeGate, gate_settings, jobs_from_paths, jobs_from_zoo,
+                                   noise_floor, repeat_subset, slow_in_hindsight, sweep)
 from conftest import conv_model
 
 FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
@@ -141,6 +142,9 @@ def test_profile_cli_end_to_end(capsys, tmp_path, models):
         main(["dataset", "info", str(db), "--json"])
     info = json.loads(capsys.readouterr().out)
     assert info["summary"][0]["families"][0]["measured"] == 2
+    gated = gate_settings(MeasureConfig()) is not None  # on by default where there is more than one core
+    regimes = [json.loads(i).get("regime") for (i,) in Store(db).db.execute("SELECT info FROM measurements")]
+    assert len(regimes) == 3 and all((r in ("fast", "slow")) if gated else r is None for r in regimes)
     with pytest.raises(SystemExit) as exc:
         main(["profile", "--db", str(db)])
     assert exc.value.code == 2 and "--zoo" in capsys.readouterr().err
@@ -187,8 +191,10 @@ def deliverable_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models):
-    """A real SIGINT to a running `narformer-tvm profile`; then the same command finishes the rest."""
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models, signame):
+    """A real SIGINT (Ctrl-C) or SIGTERM (`kill`) to a running `narformer-tvm profile`; then the same
+    command finishes the rest."""
     import os
     import signal
     import subprocess
@@ -216,7 +222,7 @@ def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models):
                 pass
         time.sleep(0.2)
     assert proc.poll() is None, "the sweep ended before the test saw a measurement: nothing to interrupt"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signame))
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
@@ -240,3 +246,46 @@ def test_remeasure_noisy_redoes_only_flagged_rows(tmp_path, models):
     store.db.commit()
     s = sweep(jobs, store, cfg, reference_every=0, remeasure_noisy=True)
     assert (s.skipped, s.measured) == (2, 1)
+
+
+def test_regime_gate_settings_follow_the_configuration():
+    assert gate_settings(MeasureConfig(threads=2)) is not None
+    assert gate_settings(MeasureConfig(threads=1)) is None  # one thread: no regimes to gate
+    assert gate_settings(MeasureConfig(threads=2, runtime="tvm")) is None
+    assert gate_settings(MeasureConfig(threads=2), wanted=False) is None
+    assert gate_settings(MeasureConfig(threads=1), wanted=True) is not None
+
+
+def test_regime_gate_probes_a_real_network(tmp_path):
+    cfg = MeasureConfig(threads=2, **FAST)
+    gate = RegimeGate(get_backend("onnxruntime"), cfg, tmp_path, calibrate_s=0, wait_s=0)
+    assert 0 < gate.fast_ms < 100 and (tmp_path / "probe.onnx").exists()
+    assert gate.is_fast(gate.fast_ms) and gate.is_fast(REGIME_MARGIN * gate.fast_ms * 0.99)
+    assert not gate.is_fast(REGIME_MARGIN * gate.fast_ms * 1.01)
+    p = gate.wait_fast()  # no wait: returns the one probe, whatever the regime
+    assert p >= gate.fast_ms
+
+
+def test_gated_sweep_records_the_regime_and_flags_slow_rows(tmp_path, models):
+    store = Store(tmp_path / "d.db")
+    s = sweep(jobs_from_paths(models[:2]), store, MeasureConfig(threads=2, **FAST), reference_every=0,
+              gate={"calibrate_s": 0, "wait_s": 0})
+    assert s.measured == 2
+    for info, noisy in store.db.execute("SELECT info, noisy FROM measurements"):
+        info = json.loads(info)
+        assert len(info["probe_ms"]) == 2 and info["probe_fast_ms"] <= min(info["probe_ms"])
+        assert info["regime"] in ("fast", "slow")
+        assert noisy or info["regime"] == "fast"  # a slow-regime row is never clean
+
+
+def test_rows_judged_fast_early_are_flagged_when_a_faster_level_appears(tmp_path, models):
+    # (row, slowest probe, fast level when measured, already noisy)
+    gated = [(1, 1.30, 1.25, False),  # fast against 1.25 then; 1.30 > 1.15 x 1.0 in hindsight
+             (2, 1.10, 1.00, False),  # fast either way
+             (3, 1.40, 1.00, True)]   # already flagged
+    assert slow_in_hindsight(gated) == [1] and slow_in_hindsight([]) == []
+    store = Store(tmp_path / "d.db")
+    sweep(jobs_from_paths(models[:1]), store, MeasureConfig(**FAST), reference_every=0)
+    (row,) = store.db.execute("SELECT id FROM measurements").fetchone()
+    store.flag_noisy([row])
+    assert [r["noisy"] for r in store.rows()] == [True]
