@@ -100,7 +100,7 @@ def main() -> None:
                          f"({np.mean([r['kendall_tau'] for r in rows]):.3f})")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     lines += ["", "Reproduce:", "", "```bash", f"python examples/bench_fewshot.py --db {args.db} --base {args.base} --sizes {args.sizes} "
-              f"--seeds {args.seeds} --epochs {args.epochs}", "```", ""]
+              f"--seeds {args.seeds} --epochs {args.epochs} --out {args.out}", "```", ""]
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
 

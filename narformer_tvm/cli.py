@@ -94,7 +94,8 @@ def inspect(model, input_shapes, batch_size, as_json, layers):
 @cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--predictor", "predictor_spec", metavar="PATH|PROFILE", default=None,
-              help="A checkpoint file or a hardware profile name (default: the CPU ONNX Runtime profile).")
+              help="A checkpoint file or a hardware profile name (default: the shipped ONNX Runtime CPU "
+                   "profile measured on this machine's CPU, else `cpu-onnxruntime`).")
 @input_shape_option
 @batch_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
