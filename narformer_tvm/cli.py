@@ -249,6 +249,9 @@ def zoo(family_spec, count, seed, out, opset, standard):
 @click.option("--regime-gate/--no-regime-gate", default=None,
               help="Measure only while a probe network shows the machine's fast regime (default: on for "
                    "multi-threaded CPU runs, whose latencies flip between two regimes on shared VMs).")
+@click.option("--regime-wait", type=click.FloatRange(min=0), default=60, show_default=True, metavar="SECONDS",
+              help="How long the gate waits for the fast regime before each try (3 tries, then the row is "
+                   "flagged noisy).")
 @click.option("--retry-failed", is_flag=True, help="Measure again models whose measurement failed.")
 @click.option("--remeasure-noisy", is_flag=True, help="Measure again models flagged noisy.")
 @click.option("--rpc-tracker", default="", metavar="HOST:PORT", help="TVM RPC tracker for remote devices.")
@@ -259,7 +262,7 @@ def zoo(family_spec, count, seed, out, opset, standard):
 @input_shape_option
 @batch_option
 def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, opt_level, kernels, timeout,
-            repeat_pass, regime_gate, retry_failed, remeasure_noisy, rpc_tracker, rpc_key, ort_candidates,
+            repeat_pass, regime_gate, regime_wait, retry_failed, remeasure_noisy, rpc_tracker, rpc_key, ort_candidates,
             input_shapes, batch_size):
     """Measure real latencies of MODELS (ONNX files or folders) and store them in a dataset.
 
@@ -310,7 +313,7 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
 
                 summaries.append((pass_, sweep(pass_jobs, store, cfg, pass_, timeout, shapes, batch_size, retry_failed,
                                                remeasure_noisy=remeasure_noisy, progress=report,
-                                               gate=gate_settings(cfg, regime_gate))))
+                                               gate=gate_settings(cfg, regime_gate, regime_wait))))
     except KeyboardInterrupt:
         con.print("[yellow]interrupted: every finished measurement is saved; run the same command to resume[/yellow]")
         raise
@@ -953,7 +956,8 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
             held = f"{np.mean(held):.4f} | {max(held):.4f}" if None not in held else "n/a | n/a"
             lines.append(f"| {m} | {np.mean(taus):.4f} | {max(taus):.4f} | {held} | "
                          f"{np.mean([r['spearman'] for r in rows]):.4f} | "
-                         f"{100 * np.mean([r['mape'] for r in rows]):.2f}% | {np.mean([r['train_seconds'] for r in rows]):.0f} |")
+                         f"{100 * np.mean([r['mape'] for r in rows]):.2f}% | "
+                         f"{np.mean([r['train_seconds'] for r in rows]):.0f} |")
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 

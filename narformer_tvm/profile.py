@@ -23,9 +23,9 @@ from .dataset import Store
 from .errors import InputError, NarformerError
 
 SPREAD_LIMIT = 0.15  # block medians differing by more than this: re-measure
-CONTENTION_LIMIT = 0.25
+CONTENTION_LIMIT = 0.25  # other processes using more than this share of the CPUs: re-measure
 STARTUP_TIMEOUT = 180
-MAX_CONSECUTIVE_CRASHES = 5  # a worker that dies on everything is a broken set-up, not bad models  # other processes using more than this share of the CPUs: re-measure
+MAX_CONSECUTIVE_CRASHES = 5  # a worker that dies on everything is a broken set-up, not bad models
 REFERENCE = {"family": "resnet", "seed": -2, "index": 0,
              "raw": {"block": "basic", "d1": 1, "d2": 1, "d3": 1, "d4": 1, "width": 32, "kernel": 3, "se": 0.0,
                      "resolution": 96, "batch": 1}}  # a small fixed network re-measured to detect drift
@@ -141,13 +141,14 @@ class RegimeGate:
         return p
 
 
-def gate_settings(cfg: MeasureConfig, wanted: bool | None = None) -> dict | None:
+def gate_settings(cfg: MeasureConfig, wanted: bool | None = None, wait_s: float = REGIME_WAIT_S) -> dict | None:
     """The sweep's ``gate`` argument: ``wanted`` None = on where regimes arise (ONNX Runtime on more
-    than one CPU thread), which is where it was measured to matter."""
+    than one CPU thread), which is where it was measured to matter. A short ``wait_s`` also shortens
+    the calibration (0: one probe, no waiting: quick, for tests and small sweeps)."""
     if wanted is None:
         threads = cfg.threads or physical_cores()
         wanted = cfg.runtime == "onnxruntime" and cfg.target == "llvm" and threads > 1 and not cfg.rpc_tracker
-    return {"calibrate_s": REGIME_CALIBRATE_S, "wait_s": REGIME_WAIT_S} if wanted else None
+    return {"calibrate_s": min(REGIME_CALIBRATE_S, wait_s), "wait_s": wait_s} if wanted else None
 
 
 def slow_in_hindsight(gated: Sequence[tuple[int, float, float, bool]]) -> list[int]:

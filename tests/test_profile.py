@@ -134,7 +134,7 @@ def test_cuda_target_fails_fast_without_a_gpu(capsys, tmp_path, models):
 def test_profile_cli_end_to_end(capsys, tmp_path, models):
     db = tmp_path / "cli.db"
     with pytest.raises(SystemExit) as exc:
-        main(["profile", str(models[0]), str(models[1]), "--db", str(db), "--repeat-pass", "0.5"])
+        main(["profile", str(models[0]), str(models[1]), "--db", str(db), "--repeat-pass", "0.5", "--regime-wait", "0"])
     captured = capsys.readouterr()
     assert exc.value.code == 0, captured.err
     assert "profiling summary" in captured.err and "noise floor" in captured.err
@@ -254,6 +254,7 @@ def test_regime_gate_settings_follow_the_configuration():
     assert gate_settings(MeasureConfig(threads=2, runtime="tvm")) is None
     assert gate_settings(MeasureConfig(threads=2), wanted=False) is None
     assert gate_settings(MeasureConfig(threads=1), wanted=True) is not None
+    assert gate_settings(MeasureConfig(threads=2), wait_s=0) == {"calibrate_s": 0, "wait_s": 0}
 
 
 def test_regime_gate_probes_a_real_network(tmp_path):

@@ -133,7 +133,7 @@ def test_profile_collects_candidate_rows_that_train_a_config_predictor(small_net
 
     db = tmp_path / "cfg.db"
     runner = CliRunner()
-    res = runner.invoke(cli, ["profile", str(small_net), "--db", str(db), "--ort-candidates", "3"])
+    res = runner.invoke(cli, ["profile", str(small_net), "--db", str(db), "--ort-candidates", "3", "--regime-wait", "0"])
     assert res.exit_code == 0, res.output
     samples = load_config_samples(db, include_noisy=True)  # rows measured beside other work may be flagged
     assert len(samples) == 4 and len({s.candidate for s in samples}) == 4
@@ -151,7 +151,8 @@ def test_cli_trains_a_config_predictor_and_tune_ort_uses_it(small_net, tmp_path,
 
     db, cfgp, out = tmp_path / "d.db", tmp_path / "cfg.pt", tmp_path / "out"
     runner = CliRunner()
-    assert runner.invoke(cli, ["profile", str(small_net), "--db", str(db), "--ort-candidates", "2"]).exit_code == 0
+    args = ["profile", str(small_net), "--db", str(db), "--ort-candidates", "2", "--regime-wait", "0"]
+    assert runner.invoke(cli, args).exit_code == 0
     profile = tmp_path / "profiles" / "unit-cpu"
     write_profile(new_predictor(d_model=32, n_layers=1), profile)
     monkeypatch.setenv("NARFORMER_PROFILES", str(tmp_path / "profiles"))
