@@ -99,8 +99,8 @@ def main() -> None:
             cells.append(f"{100 * np.mean([r['mape'] for r in rows]):.1f}% "
                          f"({np.mean([r['kendall_tau'] for r in rows]):.3f})")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    lines += ["", "Reproduce:", "", "```bash", f"python examples/bench_fewshot.py --db {args.db} --base {args.base} --sizes {args.sizes} "
-              f"--seeds {args.seeds} --epochs {args.epochs} --out {args.out}", "```", ""]
+    lines += ["", "Reproduce:", "", "```bash", f"python examples/bench_fewshot.py --db {args.db} --base {args.base} "
+              f"--sizes {args.sizes} --seeds {args.seeds} --epochs {args.epochs} --out {args.out}", "```", ""]
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
 

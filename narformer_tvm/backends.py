@@ -7,6 +7,7 @@ so listing them never imports onnxruntime or tvm. A backend measures one ONNX fi
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -189,29 +190,29 @@ def physical_cores() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_id() -> str:
-    """Vendor, family and model numbers: they tell CPU generations apart where a VM calls them all 'AMD EPYC'."""
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    """The first value of each /proc/cpuinfo field (the first processor's); empty where there is none."""
     fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if not line.strip():
-                    break  # the first processor is enough
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
+                key, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+def cpu_model() -> str:
+    fields = _cpuinfo()
+    return fields["model name"] if "model name" in fields else platform.processor() or platform.machine()
+
+
+def cpu_id() -> str:
+    """Vendor, family and model numbers: they tell CPU generations apart where a VM calls them all 'AMD EPYC'."""
+    fields = _cpuinfo()
     if "cpu family" not in fields:
         return platform.processor() or platform.machine()
     return f"{fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields.get('model', '?')}"
@@ -219,16 +220,9 @@ def cpu_id() -> str:
 
 def cpu_flags() -> str:
     """A short digest of the SIMD features that change kernel choice."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    keep = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile"]
-                    return ",".join(k for k in keep if k in flags)
-    except OSError:
-        pass
-    return ""
+    flags = set(_cpuinfo().get("flags", "").split())
+    keep = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile"]
+    return ",".join(k for k in keep if k in flags)
 
 
 def gpu_name() -> str:

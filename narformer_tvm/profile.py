@@ -285,24 +285,20 @@ def _worker_main(conn) -> None:
     from . import features, graph  # noqa: F401  (pay the imports before the first timed task)
 
     conn.send("ready")
-    gates: dict[str, RegimeGate] = {}
+    gate: RegimeGate | None = None  # a worker serves one sweep, and only the sweep's own configuration is gated
     with tempfile.TemporaryDirectory() as tmp:
         while True:
             task = conn.recv()
             if task is None:
                 return
-            gate = None
-            if task.get("gate"):  # {"calibrate_s", "wait_s"}; made on first use, kept for the sweep
+            if task.get("gate") and gate is None:  # {"calibrate_s", "wait_s"}: made on first use
                 cfg = MeasureConfig(**task["cfg"])
-                key = json.dumps(cfg.to_dict(), sort_keys=True)
                 try:
-                    if key not in gates:
-                        gates[key] = RegimeGate(get_backend(cfg.runtime), cfg, Path(tmp), **task["gate"])
-                    gate = gates[key]
+                    gate = RegimeGate(get_backend(cfg.runtime), cfg, Path(tmp), **task["gate"])
                 except Exception as e:  # a gate that cannot probe fails this model, as data
                     conn.send({"measurement": asdict(Measurement(error=f"regime gate: {e}"))})
                     continue
-            conn.send(run_job(task, gate))
+            conn.send(run_job(task, gate if task.get("gate") else None))
 
 
 class Worker:
