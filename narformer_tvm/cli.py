@@ -273,8 +273,8 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
     from .dataset import Store
     from .estimate import collect_models
     from .graph import parse_input_shapes
-    from .profile import (check_config, env_threads_note, gate_settings, jobs_from_paths, jobs_from_zoo, noise_floor,
-                          repeat_subset, sweep)
+    from .profile import (Summary, check_config, env_threads_note, gate_settings, jobs_from_paths, jobs_from_zoo,
+                          noise_floor, repeat_subset, sweep)
     from .zoo import family_names
 
     if not models and not zoo_spec:
@@ -311,9 +311,10 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
                     if kind == "done":
                         bar.update(task, completed=i + (len(pass_jobs) - n), status=msg)
 
-                summaries.append((pass_, sweep(pass_jobs, store, cfg, pass_, timeout, shapes, batch_size, retry_failed,
-                                               remeasure_noisy=remeasure_noisy, progress=report,
-                                               gate=gate_settings(cfg, regime_gate, regime_wait))))
+                summaries.append((pass_, Summary()))  # filled as it goes: an interrupted pass is summarised too
+                sweep(pass_jobs, store, cfg, pass_, timeout, shapes, batch_size, retry_failed,
+                      remeasure_noisy=remeasure_noisy, progress=report, gate=gate_settings(cfg, regime_gate, regime_wait),
+                      summary=summaries[-1][1])
     except KeyboardInterrupt:
         con.print("[yellow]interrupted: every finished measurement is saved; run the same command to resume[/yellow]")
         raise

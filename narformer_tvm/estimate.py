@@ -154,8 +154,14 @@ def estimate(paths: Sequence[str | Path], predictor: Predictor, input_shapes: di
     return results
 
 
+PUBLISHED_DB = "published.db"  # published networks measured on the profile's hardware, if its folder has them
+
+
 def write_profile(predictor: Predictor, folder: str | Path, name: str | None = None) -> Path:
-    """A hardware profile: profile.json (target, runtime, threads, fingerprint, metrics) + predictor.pt."""
+    """A hardware profile: profile.json (target, runtime, threads, fingerprint, metrics) + predictor.pt.
+
+    Where the folder holds ``published.db``, the predictor is scored on those networks too (profile.json's
+    ``published`` block), so the numbers a profile reports always belong to the predictor beside them."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     name = name or folder.name
@@ -166,6 +172,13 @@ def write_profile(predictor: Predictor, folder: str | Path, name: str | None = N
     meta = {**{k: v for k, v in old.items() if k in EXTRA_PREDICTORS}, "name": name, "predictor": "predictor.pt",
             **{k: v for k, v in predictor.profile.items() if k != "name"},
             "metrics": predictor.metadata.get("test"), "train_samples": predictor.metadata.get("train_samples")}
+    if (folder / PUBLISHED_DB).is_file():
+        from .metrics import summary
+        from .train import load_samples, predict_samples
+
+        samples, _ = load_samples(folder / PUBLISHED_DB)
+        meta["published"] = {"dataset": PUBLISHED_DB, **summary(predict_samples(predictor, samples)[0],
+                                                                  [s.latency_ms for s in samples])}
     (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return folder / "profile.json"
 

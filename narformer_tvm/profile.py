@@ -376,11 +376,13 @@ def check_config(cfg: MeasureConfig) -> None:
 def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main", timeout: float = 300.0,
           input_shapes: dict | None = None, batch_size: int | None = None, retry_failed: bool = False,
           reference_every: int = 50, tries: int = 3, remeasure_noisy: bool = False,
-          progress: Callable[[str, int, int, str], None] | None = None, gate: dict | None = None) -> Summary:
+          progress: Callable[[str, int, int, str], None] | None = None, gate: dict | None = None,
+          summary: Summary | None = None) -> Summary:
     """Measure every job not yet in ``store`` for this configuration and pass.
 
     ``gate`` ({"calibrate_s", "wait_s"}, see RegimeGate) measures the sweep's own configuration only in
-    the machine's fast regime; rows measured outside it are flagged noisy."""
+    the machine's fast regime; rows measured outside it are flagged noisy. A ``summary`` given by the
+    caller is filled as the sweep goes, so it still counts what was done when the sweep is interrupted."""
     check_config(cfg)
     backend = get_backend(cfg.runtime)
     config_ids: dict[str, int] = {}
@@ -396,7 +398,8 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
     todo = [(j, *config_of(j)) for j in jobs]
     todo = [(j, jc, cid) for j, jc, cid in todo
             if not store.has_measurement(j.key, cid, pass_, retry_failed, remeasure_noisy)]
-    summary = Summary(skipped=len(jobs) - len(todo))
+    summary = summary if summary is not None else Summary()
+    summary.skipped = len(jobs) - len(todo)
     if not todo:
         return summary
     worker = Worker()

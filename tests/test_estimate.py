@@ -86,3 +86,23 @@ def test_shipped_predictor_on_measured_published_networks(name):
 
 def test_profiles_list_every_shipped_one():
     assert set(SHIPPED) <= set(list_profiles())
+
+
+def test_a_rewritten_profile_scores_its_new_predictor_on_the_published_networks(tmp_path):
+    """Retraining rewrites profile.json: the published-network block must describe the new weights."""
+    import shutil
+
+    from narformer_tvm.estimate import PUBLISHED_DB, write_profile
+    from narformer_tvm.predictor import new_predictor
+
+    src = PROFILES / "cpu-onnxruntime-zen5" / PUBLISHED_DB
+    folder = tmp_path / "unit-cpu"
+    pred = new_predictor(d_model=16, n_layers=1)
+    assert "published" not in json.loads(write_profile(pred, folder).read_text())  # nothing measured: no block
+    shutil.copyfile(src, folder / PUBLISHED_DB)
+    block = json.loads(write_profile(pred, folder).read_text())["published"]
+    samples, _ = load_samples(src)
+    expected = summary(predict_samples(Predictor.load(folder / "predictor.pt"), samples)[0],
+                       [s.latency_ms for s in samples])
+    assert block["dataset"] == PUBLISHED_DB and block["n"] == 22
+    assert block["mape"] == pytest.approx(expected["mape"], rel=1e-6)

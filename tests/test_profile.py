@@ -9,8 +9,8 @@ from narformer_tvm.backends import MeasureConfig, block_spread, get_backend, lab
 from narformer_tvm.cli import main
 from narformer_tvm.dataset import Store, unpack_blocks
 from narformer_tvm.errors import InputError
-from narformer_tvm.profile import (REGIME_MARGIN, RegimeGate, gate_settings, jobs_from_paths, jobs_from_zoo,
-                                   noise_floor, repeat_subset, slow_in_hindsight, sweep)
+from narformer_tvm.profile import (REGIME_MARGIN, REGIME_WAIT_S, RegimeGate, Summary, gate_settings, jobs_from_paths,
+                                   jobs_from_zoo, noise_floor, repeat_subset, slow_in_hindsight, sweep)
 from conftest import conv_model
 
 FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
@@ -92,8 +92,10 @@ def test_interrupted_sweep_resumes_without_measuring_twice(tmp_path, models):
         if kind == "done" and i == 2:
             raise KeyboardInterrupt
 
+    partial = Summary()
     with pytest.raises(KeyboardInterrupt):
-        sweep(jobs, store, cfg, reference_every=0, progress=stop_after_two)
+        sweep(jobs, store, cfg, reference_every=0, progress=stop_after_two, summary=partial)
+    assert (partial.measured, partial.skipped) == (2, 0) and partial.seconds > 0  # the caller can still report it
     first = dict(store.db.execute("SELECT model_id, measured_at || id FROM measurements"))
     assert len(first) == 2
     s = sweep(jobs, store, cfg, reference_every=0)
@@ -226,6 +228,7 @@ def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models, sig
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
+    assert "profiling summary" in err  # the interrupted pass is summarised too
     with Store(db, readonly=True) as s:
         saved = s.db.execute("SELECT COUNT(*) FROM measurements WHERE latency_ms IS NOT NULL").fetchone()[0]
     assert 1 <= saved < 8
@@ -255,6 +258,10 @@ def test_regime_gate_settings_follow_the_configuration():
     assert gate_settings(MeasureConfig(threads=2), wanted=False) is None
     assert gate_settings(MeasureConfig(threads=1), wanted=True) is not None
     assert gate_settings(MeasureConfig(threads=2), wait_s=0) == {"calibrate_s": 0, "wait_s": 0}
+    # cli.py states the default itself (it imports this module lazily): the two must agree
+    from narformer_tvm.cli import profile as profile_command
+
+    assert next(p for p in profile_command.params if p.name == "regime_wait").default == REGIME_WAIT_S
 
 
 def test_regime_gate_probes_a_real_network(tmp_path):
