@@ -799,9 +799,12 @@ class SeedList(click.ParamType):
                    "--protocol and --methods do not apply), e.g. on measured published networks.")
 @click.option("--per-family", type=click.IntRange(min=2), default=None,
               help="Use only the first N models of each family (quicker protocol runs).")
+@click.option("--hold-out", "hold_out", default=None, metavar="FAMILIES",
+              help="lofo: hold out only these families (comma-separated; default each in turn), e.g. half the "
+                   "families per core, each process with its own --out, results merged afterwards.")
 @_model_options
 def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, seeds, protocol, methods_spec, runs,
-             out, predictor_spec, per_family, **kw):
+             out, predictor_spec, per_family, hold_out, **kw):
     """Compare NAR-Former V2 with baselines on a dataset; writes a Markdown report and plots.
     With --task accuracy: Kendall's tau on all cells and on the held-out ones, over several seeds."""
     if task == "ort-configs":
@@ -842,7 +845,8 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         Path(out).mkdir(parents=True, exist_ok=True)  # finished splits are kept there: a rerun resumes
         results = run_eval(samples, protocol, method_names(methods_spec), runs, fit, model,
                            progress=lambda msg: bar.update(task, status=msg[-110:]),
-                           checkpoint=Path(out) / "finished.json", notice=_warn_above(bar))
+                           checkpoint=Path(out) / "finished.json", notice=_warn_above(bar),
+                           hold_out=[f.strip() for f in hold_out.split(",") if f.strip()] if hold_out else None)
     path = write_report(results, out, f"{protocol} split on {db_path}", nf, command)
     click.echo(path.read_text())
     click.echo(f"report: {path}")

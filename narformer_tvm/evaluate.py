@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .dataset import resume_results, write_atomically
+from .dataset import read_results, resume_results, write_atomically
 from .errors import InputError
 from .metrics import summary
 from .train import (FitConfig, LinearBaseline, Sample, TrainOptions, carve_validation, predict_samples,
@@ -86,29 +86,38 @@ class Result:
         return summary(self.pred, self.true)
 
 
-def splits_for(protocol: str, samples: list[Sample], seed: int) -> list[tuple[str, list[int], list[int]]]:
+def splits_for(protocol: str, samples: list[Sample], seed: int,
+               hold_out: Sequence[str] | None = None) -> list[tuple[str, list[int], list[int]]]:
+    """(split name, train indices, test indices) per split; ``hold_out`` keeps only those families' lofo splits."""
+    if hold_out and protocol != "lofo":
+        raise InputError("choosing held-out families applies to the lofo protocol only", hint="add --protocol lofo")
     if protocol == "same":
         return [("same", *split_same_distribution(samples))]
     if protocol == "random":
         return [("random", *split_random(samples, 0.1, seed))]
     if protocol == "lofo":
-        return [(fam, *split_leave_one_family_out(samples, fam)) for fam in sorted({s.family for s in samples})]
+        families = sorted({s.family for s in samples})
+        if bad := sorted(set(hold_out or ()) - set(families)):
+            raise InputError(f"no family {', '.join(bad)} in this dataset", hint=f"choose from: {', '.join(families)}")
+        return [(fam, *split_leave_one_family_out(samples, fam)) for fam in families if not hold_out or fam in hold_out]
     raise InputError(f"unknown protocol {protocol!r}", hint="use same, lofo or random")
 
 
 def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int = 1, fit: FitConfig = FitConfig(),
              model_overrides: dict | None = None, progress: Callable[[str], None] | None = None,
-             checkpoint: str | Path | None = None, notice: Callable[[str], None] = warnings.warn) -> list[Result]:
+             checkpoint: str | Path | None = None, notice: Callable[[str], None] = warnings.warn,
+             hold_out: Sequence[str] | None = None) -> list[Result]:
     """Every method on every split of every run. With ``checkpoint`` (a JSON file) each finished
     (method, run, split) is saved at once and reused when the same evaluation is started again; a
-    file of other settings is moved aside (``notice`` says where)."""
+    file of other settings is moved aside (``notice`` says where). ``hold_out`` limits lofo to some
+    families (processes holding out different families can be merged: their splits are disjoint)."""
     key = {"protocol": protocol, "fit": asdict(fit), "model": model_overrides or {},
            "samples": sorted(s.key for s in samples)}
     state = resume_results(Path(checkpoint) if checkpoint else None, lambda st: st.get("key") == key, notice)
     done = {(r["method"], r["run"], r["split"]): Result(**r) for r in (state or {}).get("results", [])}
     results = []
     for run in range(runs):
-        for split, train_idx, test_idx in splits_for(protocol, samples, seed=run):
+        for split, train_idx, test_idx in splits_for(protocol, samples, seed=run, hold_out=hold_out):
             tr_idx, val_idx = carve_validation(train_idx, 0.1, seed=run)
             assert not set(test_idx) & (set(tr_idx) | set(val_idx)), "test leaked into training"
             train, val, test = ([samples[i] for i in ix] for ix in (tr_idx, val_idx, test_idx))
@@ -124,9 +133,22 @@ def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int
                                       [float(p) for p in pred], [s.latency_ms for s in test]))
                 if checkpoint:
                     done[(name, run, split)] = results[-1]
-                    state = {"key": key, "results": [r.__dict__ for r in done.values()]}
-                    write_atomically(checkpoint, lambda tmp: tmp.write_text(json.dumps(state)))
+                    save_finished(Path(checkpoint), key, results[-1])
     return results
+
+
+def save_finished(checkpoint: Path, key: dict, result: Result) -> None:
+    """Add one finished (method, run, split) to the checkpoint. Under a lock, and merged with what the
+    file holds now: processes evaluating disjoint parts (``hold_out``, methods) can share one --out."""
+    import fcntl
+
+    with open(checkpoint.with_name(checkpoint.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = read_results(checkpoint, lambda st: st.get("key") == key) if checkpoint.exists() else None
+        merged = {(r["method"], r["run"], r["split"]): r for r in (state or {}).get("results", [])}
+        merged[(result.method, result.run, result.split)] = result.__dict__
+        state = {"key": key, "results": list(merged.values())}
+        write_atomically(checkpoint, lambda tmp: tmp.write_text(json.dumps(state)))
 
 
 def cap_per_family(samples: Sequence[Sample], n: int) -> list[Sample]:

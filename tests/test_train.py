@@ -130,6 +130,22 @@ def test_an_interrupted_evaluation_resumes_from_its_finished_splits(real_samples
     assert not ckpt.exists() and len(notices) == 1 and str(aside[0]) in notices[0]
 
 
+def test_lofo_processes_holding_out_different_families_share_one_checkpoint(real_samples, tmp_path, monkeypatch):
+    import narformer_tvm.evaluate as ev
+
+    families, ckpt = sorted({s.family for s in real_samples}), tmp_path / "finished.json"
+    half = evaluate(real_samples, "lofo", ["flops"], checkpoint=ckpt, hold_out=families[:1])
+    assert [r.split for r in half] == families[:1]
+    rest = evaluate(real_samples, "lofo", ["flops"], checkpoint=ckpt, hold_out=families[1:])  # a second process
+    monkeypatch.setattr(ev, "run_method", lambda *a, **k: pytest.fail("a finished split was run again"))
+    merged = evaluate(real_samples, "lofo", ["flops"], checkpoint=ckpt)  # the full report: nothing left to run
+    assert [r.__dict__ for r in merged] == [r.__dict__ for r in half + rest]
+    with pytest.raises(InputError, match="choose from"):
+        evaluate(real_samples, "lofo", ["flops"], hold_out=["nosuchnet"])
+    with pytest.raises(InputError, match="lofo protocol only"):
+        evaluate(real_samples, "same", ["flops"], hold_out=families[:1])
+
+
 def test_cap_per_family_keeps_the_first_models_of_each_family(real_samples):
     capped = cap_per_family(real_samples, 2)
     for fam in {s.family for s in real_samples}:
