@@ -800,8 +800,9 @@ class SeedList(click.ParamType):
 @click.option("--per-family", type=click.IntRange(min=2), default=None,
               help="Use only the first N models of each family (quicker protocol runs).")
 @click.option("--hold-out", "hold_out", default=None, metavar="FAMILIES",
-              help="lofo: hold out only these families (comma-separated; default each in turn), e.g. half the "
-                   "families per core, each process with its own --out, results merged afterwards.")
+              help="lofo: hold out only these families (comma-separated; default each in turn), e.g. half of them "
+                   "per core, every process with the same --out (finished splits merge there); the command without "
+                   "--hold-out then writes the whole report.")
 @_model_options
 def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, seeds, protocol, methods_spec, runs,
              out, predictor_spec, per_family, hold_out, **kw):
@@ -810,6 +811,8 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     if task == "ort-configs":
         raise click.UsageError("the ort-configs task is evaluated by `train --task ort-configs` (held-out models) "
                                "and by examples/bench_tune_ort.py")
+    if hold_out and (task == "accuracy" or predictor_spec is not None):
+        raise click.UsageError("--hold-out chooses leave-one-family-out splits of the latency task's training runs")
     if task == "accuracy":
         return _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, out, kw, db_path)
     if not db_path:

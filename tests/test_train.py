@@ -191,6 +191,12 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
     assert len(scored["names"]) > 3 and all(f"| {n} |" in report for n in scored["names"])
     np.testing.assert_allclose(scored["pred"], predict_samples(Predictor.load(out), load_samples(SAMPLE_DB)[0])[0],
                                rtol=1e-5)
+    for extra, says in ((["--protocol", "lofo", "--hold-out", "nosuchnet"], "choose from"),
+                        (["--predictor", str(out), "--hold-out", "resnet"], "--hold-out")):
+        with pytest.raises(SystemExit) as exc:
+            main(["evaluate", "--db", str(SAMPLE_DB), "--methods", "flops", "--out", str(tmp_path / "x"), *extra])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and says in err and "Traceback" not in err
 
 
 def test_fingerprint_mismatch_warns(tmp_path, capsys, exported):
