@@ -311,10 +311,11 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
                     if kind == "done":
                         bar.update(task, completed=i + (len(pass_jobs) - n), status=msg)
 
-                summaries.append((pass_, Summary()))  # filled as it goes: an interrupted pass is summarised too
+                summary = Summary()  # filled as the sweep goes: an interrupted pass is summarised too
+                summaries.append((pass_, summary))
                 sweep(pass_jobs, store, cfg, pass_, timeout, shapes, batch_size, retry_failed,
                       remeasure_noisy=remeasure_noisy, progress=report, gate=gate_settings(cfg, regime_gate, regime_wait),
-                      summary=summaries[-1][1])
+                      summary=summary)
     except KeyboardInterrupt:
         con.print("[yellow]interrupted: every finished measurement is saved; run the same command to resume[/yellow]")
         raise
@@ -660,13 +661,11 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
 
 def _test_metrics(pred, samples, test_idx) -> dict | None:
     """Metrics of a trained predictor on the held-out samples, recorded in its metadata."""
-    from .metrics import summary
-    from .train import predict_samples
+    from .evaluate import score_predictor
 
     if not test_idx:
         return None
-    test = [samples[i] for i in test_idx]
-    pred.metadata["test"] = summary(predict_samples(pred, test)[0], [s.latency_ms for s in test])
+    pred.metadata["test"] = score_predictor(pred, [samples[i] for i in test_idx], "test").metrics()
     return pred.metadata["test"]
 
 

@@ -173,12 +173,11 @@ def write_profile(predictor: Predictor, folder: str | Path, name: str | None = N
             **{k: v for k, v in predictor.profile.items() if k != "name"},
             "metrics": predictor.metadata.get("test"), "train_samples": predictor.metadata.get("train_samples")}
     if (folder / PUBLISHED_DB).is_file():
-        from .metrics import summary
-        from .train import load_samples, predict_samples
+        from .evaluate import score_predictor
+        from .train import load_samples
 
         samples, _ = load_samples(folder / PUBLISHED_DB)
-        meta["published"] = {"dataset": PUBLISHED_DB, **summary(predict_samples(predictor, samples)[0],
-                                                                  [s.latency_ms for s in samples])}
+        meta["published"] = {"dataset": PUBLISHED_DB, **score_predictor(predictor, samples, "published").metrics()}
     (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return folder / "profile.json"
 

@@ -132,7 +132,6 @@ def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int
                 results.append(Result(name, protocol, run, split, [s.name for s in test], [s.family for s in test],
                                       [float(p) for p in pred], [s.latency_ms for s in test]))
                 if checkpoint:
-                    done[(name, run, split)] = results[-1]
                     save_finished(Path(checkpoint), key, results[-1])
     return results
 
