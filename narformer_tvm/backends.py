@@ -94,8 +94,9 @@ def label_statistic(blocks: list[list[float]]) -> float:
     return min(_block_medians(blocks))
 
 
+LABEL_STATISTIC = "min_block_median"  # the statistic stored as latency_ms
 STATISTICS: dict[str, Callable[[list[list[float]]], float]] = {
-    "min_block_median": label_statistic,
+    LABEL_STATISTIC: label_statistic,
     "median": lambda b: statistics.median([x for blk in b for x in blk]),
     "mean": lambda b: statistics.fmean([x for blk in b for x in blk]),
     "min": lambda b: min(x for blk in b for x in blk),

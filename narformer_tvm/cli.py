@@ -486,6 +486,9 @@ def _model_options(f):
                      help="Early stopping: epochs without validation improvement (latency default 15, accuracy 60)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--include-noisy", is_flag=True, help="Also use measurements flagged noisy (left out by default)."),
+        click.option("--regime-correction/--no-regime-correction", default=True, show_default=True,
+                     help="Divide each gated label by how much slower than the fast regime the probes around it "
+                          "ran (see dataset.regime_factor), or train and score on the raw latencies."),
         click.option("--loss", type=click.Choice(["relative", "log"]), default="relative", show_default=True,
                      help="relative: |pred - y| / y (MAPE); log: squared error of log latencies."),
     ]
@@ -631,7 +634,8 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
     from .train import TrainOptions, carve_validation, load_samples, split_same_distribution, train_predictor
 
     model, feats, fit = _train_options(kw)
-    samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"])
+    samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"],
+                                regime_correct=kw["regime_correction"])
     train_idx, test_idx = split_same_distribution(samples) if split == "same" else (list(range(len(samples))), [])
     if limit:
         train_idx = sorted(np.random.default_rng(kw["seed"]).permutation(train_idx)[:limit].tolist())
@@ -647,7 +651,7 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
                                progress=lambda msg: bar.update(task, status=msg), init=init)
     pred.profile = {"runtime": cfg["config"]["runtime"], "target": cfg["config"]["target"],
                     "threads": cfg["config"].get("threads"), "config": cfg["config"], "fingerprint": cfg["fingerprint"],
-                    "dataset": str(db_path)}
+                    "dataset": str(db_path), "labels": cfg["labels"]}
     if m := _test_metrics(pred, samples, test_idx):
         con.print(f"test ({len(test_idx)} held-out models): MAPE {100 * m['mape']:.2f}%  RMSPE {100 * m['rmspe']:.2f}%  "
                   f"Acc(10%) {100 * m['acc10']:.1f}%  Acc(5%) {100 * m['acc5']:.1f}%  tau {m['kendall_tau']:.3f}")
@@ -820,17 +824,20 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     from pathlib import Path
 
     from .evaluate import cap_per_family, evaluate as run_eval, method_names, write_report
-    from .profile import noise_floor
+    from .backends import LABEL_STATISTIC
+    from .profile import REGIME_CORRECTED, noise_floor
     from .train import load_samples
 
     model, feats, fit = _train_options(kw)
     if feats:
         raise click.UsageError("--op-encoding/--attr-encoding are set per method in evaluate (see ablations)")
-    samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"])
+    samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"],
+                                regime_correct=kw["regime_correction"])
     if per_family:
         samples = cap_per_family(samples, per_family)
-    with Store(db_path, readonly=True) as store:
-        nf = noise_floor(store, cfg["id"]).get("min_block_median", {}).get("mape")
+    with Store(db_path, readonly=True) as store:  # the noise floor of the labels the methods are scored on
+        noise = noise_floor(store, cfg["id"])
+    nf = noise.get(REGIME_CORRECTED if cfg["labels"] == "regime-corrected" else LABEL_STATISTIC, {}).get("mape")
     command = "narformer-tvm evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     if predictor_spec is not None:
         from .estimate import resolve_predictor

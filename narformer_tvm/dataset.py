@@ -134,6 +134,20 @@ CREATE INDEX IF NOT EXISTS idx_kernels_meas ON kernels(measurement_id);
 """
 
 
+def regime_factor(info: dict | None) -> float:
+    """How much slower than the fast regime the machine ran around a gated measurement (1 without probes).
+
+    The regime gate (profile.RegimeGate) probes a reference network just before and after each model
+    and accepts the row while both probes stay within REGIME_MARGIN of the fastest probe seen; the
+    label still carries that drift (up to 15%). The quicker of the two probes over the fast level then
+    is the slowdown: dividing labels by it cut the main-vs-repeat disagreement of the Zen 5 profile's
+    71 pairs from 2.98% to 2.15% (docs/benchmarks.md)."""
+    probes, fast = (info or {}).get("probe_ms"), (info or {}).get("probe_fast_ms")
+    if not probes or not fast:
+        return 1.0
+    return max(1.0, min(probes) / fast)
+
+
 def pack_blocks(blocks: list[list[float]]) -> bytes:
     """[n_blocks, runs_0, runs_1, ...] as uint16 then all samples as float32."""
     head = np.array([len(blocks), *[len(b) for b in blocks]], dtype=np.uint16)
@@ -300,7 +314,7 @@ class Store:
     def rows(self, config_id: int | None = None, pass_: str = "main", ok_only: bool = True) -> list[dict]:
         """Measured models with their graph tables (one dict per measurement)."""
         q = ("SELECT d.id, d.key, d.name, d.family, d.graph, d.batch_size, d.onnx_path, d.split, m.latency_ms,"
-             " m.config_id, m.error, m.spread, m.noisy, m.samples, d.source FROM measurements m"
+             " m.config_id, m.error, m.spread, m.noisy, m.samples, d.source, m.info FROM measurements m"
              " JOIN models d ON d.id = m.model_id WHERE m.pass=?")
         args: list = [pass_]
         if config_id is not None:
@@ -310,10 +324,11 @@ class Store:
             q += " AND m.latency_ms IS NOT NULL"
         out = []
         for (mid, key, name, fam, graph, batch, path, split, lat, cid, err, spread, noisy, samples,
-             source) in self.db.execute(q + " ORDER BY d.id", args):
+             source, info) in self.db.execute(q + " ORDER BY d.id", args):
             out.append({"model_id": mid, "key": key, "name": name, "family": fam, "graph": graph, "batch_size": batch,
                         "onnx_path": path, "split": split, "latency_ms": lat, "config_id": cid, "error": err,
-                        "spread": spread, "noisy": bool(noisy), "samples": samples, "source": source})
+                        "spread": spread, "noisy": bool(noisy), "samples": samples, "source": source,
+                        "regime_factor": regime_factor(json.loads(info) if info else None)})
         return out
 
 

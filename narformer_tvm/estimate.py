@@ -157,6 +157,11 @@ def estimate(paths: Sequence[str | Path], predictor: Predictor, input_shapes: di
 PUBLISHED_DB = "published.db"  # published networks measured on the profile's hardware, if its folder has them
 
 
+def labels_corrected(profile: dict) -> bool:
+    """Whether a predictor learned regime-corrected labels (dataset.regime_factor): its metrics are on those."""
+    return profile.get("labels") == "regime-corrected"
+
+
 def write_profile(predictor: Predictor, folder: str | Path, name: str | None = None) -> Path:
     """A hardware profile: profile.json (target, runtime, threads, fingerprint, metrics) + predictor.pt.
 
@@ -176,7 +181,7 @@ def write_profile(predictor: Predictor, folder: str | Path, name: str | None = N
         from .evaluate import score_predictor
         from .train import load_samples
 
-        samples, _ = load_samples(folder / PUBLISHED_DB)
+        samples, _ = load_samples(folder / PUBLISHED_DB, regime_correct=labels_corrected(predictor.profile))
         meta["published"] = {"dataset": PUBLISHED_DB, **score_predictor(predictor, samples, "published").metrics()}
     (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return folder / "profile.json"

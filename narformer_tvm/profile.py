@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .backends import Measurement, MeasureConfig, fingerprint, get_backend, physical_cores
+from .backends import LABEL_STATISTIC, Measurement, MeasureConfig, fingerprint, get_backend, physical_cores
 from .dataset import Store
 from .errors import InputError, NarformerError
 
@@ -504,19 +504,28 @@ def repeat_subset(jobs: list[Job], fraction: float) -> list[Job]:
     return jobs[::step]
 
 
+REGIME_CORRECTED = f"{LABEL_STATISTIC}, regime-corrected"  # noise_floor's entry for the labels training uses
+
+
 def noise_floor(store: Store, config_id: int | None = None) -> dict[str, dict]:
-    """MAPE between the main and the repeat pass of the same models, for each candidate statistic."""
-    from .backends import STATISTICS
+    """MAPE between the main and the repeat pass of the same models, for each candidate statistic, and
+    for the label divided by its regime factor (REGIME_CORRECTED, where the rows were gated)."""
+    from .backends import STATISTICS, label_statistic
     from .dataset import unpack_blocks
 
     main = {(r["key"], r["config_id"]): r for r in store.rows(config_id, "main")}
     pairs = [(main[(r["key"], r["config_id"])], r) for r in store.rows(config_id, "repeat")
              if (r["key"], r["config_id"]) in main]
+    stats = dict(STATISTICS)
+    if any(a["regime_factor"] != 1.0 or b["regime_factor"] != 1.0 for a, b in pairs):
+        stats[REGIME_CORRECTED] = label_statistic
     out = {}
-    for name, stat in STATISTICS.items():
+    for name, stat in stats.items():
         errs = []
         for a, b in pairs:
             x, y = stat(unpack_blocks(a["samples"])), stat(unpack_blocks(b["samples"]))
+            if name == REGIME_CORRECTED:
+                x, y = x / a["regime_factor"], y / b["regime_factor"]
             errs.append(abs(x - y) / y)
         if errs:
             errs.sort()

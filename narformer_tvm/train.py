@@ -33,11 +33,14 @@ class Sample:
 
 
 def load_samples(db: str | Path, runtime: str | None = None, target: str | None = None,
-                 config_id: int | None = None, include_noisy: bool = False) -> tuple[list[Sample], dict]:
+                 config_id: int | None = None, include_noisy: bool = False,
+                 regime_correct: bool = True) -> tuple[list[Sample], dict]:
     """Successful main-pass measurements of one configuration (the only one, or the one selected).
 
     Rows flagged noisy are left out unless asked for: on this machine they disagreed with a quiet
-    re-measurement by 158% on average, against 11% for unflagged rows (profiles/cpu-onnxruntime)."""
+    re-measurement by 158% on average, against 11% for unflagged rows (profiles/cpu-onnxruntime).
+    Gated rows' labels are divided by their dataset.regime_factor unless ``regime_correct`` is off;
+    the returned configuration's ``labels`` says which labels the samples carry."""
     with Store(db, readonly=True) as store:
         configs = store.configs()
         chosen = [c for c in configs if (config_id is None or c["id"] == config_id)
@@ -52,12 +55,13 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
                              hint="narrow it down with --runtime/--target (or --config-id)")
         cfg = chosen[0]
         rows = store.rows(cfg["id"])
-    samples = [Sample(r["key"], r["name"], r["family"] or "user", GraphTable.from_bytes(r["graph"], r["name"]),
-                      r["latency_ms"], r["model_id"], r["split"]) for r in rows
-               if r["latency_ms"] and r["latency_ms"] > 0 and (include_noisy or not r["noisy"])]
-    if not samples:
+    rows = [r for r in rows if r["latency_ms"] and r["latency_ms"] > 0 and (include_noisy or not r["noisy"])]
+    if not rows:
         raise InputError(f"{db}: the configuration has no successful measurements")
-    return samples, cfg
+    factors = [r["regime_factor"] if regime_correct else 1.0 for r in rows]
+    samples = [Sample(r["key"], r["name"], r["family"] or "user", GraphTable.from_bytes(r["graph"], r["name"]),
+                      r["latency_ms"] / f, r["model_id"], r["split"]) for r, f in zip(rows, factors)]
+    return samples, {**cfg, "labels": "regime-corrected" if any(f != 1.0 for f in factors) else "raw"}
 
 
 def split_same_distribution(samples: Sequence[Sample], test_frac: float = 0.1) -> tuple[list[int], list[int]]:

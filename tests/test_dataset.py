@@ -6,7 +6,7 @@ import pytest
 
 from narformer_tvm.backends import Measurement
 from narformer_tvm.dataset import (Store, export_csv, export_nnlqp, import_nnlqp, merge, pack_blocks,
-                                   unpack_blocks, write_atomically)
+                                   regime_factor, unpack_blocks, write_atomically)
 from narformer_tvm.errors import InputError
 from narformer_tvm.features import GraphTable, table
 from narformer_tvm.graph import build_graph
@@ -161,3 +161,9 @@ def test_write_atomically_keeps_the_old_file_when_a_write_fails(tmp_path):
     assert path.read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["rows.json"]
     write_atomically(path, lambda tmp: tmp.write_text("second"))
     assert path.read_text() == "second" and [p.name for p in tmp_path.iterdir()] == ["rows.json"]
+
+
+def test_regime_factor_by_hand():
+    assert regime_factor(None) == regime_factor({}) == regime_factor({"probe_ms": [0.3, 0.4]}) == 1.0
+    assert regime_factor({"probe_ms": [0.25, 0.22], "probe_fast_ms": 0.2}) == pytest.approx(1.1)
+    assert regime_factor({"probe_ms": [0.19, 0.25], "probe_fast_ms": 0.2}) == 1.0  # never speeds a label up

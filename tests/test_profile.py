@@ -9,8 +9,9 @@ from narformer_tvm.backends import MeasureConfig, block_spread, get_backend, lab
 from narformer_tvm.cli import main
 from narformer_tvm.dataset import Store, unpack_blocks
 from narformer_tvm.errors import InputError
-from narformer_tvm.profile import (REGIME_MARGIN, REGIME_WAIT_S, RegimeGate, Summary, gate_settings, jobs_from_paths,
-                                   jobs_from_zoo, noise_floor, repeat_subset, slow_in_hindsight, sweep)
+from narformer_tvm.profile import (REGIME_CORRECTED, REGIME_MARGIN, REGIME_WAIT_S, RegimeGate, Summary, gate_settings,
+                                   jobs_from_paths, jobs_from_zoo, noise_floor, repeat_subset, slow_in_hindsight,
+                                   sweep)
 from conftest import conv_model
 
 FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
@@ -112,6 +113,14 @@ def test_zoo_sweep_with_repeat_pass_and_reference(tmp_path):
     assert sweep(repeat_subset(jobs, 0.5), store, cfg, "repeat", reference_every=0).measured == 2
     noise = noise_floor(store)
     assert noise["min_block_median"]["pairs"] == 2 and noise["min_block_median"]["mape"] >= 0
+    assert REGIME_CORRECTED not in noise  # ungated rows: nothing to correct
+    # the main pass ran 20% slow by its probes: the corrected entry compares main / 1.2 with repeat
+    main = {r["key"]: r["latency_ms"] for r in store.rows()}
+    repeat = {r["key"]: r["latency_ms"] for r in store.rows(pass_="repeat")}
+    store.db.execute("UPDATE measurements SET info=? WHERE pass='main'",
+                     (json.dumps({"probe_ms": [1.2, 1.3], "probe_fast_ms": 1.0}),))
+    expected = sum(abs(main[k] / 1.2 - y) / y for k, y in repeat.items()) / 2
+    assert noise_floor(store)[REGIME_CORRECTED]["mape"] == pytest.approx(expected, rel=1e-3)  # float32 samples
     assert store.db.execute("SELECT COUNT(*) FROM reference").fetchone()[0] >= 2
     source = json.loads(store.rows()[0]["source"])
     assert source["family"] == "nb201" and "arch" in source["raw"]
