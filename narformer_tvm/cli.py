@@ -486,9 +486,10 @@ def _model_options(f):
                      help="Early stopping: epochs without validation improvement (latency default 15, accuracy 60)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--include-noisy", is_flag=True, help="Also use measurements flagged noisy (left out by default)."),
-        click.option("--regime-correction/--no-regime-correction", default=True, show_default=True,
+        click.option("--regime-correction/--no-regime-correction", default=None,
                      help="Divide each gated label by how much slower than the fast regime the probes around it "
-                          "ran (see dataset.regime_factor), or train and score on the raw latencies."),
+                          "ran (dataset.regime_factor; the default), or train and score on the raw latencies. "
+                          "evaluate --predictor: default, the labels that predictor learned."),
         click.option("--loss", type=click.Choice(["relative", "log"]), default="relative", show_default=True,
                      help="relative: |pred - y| / y (MAPE); log: squared error of log latencies."),
     ]
@@ -635,7 +636,7 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
 
     model, feats, fit = _train_options(kw)
     samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"],
-                                regime_correct=kw["regime_correction"])
+                                regime_correct=kw["regime_correction"] is not False)
     train_idx, test_idx = split_same_distribution(samples) if split == "same" else (list(range(len(samples))), [])
     if limit:
         train_idx = sorted(np.random.default_rng(kw["seed"]).permutation(train_idx)[:limit].tolist())
@@ -831,8 +832,16 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     model, feats, fit = _train_options(kw)
     if feats:
         raise click.UsageError("--op-encoding/--attr-encoding are set per method in evaluate (see ablations)")
+    regime_correct = kw["regime_correction"]
+    if predictor_spec is not None:
+        from .estimate import labels_corrected, resolve_predictor
+        from .predictor import Predictor
+
+        scored = Predictor.load(resolve_predictor(predictor_spec))
+        if regime_correct is None:
+            regime_correct = labels_corrected(scored.profile)
     samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"],
-                                regime_correct=kw["regime_correction"])
+                                regime_correct=regime_correct is not False)
     if per_family:
         samples = cap_per_family(samples, per_family)
     with Store(db_path, readonly=True) as store:  # the noise floor of the labels the methods are scored on
@@ -840,12 +849,11 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     nf = noise.get(REGIME_CORRECTED if cfg["labels"] == "regime-corrected" else LABEL_STATISTIC, {}).get("mape")
     command = "narformer-tvm evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     if predictor_spec is not None:
-        from .estimate import resolve_predictor
         from .evaluate import score_predictor
-        from .predictor import Predictor
 
-        results = [score_predictor(Predictor.load(resolve_predictor(predictor_spec)), samples, "predictor")]
-        path = write_report(results, out, f"predictor {predictor_spec} on every model of {db_path}", nf, command)
+        results = [score_predictor(scored, samples, "predictor")]
+        title = f"predictor {predictor_spec} on every model of {db_path} ({cfg['labels']} labels)"
+        path = write_report(results, out, title, nf, command)
         click.echo(path.read_text())
         click.echo(f"report: {path}")
         return
@@ -856,7 +864,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
                            progress=lambda msg: bar.update(task, status=msg[-110:]),
                            checkpoint=Path(out) / "finished.json", notice=_warn_above(bar),
                            hold_out=[f.strip() for f in hold_out.split(",") if f.strip()] if hold_out else None)
-    path = write_report(results, out, f"{protocol} split on {db_path}", nf, command)
+    path = write_report(results, out, f"{protocol} split on {db_path} ({cfg['labels']} labels)", nf, command)
     click.echo(path.read_text())
     click.echo(f"report: {path}")
 

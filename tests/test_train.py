@@ -191,6 +191,18 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
     assert len(scored["names"]) > 3 and all(f"| {n} |" in report for n in scored["names"])
     np.testing.assert_allclose(scored["pred"], predict_samples(Predictor.load(out), load_samples(SAMPLE_DB)[0])[0],
                                rtol=1e-5)
+    # scored on the labels the predictor learned (raw here) unless told; the report names them
+    published = Path(__file__).resolve().parents[1] / "profiles" / "cpu-onnxruntime-zen5" / "published.db"
+    assert prof["labels"] == "raw"
+    for extra, labels in (([], "raw"), (["--regime-correction"], "regime-corrected")):
+        with pytest.raises(SystemExit) as exc:
+            main(["evaluate", "--db", str(published), "--predictor", str(out), "--out", str(tmp_path / labels), *extra])
+        assert exc.value.code == 0
+        assert f"({labels} labels)" in (tmp_path / labels / "report.md").read_text()
+        true = json.loads((tmp_path / labels / "results.json").read_text())[0]["true"]
+        expected = load_samples(published, regime_correct=labels == "regime-corrected")[0]
+        np.testing.assert_allclose(true, [s.latency_ms for s in expected])
+    capsys.readouterr()
     for extra, says in ((["--protocol", "lofo", "--hold-out", "nosuchnet"], "choose from"),
                         (["--predictor", str(out), "--hold-out", "resnet"], "--hold-out")):
         with pytest.raises(SystemExit) as exc:
