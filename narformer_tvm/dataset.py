@@ -140,7 +140,7 @@ CREATE INDEX IF NOT EXISTS idx_kernels_meas ON kernels(measurement_id);
 REGIME_EXPONENT = 0.5
 
 
-def regime_factor(info: dict | None, reference_ms: float | None) -> float:
+def regime_factor(info: dict | None, reference_ms: float | None, exponent: float = REGIME_EXPONENT) -> float:
     """How much slower than the configuration's fastest probe a gated measurement ran (1 without probes).
 
     The regime gate (profile.RegimeGate) probes a reference network just before and after each model
@@ -153,7 +153,7 @@ def regime_factor(info: dict | None, reference_ms: float | None) -> float:
     probes = (info or {}).get("probe_ms")
     if not probes or not reference_ms:
         return 1.0
-    return max(1.0, min(probes) / reference_ms) ** REGIME_EXPONENT
+    return max(1.0, min(probes) / reference_ms) ** exponent
 
 
 def pack_blocks(blocks: list[list[float]]) -> bytes:
@@ -341,10 +341,12 @@ class Store:
              source, info) in self.db.execute(q + " ORDER BY d.id", args):
             if cid not in references:
                 references[cid] = self.probe_reference(cid)
+            info = json.loads(info) if info else {}
             out.append({"model_id": mid, "key": key, "name": name, "family": fam, "graph": graph, "batch_size": batch,
                         "onnx_path": path, "split": split, "latency_ms": lat, "config_id": cid, "error": err,
                         "spread": spread, "noisy": bool(noisy), "samples": samples, "source": source,
-                        "regime_factor": regime_factor(json.loads(info) if info else None, references[cid])})
+                        "info": info, "probe_reference": references[cid],
+                        "regime_factor": regime_factor(info, references[cid])})
         return out
 
 

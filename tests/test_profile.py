@@ -1,6 +1,7 @@
 import json
 import socket
 import time
+from pathlib import Path
 
 import onnx
 import pytest
@@ -306,3 +307,21 @@ def test_rows_judged_fast_early_are_flagged_when_a_faster_level_appears(tmp_path
     (row,) = store.db.execute("SELECT id FROM measurements").fetchone()
     store.flag_noisy([row])
     assert [r["noisy"] for r in store.rows()] == [True]
+
+
+def test_regime_correction_bench_agrees_with_the_noise_floor(tmp_path):
+    """examples/bench_regime_correction.py's exponents 0 and 0.5 are noise_floor's raw and corrected labels."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    db = root / "profiles" / "cpu-onnxruntime-zen5" / "published.db"
+    out = tmp_path / "table.md"
+    subprocess.run([sys.executable, str(root / "examples" / "bench_regime_correction.py"), str(db), "--out", str(out)],
+                   check=True, capture_output=True)
+    cells = [c.strip() for c in out.read_text().strip().splitlines()[-1].strip("|").split("|")]
+    with Store(db, readonly=True) as store:
+        noise = noise_floor(store)
+    assert cells[1] == str(noise["min_block_median"]["pairs"])
+    assert cells[2].startswith(f"{100 * noise['min_block_median']['mape']:.2f}%")
+    assert cells[4].startswith(f"{100 * noise[REGIME_CORRECTED]['mape']:.2f}%")

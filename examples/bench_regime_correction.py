@@ -1,0 +1,71 @@
+"""How much of the disagreement between two measurements of one model the regime probes explain.
+
+    python examples/bench_regime_correction.py profiles/cpu-onnxruntime-zen5/dataset.db \\
+        profiles/cpu-onnxruntime-zen5/published.db --split-at 2026-11-29T22:00 \\
+        --out docs/results/regime-correction.md
+
+For every model measured twice (main and repeat pass), the MAPE between the two labels after
+dividing each by (quicker probe / the configuration's fastest probe level) ** exponent
+(dataset.regime_factor); exponent 0 is the raw label. ``--split-at`` adds rows for the pairs repeated
+before and after a time, to check an exponent on pairs it was not chosen on.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from narformer_tvm.dataset import REGIME_EXPONENT, Store, regime_factor
+
+EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def pairs(db: Path) -> list[tuple[dict, dict, str]]:
+    """(main row, repeat row, when the repeat was measured) for every model measured twice."""
+    with Store(db, readonly=True) as store:
+        main = {(r["key"], r["config_id"]): r for r in store.rows()}
+        when = dict(store.db.execute("SELECT id, measured_at FROM measurements WHERE pass='repeat'"))
+        ids = dict(store.db.execute("SELECT model_id, id FROM measurements WHERE pass='repeat'"))
+        return [(main[(r["key"], r["config_id"])], r, when[ids[r["model_id"]]]) for r in store.rows(pass_="repeat")
+                if (r["key"], r["config_id"]) in main]
+
+
+def row(label: str, chosen: list[tuple[dict, dict, str]]) -> str:
+    cells = []
+    for e in EXPONENTS:
+        x = np.array([a["latency_ms"] / regime_factor(a["info"], a["probe_reference"], e) for a, _, _ in chosen])
+        y = np.array([b["latency_ms"] / regime_factor(b["info"], b["probe_reference"], e) for _, b, _ in chosen])
+        errs = np.abs(x - y) / y
+        cells.append(f"{100 * errs.mean():.2f}% (p90 {100 * np.percentile(errs, 90):.1f}%)")
+    return f"| {label} | {len(chosen)} | " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("db", nargs="+", type=Path)
+    ap.add_argument("--split-at", help="also rows for pairs repeated before / after this time (YYYY-MM-DDTHH:MM)")
+    ap.add_argument("--out", type=Path, help="also write the Markdown table here")
+    args = ap.parse_args()
+    head = " | ".join(f"exponent {e:g}" + (" (used)" if e == REGIME_EXPONENT else "") for e in EXPONENTS)
+    lines = [f"| pairs of | n | {head} |", "| --- | --- |" + " --- |" * len(EXPONENTS)]
+    for db in args.db:
+        found = pairs(db)
+        lines.append(row(f"`{db}`", found))
+        if args.split_at:
+            before = [p for p in found if p[2] < args.split_at]
+            after = [p for p in found if p[2] >= args.split_at]
+            if before and after:
+                lines.append(row(f"... repeated before {args.split_at}", before))
+                lines.append(row(f"... repeated after {args.split_at}", after))
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        command = "python examples/bench_regime_correction.py " + " ".join(sys.argv[1:])
+        args.out.write_text("MAPE between two measurements of the same models (main vs repeat pass), each label divided "
+                            f"by dataset.regime_factor with the exponent.\n\n```\n{command}\n```\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
