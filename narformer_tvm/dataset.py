@@ -141,19 +141,19 @@ REGIME_EXPONENT = 0.5
 
 
 def regime_factor(info: dict | None, reference_ms: float | None, exponent: float = REGIME_EXPONENT) -> float:
-    """How much slower than the configuration's fastest probe a gated measurement ran (1 without probes).
+    """How much slower (> 1) or quicker than its configuration's typical fast regime a gated measurement
+    ran, judged by its probes (1 without probes).
 
     The regime gate (profile.RegimeGate) probes a reference network just before and after each model
     and accepts the row while both probes stay within REGIME_MARGIN of the fastest probe of that sweep,
     so a label still carries up to 15% of drift, plus whatever the fast level itself moved between
-    sittings. The factor is the quicker probe over ``reference_ms`` (the fastest probe level of the whole
-    configuration, Store.probe_reference), to the REGIME_EXPONENT: dividing labels by it took the Zen 5
-    profile's main-vs-repeat disagreement from 3.34% to 2.74% over 303 pairs, and its published networks'
-    from 1.74% to 1.29% (docs/profiling.md)."""
+    sittings. The factor is the quicker probe over ``reference_ms`` (Store.probe_reference), to the
+    REGIME_EXPONENT: dividing labels by it took the Zen 5 profile's main-vs-repeat disagreement from
+    3.34% to 2.74% over 303 pairs, and its published networks' from 1.74% to 1.29% (docs/profiling.md)."""
     probes = (info or {}).get("probe_ms")
     if not probes or not reference_ms:
         return 1.0
-    return max(1.0, min(probes) / reference_ms) ** exponent
+    return (min(probes) / reference_ms) ** exponent
 
 
 def pack_blocks(blocks: list[list[float]]) -> bytes:
@@ -320,10 +320,12 @@ class Store:
                 for i, c, f, p in self.db.execute("SELECT id, config, fingerprint, platform FROM configs ORDER BY id")]
 
     def probe_reference(self, config_id: int) -> float | None:
-        """The fastest regime-probe level any sweep of the configuration found (None: never gated)."""
-        row = self.db.execute("SELECT MIN(json_extract(info, '$.probe_fast_ms')) FROM measurements "
-                              "WHERE config_id=? AND json_valid(info)", (config_id,)).fetchone()
-        return row[0] if row else None
+        """The configuration's typical fast-regime probe: the median quicker probe of its clean main-pass
+        rows (None: never gated). Labels corrected to it keep the scale of a typical gated measurement."""
+        probes = [min(p) for (info,) in self.db.execute(
+            "SELECT info FROM measurements WHERE config_id=? AND pass='main' AND noisy=0 AND json_valid(info)",
+            (config_id,)) if (p := json.loads(info).get("probe_ms"))]
+        return float(np.median(probes)) if probes else None
 
     def rows(self, config_id: int | None = None, pass_: str = "main", ok_only: bool = True) -> list[dict]:
         """Measured models with their graph tables (one dict per measurement)."""

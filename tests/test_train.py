@@ -251,20 +251,21 @@ def test_gated_labels_are_divided_by_their_regime_factor(tmp_path):
     shutil.copy(SAMPLE_DB, db)
     con = sqlite3.connect(db)
     ids = [i for (i,) in con.execute("SELECT id FROM measurements WHERE latency_ms > 0 AND noisy = 0 "
-                                     "AND pass = 'main' ORDER BY id LIMIT 2")]
-    # the fastest level any row saw is 0.2 ms: a quicker probe of 0.22 ms divides the label by 1.1 ** 0.5
-    con.execute("UPDATE measurements SET info=? WHERE id=?",
-                (json.dumps({"probe_ms": [0.25, 0.22], "probe_fast_ms": 0.21}), ids[0]))
-    con.execute("UPDATE measurements SET info=? WHERE id=?",
-                (json.dumps({"probe_ms": [0.2, 0.3], "probe_fast_ms": 0.2}), ids[1]))
+                                     "AND pass = 'main' ORDER BY id LIMIT 3")]
+    # quicker probes 0.2, 0.22, 0.242 ms: the typical one (median) is 0.22, so those labels are divided by
+    # 0.2 / 0.22, 1 and 1.1, each to the power 0.5; ungated rows keep theirs
+    for i, probes in zip(ids, ([0.25, 0.2], [0.22, 0.3], [0.242, 0.25])):
+        con.execute("UPDATE measurements SET info=? WHERE id=?",
+                    (json.dumps({"probe_ms": probes, "probe_fast_ms": 0.2}), i))
     con.commit()
     con.close()
     raw, raw_cfg = load_samples(db, regime_correct=False)
     corrected, cfg = load_samples(db)
     assert (raw_cfg["labels"], cfg["labels"]) == ("raw", "regime-corrected")
     ratios = sorted(a.latency_ms / b.latency_ms for a, b in zip(raw, corrected) if a.key == b.key)
-    assert len(ratios) == len(raw) and ratios[-1] == pytest.approx(1.1 ** 0.5)
-    assert ratios[:-1] == pytest.approx([1.0] * (len(ratios) - 1))
+    assert len(ratios) == len(raw)
+    assert ratios[0] == pytest.approx((0.2 / 0.22) ** 0.5) and ratios[-1] == pytest.approx(1.1 ** 0.5)
+    assert ratios[1:-1] == pytest.approx([1.0] * (len(ratios) - 2))
     assert load_samples(SAMPLE_DB)[1]["labels"] == "raw"  # ungated rows carry no probes
 
 
