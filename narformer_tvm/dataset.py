@@ -135,8 +135,9 @@ CREATE INDEX IF NOT EXISTS idx_kernels_meas ON kernels(measurement_id);
 
 
 # Labels move with the probe's slowdown to this power: chosen on the Zen 5 profile's first 71 pairs of
-# measurements (0.5 against 0, 0.25, 0.75, 1) and confirmed on 226 later ones; the probe, a network of
-# small operators, is slowed more than most.
+# measurements (0.5 against 0, 0.25, 0.75, 1); on the 232 measured later it gave 2.97% against 2.91%
+# at 0.75 and 3.45% raw (docs/results/regime-correction.md). The probe, a network of small operators,
+# is slowed more than most.
 REGIME_EXPONENT = 0.5
 
 
