@@ -26,10 +26,10 @@ def pairs(db: Path) -> list[tuple[dict, dict, str]]:
     """(main row, repeat row, when the repeat was measured) for every model measured twice."""
     with Store(db, readonly=True) as store:
         main = {(r["key"], r["config_id"]): r for r in store.rows()}
-        when = dict(store.db.execute("SELECT id, measured_at FROM measurements WHERE pass='repeat'"))
-        ids = dict(store.db.execute("SELECT model_id, id FROM measurements WHERE pass='repeat'"))
-        return [(main[(r["key"], r["config_id"])], r, when[ids[r["model_id"]]]) for r in store.rows(pass_="repeat")
-                if (r["key"], r["config_id"]) in main]
+        when = {(m, c): at for m, c, at in store.db.execute(
+            "SELECT model_id, config_id, measured_at FROM measurements WHERE pass='repeat'")}
+        return [(main[(r["key"], r["config_id"])], r, when[(r["model_id"], r["config_id"])])
+                for r in store.rows(pass_="repeat") if (r["key"], r["config_id"]) in main]
 
 
 def row(label: str, chosen: list[tuple[dict, dict, str]]) -> str:

@@ -826,6 +826,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
 
     from .evaluate import cap_per_family, evaluate as run_eval, method_names, write_report
     from .backends import LABEL_STATISTIC
+    from .estimate import labels_corrected
     from .profile import REGIME_CORRECTED, noise_floor
     from .train import load_samples
 
@@ -834,7 +835,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         raise click.UsageError("--op-encoding/--attr-encoding are set per method in evaluate (see ablations)")
     regime_correct = kw["regime_correction"]
     if predictor_spec is not None:
-        from .estimate import labels_corrected, resolve_predictor
+        from .estimate import resolve_predictor
         from .predictor import Predictor
 
         scored = Predictor.load(resolve_predictor(predictor_spec))
@@ -846,7 +847,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         samples = cap_per_family(samples, per_family)
     with Store(db_path, readonly=True) as store:  # the noise floor of the labels the methods are scored on
         noise = noise_floor(store, cfg["id"])
-    nf = noise.get(REGIME_CORRECTED if cfg["labels"] == "regime-corrected" else LABEL_STATISTIC, {}).get("mape")
+    nf = noise.get(REGIME_CORRECTED if labels_corrected(cfg) else LABEL_STATISTIC, {}).get("mape")
     command = "narformer-tvm evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     if predictor_spec is not None:
         from .evaluate import score_predictor

@@ -139,6 +139,7 @@ CREATE INDEX IF NOT EXISTS idx_kernels_meas ON kernels(measurement_id);
 # at 0.75 and 3.45% raw (docs/results/regime-correction.md). The probe, a network of small operators,
 # is slowed more than most.
 REGIME_EXPONENT = 0.5
+CORRECTED_LABELS = "regime-corrected"  # load_samples' and profiles' ``labels`` when labels were divided by it
 
 
 def regime_factor(info: dict | None, reference_ms: float | None, exponent: float = REGIME_EXPONENT) -> float:

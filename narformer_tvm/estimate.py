@@ -158,8 +158,11 @@ PUBLISHED_DB = "published.db"  # published networks measured on the profile's ha
 
 
 def labels_corrected(profile: dict) -> bool:
-    """Whether a predictor learned regime-corrected labels (dataset.regime_factor): its metrics are on those."""
-    return profile.get("labels") == "regime-corrected"
+    """Whether a predictor's profile (or a load_samples configuration) has regime-corrected labels
+    (dataset.regime_factor): a predictor's metrics are on the labels it learned."""
+    from .dataset import CORRECTED_LABELS
+
+    return profile.get("labels") == CORRECTED_LABELS
 
 
 def write_profile(predictor: Predictor, folder: str | Path, name: str | None = None) -> Path:

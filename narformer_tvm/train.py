@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .dataset import Store, collate, size_buckets, write_atomically
+from .dataset import CORRECTED_LABELS, Store, collate, size_buckets, write_atomically
 from .errors import InputError
 from .features import STATIC, EncodedGraph, FeatureConfig, GraphTable, encode_table, static_count
 from .metrics import mape
@@ -61,7 +61,7 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
     factors = [r["regime_factor"] if regime_correct else 1.0 for r in rows]
     samples = [Sample(r["key"], r["name"], r["family"] or "user", GraphTable.from_bytes(r["graph"], r["name"]),
                       r["latency_ms"] / f, r["model_id"], r["split"]) for r, f in zip(rows, factors)]
-    return samples, {**cfg, "labels": "regime-corrected" if any(f != 1.0 for f in factors) else "raw"}
+    return samples, {**cfg, "labels": CORRECTED_LABELS if any(f != 1.0 for f in factors) else "raw"}
 
 
 def split_same_distribution(samples: Sequence[Sample], test_frac: float = 0.1) -> tuple[list[int], list[int]]:
