@@ -462,6 +462,41 @@ def dataset_merge(out, sources):
             click.echo(f"{src}: {added} measurements added")
 
 
+class SeedList(click.ParamType):
+    """A seed count N -> [0, ..., N-1]; or seeds listed and ranged, "1,3" or "3-4" -> those seeds.
+    With ``count=False`` a lone number is that one index (ensemble members: "2" -> [2])."""
+
+    name = "N|SEEDS"
+
+    def __init__(self, count: bool = True):
+        self.count = count
+        if not count:
+            self.name = "INDICES"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        text = str(value).replace(" ", "")
+        try:
+            if self.count and text.isdigit():
+                if int(text) < 1:
+                    raise ValueError
+                return list(range(int(text)))
+            seeds = []
+            for part in text.split(","):
+                lo, dash, hi = part.partition("-")
+                lo, hi = int(lo), int(hi) if dash else int(lo)
+                if lo < 0 or hi < lo:
+                    raise ValueError
+                seeds += [s for s in range(lo, hi + 1) if s not in seeds]
+            return seeds
+        except ValueError:
+            if not self.count:
+                self.fail(f"{value!r} is not a list or range of indices (2, 0,2 or 1-2)", param, ctx)
+            self.fail(f"{value!r} is neither a seed count (5) nor a list or range of seeds (1,3 or 3-4; "
+                      "one seed alone: 2-2)", param, ctx)
+
+
 def _model_options(f):
     opts = [
         click.option("--d-model", type=click.IntRange(min=8), default=None, help="Hidden width (default 512)."),
@@ -612,18 +647,25 @@ def _accuracy_opts(kw):
               help="same: hold out each family's last 10% as a test set and report on it; all: train on everything.")
 @click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
               help="Models with different seeds; their spread is each prediction's uncertainty.")
+@click.option("--members", type=SeedList(count=False), default=None,
+              help="Train only these ensemble members (0-based: 2, 0,2 or 1-2): processes given different members "
+                   "share --out, e.g. one per core; the one that finishes last writes the predictor.")
 @click.option("--finetune", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Start from this predictor (few-shot transfer to a new target/runtime).")
 @click.option("--limit", type=click.IntRange(min=2), default=None, help="Use only this many training samples (few-shot).")
 @click.option("--profile-dir", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Also write a hardware profile (profile.json + predictor.pt) to this folder.")
 @_model_options
-def train(task, benchmark, data_path, train_size, db_path, runtime, target, out, split, ensemble, finetune, limit,
-          profile_dir, **kw):
+def train(task, benchmark, data_path, train_size, db_path, runtime, target, out, split, ensemble, members, finetune,
+          limit, profile_dir, **kw):
     """Train a latency predictor on a profiled dataset (resumable: rerun the same command), or with
     --task accuracy a cell accuracy predictor on NAS-Bench-201/101."""
     import numpy as np
 
+    if members is not None and (task != "latency" or max(members) >= ensemble):
+        raise click.UsageError(f"--members {','.join(map(str, members))}: the latency task's ensemble members are "
+                               f"0 to {ensemble - 1} (--ensemble {ensemble})" if task == "latency" else
+                               "--members applies to the latency task only")
     if task == "accuracy":
         return _train_accuracy(benchmark, data_path, train_size, out, kw)
     if not db_path:
@@ -649,7 +691,11 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
     with _progress() as bar:
         task = bar.add_task("training", total=None, status="")
         pred = train_predictor([samples[i] for i in tr], [samples[i] for i in val], opts, checkpoint=out,
-                               progress=lambda msg: bar.update(task, status=msg), init=init)
+                               progress=lambda msg: bar.update(task, status=msg), init=init, members=members)
+    if pred is None:
+        click.echo(f"ensemble member{'s' if len(members) > 1 else ''} {', '.join(map(str, members))} of {ensemble} "
+                   f"trained; {out} is written by the run that finishes the last member (or rerun without --members)")
+        return
     pred.profile = {"runtime": cfg["config"]["runtime"], "target": cfg["config"]["target"],
                     "threads": cfg["config"].get("threads"), "config": cfg["config"], "fingerprint": cfg["fingerprint"],
                     "dataset": str(db_path), "labels": cfg["labels"]}
@@ -755,33 +801,6 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_s
         raise NarformerError("no candidate could be measured", hint=f"see {out_dir}/measurements.db")
     for kind, path in result.files.items():
         click.echo(f"{kind}: {path}")
-
-
-class SeedList(click.ParamType):
-    """A seed count N -> [0, ..., N-1]; or seeds listed and ranged, "1,3" or "3-4" -> those seeds."""
-
-    name = "N|SEEDS"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, list):
-            return value
-        text = str(value).replace(" ", "")
-        try:
-            if text.isdigit():
-                if int(text) < 1:
-                    raise ValueError
-                return list(range(int(text)))
-            seeds = []
-            for part in text.split(","):
-                lo, dash, hi = part.partition("-")
-                lo, hi = int(lo), int(hi) if dash else int(lo)
-                if lo < 0 or hi < lo:
-                    raise ValueError
-                seeds += [s for s in range(lo, hi + 1) if s not in seeds]
-            return seeds
-        except ValueError:
-            self.fail(f"{value!r} is neither a seed count (5) nor a list or range of seeds (1,3 or 3-4; "
-                      "one seed alone: 2-2)", param, ctx)
 
 
 @cli.command()

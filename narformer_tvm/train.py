@@ -230,11 +230,21 @@ class TrainOptions:
     ensemble: int = 1  # models with different seeds; their spread is the uncertainty
 
 
+def member_state_path(checkpoint: str | Path, k: int) -> Path:
+    """Where ensemble member ``k`` of a training run keeps its resumable state (one file per member, so that
+    processes training different members of one ensemble never write the same file)."""
+    return Path(f"{checkpoint}.member{k}.state")
+
+
 def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainOptions = TrainOptions(),
                     checkpoint: str | Path | None = None, progress: Callable[[str], None] | None = None,
-                    init=None):
+                    init=None, members: Sequence[int] | None = None):
     """Train (or fine-tune ``init``, a Predictor) with early stopping on ``val``; returns the Predictor
-    holding the best epoch of each ensemble member. ``checkpoint`` makes it resumable."""
+    holding the best epoch of each ensemble member. ``checkpoint`` makes it resumable.
+
+    ``members`` (with ``checkpoint``): train only these ensemble members, e.g. one per process on a
+    core each; members another process finished are read from their state files. Returns None while
+    some member is neither trained here nor finished elsewhere."""
     import torch
 
     from .predictor import Predictor, TargetNorm, new_predictor
@@ -256,13 +266,18 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
     g_val = [encode_table(s.table, feats) for s in val]
     y_train = pred.target.encode(np.array([s.latency_ms for s in train]))
     y_val = np.array([s.latency_ms for s in val])
-    state_path = Path(str(checkpoint) + ".state") if checkpoint else None
-    saved = torch.load(state_path, weights_only=False) if state_path and state_path.exists() else {}
+    if members is not None and not checkpoint:
+        raise ValueError("training a subset of ensemble members needs a checkpoint to share them through")
     t0 = time.time()
+    missing = []
     for k, model in enumerate(pred.models):
-        member = saved.get(k, {})
+        state_path = member_state_path(checkpoint, k) if checkpoint else None
+        member = torch.load(state_path, weights_only=False) if state_path and state_path.exists() else {}
         if member.get("done"):
             model.load_state_dict(member["best_weights"])
+            continue
+        if members is not None and k not in members:
+            missing.append(k)
             continue
         if "weights" in member:
             model.load_state_dict(member["weights"])
@@ -271,7 +286,7 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
         fit_state = member.get("fit", {})
         cfg = replace(opts.fit, seed=opts.fit.seed + k, loss=loss_kind)
 
-        def on_epoch(epoch, loss, k=k, best=best, fit_state=fit_state):
+        def on_epoch(epoch, loss, k=k, best=best, fit_state=fit_state, state_path=state_path):
             single = Predictor([model], feats, pred.target)
             val_mape = mape(single.predict_encoded(g_val)[0], y_val) if g_val else loss
             model.train()
@@ -283,9 +298,9 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
                          f"val MAPE {100 * val_mape:.2f}% (best {100 * best['mape']:.2f}% @ {best['epoch'] + 1}) "
                          f"{rate:.0f} samples/s")
             if state_path:
-                saved[k] = {"weights": model.state_dict(), "fit": fit_state, "best_mape": best["mape"],
-                            "best_weights": best["weights"], "best_epoch": best["epoch"]}
-                write_atomically(state_path, lambda tmp: torch.save(saved, tmp))
+                member = {"weights": model.state_dict(), "fit": fit_state, "best_mape": best["mape"],
+                          "best_weights": best["weights"], "best_epoch": best["epoch"]}
+                write_atomically(state_path, lambda tmp: torch.save(member, tmp))
             return epoch - best["epoch"] >= cfg.patience
 
         fit_state.setdefault("start_epoch", fit_state.get("epoch", -1) + 1)
@@ -293,8 +308,10 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
         if best["weights"] is not None:
             model.load_state_dict(best["weights"])
         if state_path:
-            saved[k] = {"done": True, "best_weights": model.state_dict()}
-            write_atomically(state_path, lambda tmp: torch.save(saved, tmp))
+            done = {"done": True, "best_weights": model.state_dict()}
+            write_atomically(state_path, lambda tmp: torch.save(done, tmp))
+    if missing:
+        return None
     for m in pred.models:
         m.eval()
     pred.metadata = {**pred.metadata, "train_samples": len(train), "val_samples": len(val),
@@ -302,8 +319,8 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
                      "val_mape": mape(pred.predict_encoded(g_val)[0], y_val) if g_val else None,
                      "options": {"model": opts.model, "features": opts.features, "fit": asdict(opts.fit),
                                  "ensemble": opts.ensemble}}
-    if state_path and state_path.exists():
-        state_path.unlink()
+    for k in range(len(pred.models) if checkpoint else 0):
+        member_state_path(checkpoint, k).unlink(missing_ok=True)  # a process finishing beside us may unlink first
     return pred
 
 

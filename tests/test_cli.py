@@ -58,6 +58,10 @@ def test_usage_errors_exit_2(capsys):
         assert code == 2 and "neither a seed count" in err and "one seed alone: 2-2" in err, seeds
     code, _, err = run(capsys, "train", "--db", "x.db", "--gffn-norm", "--out", "p.pt")
     assert code == 2 and "--gffn-norm/--no-gffn-norm applies to the accuracy task" in err
+    code, _, err = run(capsys, "train", "--db", "x.db", "--ensemble", "2", "--members", "1-2", "--out", "p.pt")
+    assert code == 2 and "ensemble members are 0 to 1 (--ensemble 2)" in err
+    code, _, err = run(capsys, "train", "--db", "x.db", "--members", "one", "--out", "p.pt")
+    assert code == 2 and "not a list or range of indices" in err
 
 
 def test_inspect_table_and_json(capsys, conv_onnx):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from narformer_tvm.evaluate import LinearBaseline, cap_per_family, evaluate, method_names, write_report
 from narformer_tvm.errors import InputError
@@ -83,7 +84,25 @@ def test_training_reduces_validation_error_on_real_measurements(real_samples, tm
     after = mape(predict_samples(trained, val)[0], [s.latency_ms for s in val])
     assert after < 0.8 * before, (before, after)  # tiny model, 12 families, ~90 samples
     assert trained.metadata["val_mape"] == pytest.approx(after)
-    assert not (tmp_path / "p.pt.state").exists()  # resumable state is removed once done
+    assert not list(tmp_path.glob("p.pt*.state"))  # resumable state is removed once done
+
+
+def test_ensemble_members_trained_apart_equal_one_run(real_samples, tmp_path):
+    """Members trained by separate calls (one process per core) sharing a checkpoint make the same
+    ensemble as one call training them all; the call that finds a member missing returns None."""
+    train, val = real_samples[:60], real_samples[60:80]
+    opts = TrainOptions(model={"d_model": 16, "n_groups": 4}, fit=FitConfig(epochs=3, batch_size=16, lr=2e-3),
+                        ensemble=2)
+    whole = train_predictor(train, val, opts, checkpoint=tmp_path / "whole.pt")
+    assert train_predictor(train, val, opts, checkpoint=tmp_path / "apart.pt", members=[1]) is None
+    assert (tmp_path / "apart.pt.member1.state").exists() and not (tmp_path / "apart.pt.member0.state").exists()
+    apart = train_predictor(train, val, opts, checkpoint=tmp_path / "apart.pt", members=[0])
+    assert not list(tmp_path.glob("*.state"))
+    for a, b in zip(whole.models, apart.models):
+        assert all(torch.equal(a.state_dict()[n], t) for n, t in b.state_dict().items())
+    assert not torch.equal(*(m.state_dict()["embed.0.weight"] for m in whole.models))  # two different seeds
+    with pytest.raises(ValueError, match="checkpoint"):
+        train_predictor(train, val, opts, members=[0])
 
 
 @pytest.mark.parametrize("readout,rtol", [("flops_mac", 1e-3), ("roofline", 0.03)])
@@ -168,6 +187,15 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
     assert len(p.models) == 2 and p.profile["runtime"] == "onnxruntime" and p.metadata["test"]["n"] > 0
     prof = json.loads((tmp_path / "prof" / "profile.json").read_text())
     assert prof["name"] == "prof" and prof["metrics"]["mape"] >= 0
+    # the same ensemble, one member per call: the call finishing the last member writes the predictor
+    for member, written in (("1", False), ("0", True)):
+        with pytest.raises(SystemExit) as exc:
+            main(["train", *args, "--out", str(tmp_path / "q.pt"), "--ensemble", "2", "--members", member])
+        captured = capsys.readouterr()
+        assert exc.value.code == 0 and (tmp_path / "q.pt").exists() == written, captured
+        assert written or f"ensemble member {member} of 2 trained" in captured.out
+    few = load_samples(SAMPLE_DB)[0][:5]
+    np.testing.assert_array_equal(predict_samples(Predictor.load(tmp_path / "q.pt"), few), predict_samples(p, few))
     # a profile folder is found by name
     with pytest.raises(SystemExit) as exc:
         import os
