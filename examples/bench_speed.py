@@ -4,7 +4,7 @@
 
 - CLI: `narformer-tvm estimate densenet121.onnx` (DenseNet-121 from our torch code, weights included,
   ~430 operators), process start to exit, 1 warm-up + 7 timed calls: median and range.
-- Batch: the shipped predictor on graphs of the committed dataset, as stored (GraphTable), timed
+- Batch: the shipped predictor `estimate` picks on this machine on graphs of its profile's dataset, as stored (GraphTable), timed
   with token encoding included and excluded, and on ONNX files (graph extraction included).
 Run on an otherwise idle machine; the numbers are this machine's.
 """
@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILE = ROOT / "profiles" / "cpu-onnxruntime"
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -43,6 +42,7 @@ def main() -> None:
     import torch
 
     from narformer_tvm import families
+    from narformer_tvm.estimate import default_profile, list_profiles, resolve_predictor
     from narformer_tvm.features import encode_table
     from narformer_tvm.graph import build_graph
     from narformer_tvm.predictor import Predictor
@@ -56,8 +56,10 @@ def main() -> None:
     exe = shutil.which("narformer-tvm")
     cli = timed(lambda: subprocess.run([exe, "estimate", str(model)], check=True, capture_output=True), 7)
 
-    pred = Predictor.load(PROFILE / json.loads((PROFILE / "profile.json").read_text())["predictor"])
-    samples = load_samples(PROFILE / "dataset.db")[0][:args.graphs]
+    name = default_profile()  # the profile `estimate` uses on this machine, as the CLI timing above
+    folder = list_profiles()[name]
+    pred = Predictor.load(resolve_predictor(name))
+    samples = load_samples(folder / "dataset.db")[0][:args.graphs]
     tables = [s.table for s in samples]
     encoded = [encode_table(t, pred.features) for t in tables]
     predict_only = timed(lambda: pred.predict_encoded(encoded), 3)
@@ -79,11 +81,13 @@ def main() -> None:
                                "with_token_encoding": n / statistics.median(with_encoding)},
         "onnx_to_prediction_s_per_model": statistics.median(from_onnx) / len(onnx_files),
         "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()},
+        "profile": {"name": name, "ensemble_members": len(pred.models)},
     }
     b = rows["batch_graphs_per_s"]
     lines = ["# Prediction speed of the shipped predictor", "",
              f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on this project's 2-core machine "
-             f"(torch threads {rows['machine']['torch_threads']}), nothing else running.", "",
+             f"(torch threads {rows['machine']['torch_threads']}), nothing else running; the predictor `estimate` "
+             f"uses here: profile `{name}`, {len(pred.models)} model{'s' if len(pred.models) > 1 else ''}.", "",
              "| what | result | target (issue #4) |", "| --- | --- | --- |",
              f"| `narformer-tvm estimate` on {rows['cli_estimate_s']['model']}, process start to exit | "
              f"median {rows['cli_estimate_s']['median']:.2f} s (range {min(cli):.2f}-{max(cli):.2f}, {len(cli)} calls) "

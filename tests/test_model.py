@@ -184,3 +184,22 @@ def test_short_training_run_overfits_a_small_set():
     model = NARFormer(ModelConfig(n_features=CFG.n_features, d_model=64, n_groups=4, dropout=0.0))
     history = fit(model, graphs, targets, FitConfig(epochs=400, lr=1e-2, batch_size=4, seed=0))
     assert history[-1] < history[0] / 10, history[::15]
+
+
+@pytest.mark.parametrize("gffn_norm", [False, True])
+def test_gffn_group_major_path_equals_chained_group_linears(gffn_norm):
+    """The GFFN chains its group linear layers in group-major layout (no copy of the wide hidden
+    activations); it computes what fc2(drop(act(fc1(h)))) does, dropout masks included."""
+    from narformer_tvm.model import FeedForward
+
+    ffn = FeedForward(ModelConfig(n_features=4, d_model=32, n_groups=4, dropout=0.5, gffn_norm=gffn_norm))
+    h = torch.randn(3, 7, 32)
+    for train in (False, True):
+        ffn.train(train)
+        outs = []
+        for path in ("group-major", "chained"):
+            torch.manual_seed(0)
+            ffn.drop.rng = None  # the mask generator is seeded from torch on first use
+            outs.append(ffn(h) if path == "group-major" else ffn.fc2(ffn.drop(ffn.act(ffn.fc1(h)))))
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+        assert train == bool((outs[0] != ffn.eval()(h)).any())  # dropout on in training only
