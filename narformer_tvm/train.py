@@ -310,6 +310,12 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
         if state_path:
             done = {"done": True, "best_weights": model.state_dict()}
             write_atomically(state_path, lambda tmp: torch.save(done, tmp))
+    for k in list(missing):  # finished by another process while this one trained
+        member = torch.load(member_state_path(checkpoint, k), weights_only=False) \
+            if member_state_path(checkpoint, k).exists() else {}
+        if member.get("done"):
+            pred.models[k].load_state_dict(member["best_weights"])
+            missing.remove(k)
     if missing:
         return None
     for m in pred.models:

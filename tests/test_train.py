@@ -98,8 +98,16 @@ def test_ensemble_members_trained_apart_equal_one_run(real_samples, tmp_path):
     assert (tmp_path / "apart.pt.member1.state").exists() and not (tmp_path / "apart.pt.member0.state").exists()
     apart = train_predictor(train, val, opts, checkpoint=tmp_path / "apart.pt", members=[0])
     assert not list(tmp_path.glob("*.state"))
-    for a, b in zip(whole.models, apart.models):
+
+    def other_process(msg, done=[]):  # member 0 finishes while member 1 is training
+        if not done:
+            done.append(train_predictor(train, val, opts, checkpoint=tmp_path / "overlap.pt", members=[0]))
+    overlap = train_predictor(train, val, opts, checkpoint=tmp_path / "overlap.pt", progress=other_process,
+                              members=[1])
+    assert overlap is not None and not list(tmp_path.glob("*.state"))
+    for a, b, c in zip(whole.models, apart.models, overlap.models):
         assert all(torch.equal(a.state_dict()[n], t) for n, t in b.state_dict().items())
+        assert all(torch.equal(a.state_dict()[n], t) for n, t in c.state_dict().items())
     assert not torch.equal(*(m.state_dict()["embed.0.weight"] for m in whole.models))  # two different seeds
     with pytest.raises(ValueError, match="checkpoint"):
         train_predictor(train, val, opts, members=[0])
