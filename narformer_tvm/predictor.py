@@ -50,7 +50,7 @@ class Predictor:
         return [encode(g, self.features) for g in graphs]
 
     @torch.no_grad()
-    def predict_encoded(self, graphs: Sequence[EncodedGraph], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    def predict_encoded(self, graphs: Sequence[EncodedGraph], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
         """Predicted latency in ms per graph: (ensemble mean, ensemble std)."""
         outs = np.zeros((len(self.models), len(graphs)))
         for m in self.models:
