@@ -8,6 +8,8 @@ every model of 11 families and scored on the 12th, for each family in turn:
 
 - ``flops_mac``: total GFLOPs, GB of memory traffic, 1 (the baseline of `evaluate`);
 - ``+nodes``: the same plus the operator count (a fixed cost per operator);
+- ``+params``: the same plus the weight count (weights streamed at batch 1 cost more than activations
+  that stay in cache);
 - ``by_kind``: GFLOPs and GB of dense convolutions, of grouped/depthwise convolutions and of all
   other operators separately, the operator count, 1.
 
@@ -21,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-KINDS = ("flops_mac", "+nodes", "by_kind")
+KINDS = ("flops_mac", "+nodes", "+params", "by_kind")
 
 
 def features(table, kind: str) -> list[float]:
-    from narformer_tvm.features import SCALARS, node_costs
+    from narformer_tvm.features import SCALARS, STATIC, node_costs, static_count
 
     cost = node_costs(table).astype(np.float64)  # (N, 2) GFLOPs, GB
     flops, memory = cost.sum(0)
@@ -33,6 +35,8 @@ def features(table, kind: str) -> list[float]:
         return [flops, memory, 1.0]
     if kind == "+nodes":
         return [flops, memory, len(table.ops), 1.0]
+    if kind == "+params":
+        return [flops, memory, static_count(float(table.static[STATIC.index("log_params")])) / 1e9, 1.0]
     conv = np.array(table.ops) == "Conv"
     grouped = conv & (table.scalars[:, SCALARS.index("group")] > 1)
     dense, other = conv & ~grouped, ~conv
