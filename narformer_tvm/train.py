@@ -236,6 +236,13 @@ def member_state_path(checkpoint: str | Path, k: int) -> Path:
     return Path(f"{checkpoint}.member{k}.state")
 
 
+def _member_state(checkpoint: str | Path | None, k: int) -> dict:
+    import torch
+
+    path = member_state_path(checkpoint, k) if checkpoint else None
+    return torch.load(path, weights_only=False) if path and path.exists() else {}
+
+
 def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainOptions = TrainOptions(),
                     checkpoint: str | Path | None = None, progress: Callable[[str], None] | None = None,
                     init=None, members: Sequence[int] | None = None):
@@ -272,7 +279,7 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
     missing = []
     for k, model in enumerate(pred.models):
         state_path = member_state_path(checkpoint, k) if checkpoint else None
-        member = torch.load(state_path, weights_only=False) if state_path and state_path.exists() else {}
+        member = _member_state(checkpoint, k)
         if member.get("done"):
             model.load_state_dict(member["best_weights"])
             continue
@@ -311,8 +318,7 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
             done = {"done": True, "best_weights": model.state_dict()}
             write_atomically(state_path, lambda tmp: torch.save(done, tmp))
     for k in list(missing):  # finished by another process while this one trained
-        member = torch.load(member_state_path(checkpoint, k), weights_only=False) \
-            if member_state_path(checkpoint, k).exists() else {}
+        member = _member_state(checkpoint, k)
         if member.get("done"):
             pred.models[k].load_state_dict(member["best_weights"])
             missing.remove(k)
