@@ -27,20 +27,16 @@ KINDS = ("flops_mac", "+nodes", "+params", "by_kind")
 
 
 def features(table, kind: str) -> list[float]:
-    from narformer_tvm.features import SCALARS, STATIC, node_costs, static_count
+    from narformer_tvm.features import STATIC, kind_counts, node_costs, static_count
 
-    cost = node_costs(table).astype(np.float64)  # (N, 2) GFLOPs, GB
-    flops, memory = cost.sum(0)
+    if kind == "by_kind":
+        return list(kind_counts(table))
+    flops, memory = node_costs(table).astype(np.float64).sum(0)  # GFLOPs, GB
     if kind == "flops_mac":
         return [flops, memory, 1.0]
     if kind == "+nodes":
         return [flops, memory, len(table.ops), 1.0]
-    if kind == "+params":
-        return [flops, memory, static_count(float(table.static[STATIC.index("log_params")])) / 1e9, 1.0]
-    conv = np.array(table.ops) == "Conv"
-    grouped = conv & (table.scalars[:, SCALARS.index("group")] > 1)
-    dense, other = conv & ~grouped, ~conv
-    return [*cost[dense].sum(0), *cost[grouped].sum(0), *cost[other].sum(0), len(table.ops), 1.0]
+    return [flops, memory, static_count(float(table.static[STATIC.index("log_params")])) / 1e9, 1.0]
 
 
 def main() -> None:

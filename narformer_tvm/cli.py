@@ -503,9 +503,10 @@ def _model_options(f):
         click.option("--layers", type=click.IntRange(min=1), default=None, help="Blocks (default 2)."),
         click.option("--groups", type=click.IntRange(min=1), default=None, help="GFFN groups (default 8)."),
         click.option("--backbone", type=click.Choice(["transformer", "gnn"]), default=None),
-        click.option("--readout", type=click.Choice(["sum", "node_cost", "flops_mac", "roofline"]), default=None,
+        click.option("--readout", type=click.Choice(["sum", "node_cost", "flops_mac", "roofline", "by_kind"]), default=None,
                      help="sum: the paper's sum of node embeddings -> head; node_cost: sum of per-operator costs; "
-                          "flops_mac: corrects a FLOPs + memory-access line; roofline: that line per operator."),
+                          "flops_mac: corrects a FLOPs + memory-access line; roofline: that line per operator; "
+                          "by_kind: corrects a line with FLOPs and bytes rates per operator kind."),
         click.option("--no-graph-attention", is_flag=True, help="Ablation: plain self-attention."),
         click.option("--no-gffn", is_flag=True, help="Ablation: plain feed-forward network."),
         click.option("--no-type-enhance", is_flag=True, help="Ablation: no degree gate."),

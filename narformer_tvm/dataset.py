@@ -26,10 +26,11 @@ class Batch:  # fields are torch tensors
     mask: "torch.Tensor"  # (B, N) True on real nodes
     static: "torch.Tensor"  # (B, S) graph-level features
     cost: "torch.Tensor"  # (B, N, 2) per-operator GFLOPs and GB, zero on padding (and for cells)
+    kind: "torch.Tensor"  # (B, N) operator kind (features.KINDS index)
     y: "torch.Tensor | None" = None  # (B,) targets, when known
 
     def inputs(self) -> tuple["torch.Tensor", ...]:
-        return self.x, self.adj, self.degree, self.mask, self.static, self.cost
+        return self.x, self.adj, self.degree, self.mask, self.static, self.cost, self.kind
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -44,10 +45,13 @@ def collate(graphs: Sequence[EncodedGraph], targets: Sequence[float] | None = No
     degree = np.zeros((b, n, 2), dtype=np.float32)
     mask = np.zeros((b, n), dtype=bool)
     cost = np.zeros((b, n, 2), dtype=np.float32)
+    kind = np.zeros((b, n), dtype=np.int64)
     for i, g in enumerate(graphs):
         x[i, :g.n] = g.x
         if g.cost is not None:
             cost[i, :g.n] = g.cost
+        if g.kind is not None:
+            kind[i, :g.n] = g.kind
         mask[i, :g.n] = True
         idx = np.arange(g.n)
         adj[i, idx, idx] = 1.0
@@ -62,7 +66,7 @@ def collate(graphs: Sequence[EncodedGraph], targets: Sequence[float] | None = No
     static = np.stack([g.static for g in graphs]).astype(np.float32)
     y = torch.tensor(np.asarray(targets, dtype=np.float32)) if targets is not None else None
     return Batch(torch.from_numpy(x), torch.from_numpy(adj), torch.from_numpy(degree),
-                 torch.from_numpy(mask), torch.from_numpy(static), torch.from_numpy(cost), y)
+                 torch.from_numpy(mask), torch.from_numpy(static), torch.from_numpy(cost), torch.from_numpy(kind), y)
 
 
 def size_buckets(sizes: Sequence[int], batch_size: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:

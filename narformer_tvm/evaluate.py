@@ -41,6 +41,7 @@ METHODS: dict[str, TrainOptions | LinearBaseline | None] = {
     "narformer_flops_mac": TrainOptions(model={"readout": "flops_mac"}),
     # the same line per operator: the model corrects each operator's time per GFLOP and per GB
     "narformer_roofline": TrainOptions(model={"readout": "roofline"}),
+    "narformer_by_kind": TrainOptions(model={"readout": "by_kind"}),
     **ABLATIONS,
 }
 

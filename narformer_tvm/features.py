@@ -94,6 +94,7 @@ class EncodedGraph:
     static: np.ndarray  # (S,) float32 graph-level features
     name: str = ""
     cost: np.ndarray | None = None  # (N, 2) float32 per-operator (GFLOPs, GB of memory traffic)
+    kind: np.ndarray | None = None  # (N,) int64 operator kind: KINDS index
     meta: dict = field(default_factory=dict)
 
     @property
@@ -218,10 +219,13 @@ def encode_table(t: GraphTable, cfg: FeatureConfig = FeatureConfig()) -> Encoded
     else:
         attr_feat = np.log2(1.0 + np.abs(scalars)) / 8.0
     x = np.concatenate([op_feat, attr_feat], axis=1).astype(np.float32)
-    return EncodedGraph(x=x, edges=t.edges, static=t.static, name=t.name, cost=node_costs(t))
+    return EncodedGraph(x=x, edges=t.edges, static=t.static, name=t.name, cost=node_costs(t), kind=node_kinds(t))
 
 
 NODE_COSTS = [SCALARS.index("log_flops"), SCALARS.index("log_memory")]
+# Operator kinds whose FLOPs and bytes run at their own rates: dense convolutions are compute-bound,
+# grouped/depthwise ones memory-bound, the rest mostly elementwise and GEMMs.
+KINDS = ("dense_conv", "grouped_conv", "other")
 
 
 def node_costs(t: GraphTable) -> np.ndarray:
@@ -229,6 +233,21 @@ def node_costs(t: GraphTable) -> np.ndarray:
     octave: ~4% per operator, errors that average out over a graph)."""
     v = t.scalars[:, NODE_COSTS].astype(np.float64)
     return ((2.0 ** (v / LOG_SCALE) - 1.0) / 1e9).astype(np.float32)
+
+
+def node_kinds(t: GraphTable) -> np.ndarray:
+    """(N,) index into KINDS of each operator."""
+    conv = np.array(t.ops, dtype=object) == "Conv"
+    grouped = conv & (t.scalars[:, SCALARS.index("group")] > 1)
+    return np.where(grouped, 1, np.where(conv, 0, 2)).astype(np.int64)
+
+
+def kind_counts(t: GraphTable) -> np.ndarray:
+    """(2 * len(KINDS) + 2,) float64: GFLOPs and GB of each operator kind, the operator count, 1 (the
+    features of the by-kind latency line)."""
+    cost, kinds = node_costs(t).astype(np.float64), node_kinds(t)
+    per_kind = [cost[kinds == k].sum(0) for k in range(len(KINDS))]
+    return np.array([*np.concatenate(per_kind), float(len(t.ops)), 1.0])
 
 
 def encode(graph: OpGraph, cfg: FeatureConfig = FeatureConfig()) -> EncodedGraph:

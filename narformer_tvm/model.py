@@ -14,7 +14,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .features import STATIC, static_count
+from .features import KINDS, STATIC, static_count
 
 
 READOUT_SCALE = 100.0  # sums over ~100 nodes stay O(1) for the head
@@ -50,6 +50,8 @@ class ModelConfig:
     readout: str = "sum"  # "sum": the paper's sum of node embeddings -> head | "node_cost": sum of per-node costs
     #   | "flops_mac": the head corrects a linear FLOPs + memory-access model fitted to the training set
     #   | "roofline": that linear model applied per operator, each operator's two rates corrected by its embedding
+    #   | "by_kind": the head corrects a linear model with FLOPs and bytes rates per operator kind
+    #     (features.KINDS) and a cost per operator, fitted to the training set
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -279,13 +281,16 @@ class NARFormer(nn.Module):
                 self.node_rates = nn.Linear(d, 2)  # log corrections of the operator's per-GFLOP and per-GB times
                 nn.init.zeros_(self.node_rates.weight)
                 nn.init.zeros_(self.node_rates.bias)
+        elif cfg.readout == "by_kind":
+            # latency ~ w . features.kind_counts(graph) in the target units; train_predictor fits w
+            self.register_buffer("prior_w", torch.tensor([0.0] * (2 * len(KINDS) + 1) + [1.0]))
         elif cfg.readout != "sum":
-            raise ValueError(f"readout must be sum, node_cost, flops_mac or roofline, not {cfg.readout!r}")
+            raise ValueError(f"readout must be sum, node_cost, flops_mac, roofline or by_kind, not {cfg.readout!r}")
 
-    def forward(self, x, adj, degree, mask, static, cost=None):
+    def forward(self, x, adj, degree, mask, static, cost=None, kind=None):
         """x (B, N, F), adj (B, N, N) symmetric with self-loops, degree (B, N, 2), mask (B, N) bool,
-        static (B, S), cost (B, N, 2) per-node GFLOPs and GB (roofline readout) -> positive
-        prediction (B,) in the target's normalised units."""
+        static (B, S), cost (B, N, 2) per-node GFLOPs and GB and kind (B, N) per-node operator kind
+        (roofline, by_kind readouts) -> positive prediction (B,) in the target's normalised units."""
         m = mask.unsqueeze(-1).to(x.dtype)  # (B, N, 1)
         h = self.embed(x) * m  # (B, N, d)
         readouts = []
@@ -329,4 +334,12 @@ class NARFormer(nn.Module):
                 per_node = (cost * w * rates).sum(-1) * mask  # (B, N)
                 prior = per_node.sum(1) + self.prior_w[2]  # (B,); untrained: the graph-level line
             out = out * prior.clamp_min(1e-4)
+        elif self.cfg.readout == "by_kind":  # a multiplicative correction of the by-kind line
+            if cost is None or kind is None:
+                raise ValueError("the by_kind readout needs per-operator costs and kinds (Batch.cost, Batch.kind)")
+            onehot = F.one_hot(kind, len(KINDS)).double() * mask.unsqueeze(-1)  # (B, N, K)
+            per_kind = torch.einsum("bnk,bnc->bkc", onehot, cost.double()).flatten(1)  # (B, 2K) GFLOPs, GB
+            n_ops = mask.sum(1, keepdim=True).double()  # (B, 1)
+            counts = torch.cat([per_kind, n_ops, torch.ones_like(n_ops)], dim=-1)  # (B, 2K + 2)
+            out = out * (counts @ self.prior_w.double()).clamp_min(1e-4).to(out.dtype)
         return out

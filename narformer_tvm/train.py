@@ -14,7 +14,7 @@ import numpy as np
 
 from .dataset import CORRECTED_LABELS, Store, collate, size_buckets, write_atomically
 from .errors import InputError
-from .features import STATIC, EncodedGraph, FeatureConfig, GraphTable, encode_table, static_count
+from .features import STATIC, EncodedGraph, FeatureConfig, GraphTable, encode_table, kind_counts, static_count
 from .metrics import mape
 
 
@@ -268,6 +268,10 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
             prior = LinearBaseline(("flops", "memory")).fit(train)
             for m in pred.models:  # the fit in GFLOPs / GB and the target units
                 m.prior_w.copy_(torch.tensor(prior.w * np.array([1e9, 1e9, 1.0]) / median))
+        elif opts.model.get("readout") == "by_kind":
+            w = relative_lstsq(np.array([kind_counts(s.table) for s in train]), np.array([s.latency_ms for s in train]))
+            for m in pred.models:
+                m.prior_w.copy_(torch.tensor(w / median))
     loss_kind = opts.fit.loss
     g_train = [encode_table(s.table, feats) for s in train]
     g_val = [encode_table(s.table, feats) for s in val]

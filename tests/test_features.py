@@ -70,3 +70,20 @@ def test_graph_table_round_trips_through_bytes(exported):
     np.testing.assert_array_equal(back.static, t.static)
     np.testing.assert_array_equal(encode_table(back).x, encode(g).x)
     assert len(t.to_bytes()) < 40 * len(g.nodes)  # compact: a 20k-model dataset stays small
+
+
+def test_node_kinds_and_kind_counts():
+    from narformer_tvm.features import KINDS, SCALARS, GraphTable, kind_counts, node_costs, node_kinds
+
+    scalars = np.zeros((4, len(SCALARS)), dtype=np.int64)
+    scalars[:, SCALARS.index("group")] = [1, 32, 1, 0]
+    scalars[:, SCALARS.index("log_flops")] = [480, 320, 160, 0]  # 2^(v/16) - 1 FLOPs
+    scalars[:, SCALARS.index("log_memory")] = [320, 320, 320, 320]
+    t = GraphTable(["Conv", "Conv", "Gemm", "Relu"], scalars, np.zeros((0, 2), dtype=np.int64),
+                   np.zeros(6, dtype=np.float32))
+    assert node_kinds(t).tolist() == [KINDS.index("dense_conv"), KINDS.index("grouped_conv"),
+                                      KINDS.index("other"), KINDS.index("other")]
+    cost = node_costs(t).astype(np.float64)
+    expected = [*cost[0], *cost[1], *(cost[2] + cost[3]), 4.0, 1.0]
+    np.testing.assert_allclose(kind_counts(t), expected)
+    assert kind_counts(t)[0] == pytest.approx((2.0 ** 30 - 1) / 1e9, rel=1e-6)

@@ -8,11 +8,11 @@ import torch
 
 from narformer_tvm.evaluate import LinearBaseline, cap_per_family, evaluate, method_names, write_report
 from narformer_tvm.errors import InputError
-from narformer_tvm.features import GraphTable
+from narformer_tvm.features import GraphTable, kind_counts
 from narformer_tvm.metrics import mape
 from narformer_tvm.train import (FitConfig, Sample, TrainOptions, carve_validation, load_samples, optimizer,
-                                 predict_samples, split_leave_one_family_out, split_random, split_same_distribution,
-                                 train_predictor)
+                                 predict_samples, relative_lstsq, split_leave_one_family_out, split_random,
+                                 split_same_distribution, train_predictor)
 
 SAMPLE_DB = Path(__file__).parent / "data" / "cpu-sample.db"
 
@@ -113,14 +113,19 @@ def test_ensemble_members_trained_apart_equal_one_run(real_samples, tmp_path):
         train_predictor(train, val, opts, members=[0])
 
 
-@pytest.mark.parametrize("readout,rtol", [("flops_mac", 1e-3), ("roofline", 0.03)])
+@pytest.mark.parametrize("readout,rtol", [("flops_mac", 1e-3), ("roofline", 0.03), ("by_kind", 1e-4)])
 def test_anchored_readouts_start_at_the_fitted_linear_model(real_samples, readout, rtol):
     """Untrained, the corrections are exp(0) = 1: predictions are the FLOPs+MAC baseline's (roofline:
-    the same line summed per operator, from per-operator counts stored to ~4%)."""
+    the same line summed per operator, from per-operator counts stored to ~4%; by_kind: the line with
+    rates per operator kind)."""
     train, val = real_samples[:60], real_samples[60:]
     opts = TrainOptions(model={"d_model": 32, "n_groups": 4, "readout": readout}, fit=FitConfig(epochs=1, lr=1e-9))
     untrained = train_predictor(train, val, opts)
     linear = LinearBaseline(("flops", "memory")).fit(train).predict(val)
+    if readout == "by_kind":
+        w = relative_lstsq(np.array([kind_counts(s.table) for s in train]), np.array([s.latency_ms for s in train]))
+        linear = np.array([kind_counts(s.table) for s in val]) @ w
+        assert not np.allclose(linear, LinearBaseline(("flops", "memory")).fit(train).predict(val), rtol=1e-2)
     assert np.allclose(predict_samples(untrained, val)[0], linear, rtol=rtol)
     opts = replace(opts, fit=FitConfig(epochs=30, batch_size=16, lr=2e-3, loss="log", patience=30))
     trained = train_predictor(train, val, opts)
