@@ -663,10 +663,11 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
     --task accuracy a cell accuracy predictor on NAS-Bench-201/101."""
     import numpy as np
 
-    if members is not None and (task != "latency" or max(members) >= ensemble):
-        raise click.UsageError(f"--members {','.join(map(str, members))}: the latency task's ensemble members are "
-                               f"0 to {ensemble - 1} (--ensemble {ensemble})" if task == "latency" else
-                               "--members applies to the latency task only")
+    if members is not None and task != "latency":
+        raise click.UsageError("--members applies to the latency task only")
+    if members is not None and max(members) >= ensemble:
+        raise click.UsageError(f"--members {','.join(map(str, members))}: the latency task's ensemble members are 0 to "
+                               f"{ensemble - 1} (--ensemble {ensemble})")
     if task == "accuracy":
         return _train_accuracy(benchmark, data_path, train_size, out, kw)
     if not db_path:

@@ -137,17 +137,24 @@ class GroupLinear(nn.Module):
         nn.init.kaiming_uniform_(self.weight.view(groups * (d_in // groups), -1), a=math.sqrt(5))
         self.norm = nn.LayerNorm(d_out // groups) if norm else None
 
-    def grouped(self, xg):
-        """(g, T, d_in/g) -> (g, T, d_out/g): the group-major layout, in which a GFFN's two layers chain
+    def split(self, x):
+        """(..., d_in) -> (g, T, d_in/g): the group-major layout, in which a GFFN's two layers chain
         without copying their 4x-wide hidden activations back to token-major order."""
+        return x.reshape(-1, self.groups, x.shape[-1] // self.groups).transpose(0, 1)
+
+    @staticmethod
+    def merge(y, lead):
+        """(g, T, d/g) -> (*lead, d): back to token-major order."""
+        return y.transpose(0, 1).reshape(*lead, -1)
+
+    def grouped(self, xg):
+        """(g, T, d_in/g) -> (g, T, d_out/g)."""
         y = torch.bmm(xg, self.weight)  # (g, T, d_out/g)
         y = y + self.bias.view(self.groups, 1, -1)
         return self.norm(y) if self.norm is not None else y
 
     def forward(self, x):
-        *lead, d = x.shape
-        xg = x.reshape(-1, self.groups, d // self.groups).transpose(0, 1)  # (g, BN, d_in/g)
-        return self.grouped(xg).transpose(0, 1).reshape(*lead, -1)  # (B, N, d_out)
+        return self.merge(self.grouped(self.split(x)), x.shape[:-1])  # (B, N, d_out)
 
 
 class FeedForward(nn.Module):
@@ -167,12 +174,9 @@ class FeedForward(nn.Module):
     def forward(self, h):
         if not isinstance(self.fc1, GroupLinear):
             return self.fc2(self.drop(self.act(self.fc1(h))))  # (B, N, d)
-        *lead, d = h.shape
-        g = self.fc1.groups
-        x = h.reshape(-1, g, d // g).transpose(0, 1)  # (g, BN, d/g)
-        y = self.act(self.fc1.grouped(x))  # (g, BN, 4d/g)
+        y = self.act(self.fc1.grouped(self.fc1.split(h)))  # (g, BN, 4d/g)
         y = self.drop(y.transpose(0, 1)).transpose(0, 1)  # the mask drawn in token-major order, as before
-        return self.fc2.grouped(y).transpose(0, 1).reshape(*lead, d)  # (B, N, d)
+        return self.fc2.merge(self.fc2.grouped(y), h.shape[:-1])  # (B, N, d)
 
 
 # ----- type-aware enhancement ---------------------------------------------------------------------

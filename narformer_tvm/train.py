@@ -236,10 +236,9 @@ def member_state_path(checkpoint: str | Path, k: int) -> Path:
     return Path(f"{checkpoint}.member{k}.state")
 
 
-def _member_state(checkpoint: str | Path | None, k: int) -> dict:
+def _member_state(path: Path | None) -> dict:
     import torch
 
-    path = member_state_path(checkpoint, k) if checkpoint else None
     return torch.load(path, weights_only=False) if path and path.exists() else {}
 
 
@@ -283,7 +282,7 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
     missing = []
     for k, model in enumerate(pred.models):
         state_path = member_state_path(checkpoint, k) if checkpoint else None
-        member = _member_state(checkpoint, k)
+        member = _member_state(state_path)
         if member.get("done"):
             model.load_state_dict(member["best_weights"])
             continue
@@ -322,7 +321,7 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
             done = {"done": True, "best_weights": model.state_dict()}
             write_atomically(state_path, lambda tmp: torch.save(done, tmp))
     for k in list(missing):  # finished by another process while this one trained
-        member = _member_state(checkpoint, k)
+        member = _member_state(member_state_path(checkpoint, k))
         if member.get("done"):
             pred.models[k].load_state_dict(member["best_weights"])
             missing.remove(k)
@@ -335,8 +334,9 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
                      "val_mape": mape(pred.predict_encoded(g_val)[0], y_val) if g_val else None,
                      "options": {"model": opts.model, "features": opts.features, "fit": asdict(opts.fit),
                                  "ensemble": opts.ensemble}}
-    for k in range(len(pred.models) if checkpoint else 0):
-        member_state_path(checkpoint, k).unlink(missing_ok=True)  # a process finishing beside us may unlink first
+    if checkpoint:
+        for k in range(len(pred.models)):  # a process finishing beside this one may have unlinked them first
+            member_state_path(checkpoint, k).unlink(missing_ok=True)
     return pred
 
 
