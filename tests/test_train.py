@@ -232,6 +232,15 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
     assert len(scored["names"]) > 3 and all(f"| {n} |" in report for n in scored["names"])
     np.testing.assert_allclose(scored["pred"], predict_samples(Predictor.load(out), load_samples(SAMPLE_DB)[0])[0],
                                rtol=1e-5)
+    # --held-out: only the split `train` held out, the one profile.json's metrics are on
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--db", str(SAMPLE_DB), "--predictor", str(out), "--held-out", "--out", str(tmp_path / "ho")])
+    assert exc.value.code == 0
+    held = json.loads((tmp_path / "ho" / "results.json").read_text())[0]
+    samples = load_samples(SAMPLE_DB)[0]
+    assert held["names"] == [samples[i].name for i in split_same_distribution(samples)[1]]
+    assert len(held["names"]) == p.metadata["test"]["n"] < len(scored["names"])
+    assert "held-out models" in (tmp_path / "ho" / "report.md").read_text()
     # scored on the labels the predictor learned (raw here) unless told; the report names them
     published = Path(__file__).resolve().parents[1] / "profiles" / "cpu-onnxruntime-zen5" / "published.db"
     assert prof["labels"] == "raw"
@@ -245,7 +254,8 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
         np.testing.assert_allclose(true, [s.latency_ms for s in expected])
     capsys.readouterr()
     for extra, says in ((["--protocol", "lofo", "--hold-out", "nosuchnet"], "choose from"),
-                        (["--predictor", str(out), "--hold-out", "resnet"], "--hold-out")):
+                        (["--predictor", str(out), "--hold-out", "resnet"], "--hold-out"),
+                        (["--held-out"], "--predictor")):
         with pytest.raises(SystemExit) as exc:
             main(["evaluate", "--db", str(SAMPLE_DB), "--methods", "flops", "--out", str(tmp_path / "x"), *extra])
         err = capsys.readouterr().err
