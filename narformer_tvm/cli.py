@@ -822,7 +822,7 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_s
 @click.option("--predictor", "predictor_spec", metavar="PATH|PROFILE", default=None,
               help="Score this trained predictor on every model of --db instead (nothing is trained; "
                    "--protocol and --methods do not apply), e.g. on measured published networks.")
-@click.option("--held-out", "held_out", is_flag=True,
+@click.option("--test-split", "test_split", is_flag=True,
               help="With --predictor: score only the models `train` holds out of --db (each family's last 10%), "
                    "e.g. an older predictor on the test set of a dataset that has grown since.")
 @click.option("--per-family", type=click.IntRange(min=2), default=None,
@@ -833,7 +833,7 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_s
                    "--hold-out then writes the whole report.")
 @_model_options
 def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, seeds, protocol, methods_spec, runs,
-             out, predictor_spec, held_out, per_family, hold_out, **kw):
+             out, predictor_spec, test_split, per_family, hold_out, **kw):
     """Compare NAR-Former V2 with baselines on a dataset; writes a Markdown report and plots.
     With --task accuracy: Kendall's tau on all cells and on the held-out ones, over several seeds."""
     if task == "ort-configs":
@@ -841,8 +841,8 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
                                "and by examples/bench_tune_ort.py")
     if hold_out and (task == "accuracy" or predictor_spec is not None):
         raise click.UsageError("--hold-out chooses leave-one-family-out splits of the latency task's training runs")
-    if held_out and predictor_spec is None:
-        raise click.UsageError("--held-out scores a trained --predictor on the models `train` held out")
+    if test_split and predictor_spec is None:
+        raise click.UsageError("--test-split scores a trained --predictor on the models `train` held out")
     if task == "accuracy":
         return _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, out, kw, db_path)
     if not db_path:
@@ -879,10 +879,10 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         from .evaluate import score_predictor
         from .train import split_same_distribution
 
-        if held_out:
+        if test_split:
             samples = [samples[i] for i in split_same_distribution(samples)[1]]
         results = [score_predictor(scored, samples, "predictor")]
-        which = "the held-out models (each family's last 10%)" if held_out else "every model"
+        which = "the held-out models (each family's last 10%)" if test_split else "every model"
         title = f"predictor {predictor_spec} on {which} of {db_path} ({cfg['labels']} labels)"
         path = write_report(results, out, title, nf, command)
         click.echo(path.read_text())

@@ -232,9 +232,9 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
     assert len(scored["names"]) > 3 and all(f"| {n} |" in report for n in scored["names"])
     np.testing.assert_allclose(scored["pred"], predict_samples(Predictor.load(out), load_samples(SAMPLE_DB)[0])[0],
                                rtol=1e-5)
-    # --held-out: only the split `train` held out, the one profile.json's metrics are on
+    # --test-split: only the split `train` held out, the one profile.json's metrics are on
     with pytest.raises(SystemExit) as exc:
-        main(["evaluate", "--db", str(SAMPLE_DB), "--predictor", str(out), "--held-out", "--out", str(tmp_path / "ho")])
+        main(["evaluate", "--db", str(SAMPLE_DB), "--predictor", str(out), "--test-split", "--out", str(tmp_path / "ho")])
     assert exc.value.code == 0
     held = json.loads((tmp_path / "ho" / "results.json").read_text())[0]
     samples = load_samples(SAMPLE_DB)[0]
@@ -255,7 +255,7 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
     capsys.readouterr()
     for extra, says in ((["--protocol", "lofo", "--hold-out", "nosuchnet"], "choose from"),
                         (["--predictor", str(out), "--hold-out", "resnet"], "--hold-out"),
-                        (["--held-out"], "--predictor")):
+                        (["--test-split"], "--predictor")):
         with pytest.raises(SystemExit) as exc:
             main(["evaluate", "--db", str(SAMPLE_DB), "--methods", "flops", "--out", str(tmp_path / "x"), *extra])
         err = capsys.readouterr().err
