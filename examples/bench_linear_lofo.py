@@ -60,15 +60,10 @@ def blend_table(results_path: str, lines_pred: dict[str, dict[str, float]], y: d
            "| model | line | " + " | ".join(f"a={a:g}" for a in weights) + " |", "| --- | --- |" + " --- |" * len(weights)]
     for method in learned:
         for line in ("flops_mac", "by_kind"):
-            avg = []
-            for a in weights:
-                per = []
-                for r in (r for r in runs if r["method"] == method):
-                    model = np.log(np.maximum(r["pred"], 1e-6))
-                    base = np.log([lines_pred[line][n] for n in r["names"]])
-                    truth = np.array([y[n] for n in r["names"]])
-                    per.append(np.mean(np.abs(np.exp(a * model + (1 - a) * base) / truth - 1)))
-                avg.append(100 * np.mean(per))
+            folds = [(np.log(np.maximum(r["pred"], 1e-6)), np.log([lines_pred[line][n] for n in r["names"]]),
+                      np.array([y[n] for n in r["names"]])) for r in runs if r["method"] == method]
+            avg = [100 * np.mean([np.mean(np.abs(np.exp(a * model + (1 - a) * base) / truth - 1))
+                                  for model, base, truth in folds]) for a in weights]
             best = int(np.argmin(avg))
             out.append(f"| {method} | {line} | " + " | ".join(
                 f"**{v:.2f}%**" if i == best else f"{v:.2f}%" for i, v in enumerate(avg)) + " |")
