@@ -246,6 +246,10 @@ def zoo(family_spec, count, seed, out, opset, standard):
               help="Seconds before a model's worker is killed and the model recorded as failed.")
 @click.option("--repeat-pass", type=click.FloatRange(0, 1), default=0.0,
               help="Re-measure this fraction of the models in a second pass to measure the noise floor.")
+@click.option("--measured-between", nargs=2, default=None, metavar="START END",
+              help="Only models whose main pass was measured in [START, END) (UTC ISO times, the measured_at "
+                   "column of `dataset export`, e.g. 2026-11-30T04:18 2026-11-30T04:45); with --repeat-pass 1, "
+                   "re-measures one sitting.")
 @click.option("--regime-gate/--no-regime-gate", default=None,
               help="Measure only while a probe network shows the machine's fast regime (default: on for "
                    "multi-threaded CPU runs, whose latencies flip between two regimes on shared VMs).")
@@ -262,8 +266,8 @@ def zoo(family_spec, count, seed, out, opset, standard):
 @input_shape_option
 @batch_option
 def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, opt_level, kernels, timeout,
-            repeat_pass, regime_gate, regime_wait, retry_failed, remeasure_noisy, rpc_tracker, rpc_key, ort_candidates,
-            input_shapes, batch_size):
+            repeat_pass, measured_between, regime_gate, regime_wait, retry_failed, remeasure_noisy, rpc_tracker, rpc_key,
+            ort_candidates, input_shapes, batch_size):
     """Measure real latencies of MODELS (ONNX files or folders) and store them in a dataset.
 
     Each model runs in an isolated worker with a timeout; results are committed one by one, so an
@@ -295,10 +299,21 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
         if not exhaustive and not (ort_candidates.isdigit() and int(ort_candidates) > 0):
             raise click.UsageError(f"--ort-candidates takes a positive number or 'all', not {ort_candidates!r}")
         jobs = candidate_jobs(jobs, 0 if exhaustive else int(ort_candidates), target, seed, exhaustive)
+    store = Store(db_path)
+    if measured_between:
+        start, end = measured_between
+        if not start < end:
+            store.close()
+            raise click.BadParameter(f"START {start!r} is not before END {end!r}", param_hint="--measured-between")
+        keys = store.keys_measured_between(start, end)
+        jobs = [j for j in jobs if j.key in keys]
+        if not jobs:
+            store.close()
+            raise click.UsageError(f"no model of this selection had its main pass measured between {start} and {end} "
+                                   f"in {db_path}: see the measured_at column of `narformer-tvm dataset export`")
     if note := env_threads_note():
         click.echo(f"warning: {note} is set and may change thread counts", err=True)
     con = _console(stderr=True)
-    store = Store(db_path)
     summaries = []
     try:
         for pass_, pass_jobs in (("main", jobs), ("repeat", repeat_subset(jobs, repeat_pass))):

@@ -333,6 +333,13 @@ class Store:
             (config_id,)) if (p := json.loads(info).get("probe_ms"))]
         return float(np.median(probes)) if probes else None
 
+    def keys_measured_between(self, start: str, end: str, pass_: str = "main") -> set[str]:
+        """Keys of models whose ``pass_`` measurement was taken in [start, end) (ISO times, as stored): one
+        sitting, to re-measure when its probes show it ran off the usual level."""
+        q = ("SELECT d.key FROM measurements m JOIN models d ON d.id = m.model_id"
+             " WHERE m.pass=? AND m.measured_at >= ? AND m.measured_at < ?")
+        return {k for (k,) in self.db.execute(q, (pass_, start, end))}
+
     def rows(self, config_id: int | None = None, pass_: str = "main", ok_only: bool = True) -> list[dict]:
         """Measured models with their graph tables (one dict per measurement)."""
         q = ("SELECT d.id, d.key, d.name, d.family, d.graph, d.batch_size, d.onnx_path, d.split, m.latency_ms,"

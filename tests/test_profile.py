@@ -165,6 +165,32 @@ def test_profile_cli_end_to_end(capsys, tmp_path, models):
     assert exc.value.code == 2 and "--zoo" in capsys.readouterr().err
 
 
+def test_profile_repeats_one_sitting(capsys, tmp_path, models):
+    db = tmp_path / "s.db"
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", str(models[0]), str(models[1]), "--db", str(db), "--no-regime-gate"])
+    assert exc.value.code == 0
+    store = Store(db)
+    with store.db:  # the second model's main pass becomes an earlier sitting
+        store.db.execute("UPDATE measurements SET measured_at='2026-11-30T04:20:00' WHERE model_id=?",
+                         (store.model_id(jobs_from_paths(models[1:2])[0].key),))
+    assert len(store.keys_measured_between("2026-11-30T04:18", "2026-11-30T04:45")) == 1
+    store.close()
+    capsys.readouterr()
+    window = ["--measured-between", "2026-11-30T04:18", "2026-11-30T04:45"]
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", *map(str, models[:2]), "--db", str(db), "--no-regime-gate", "--repeat-pass", "1", *window])
+    assert exc.value.code == 0, capsys.readouterr().err
+    repeated = [r["name"] for r in Store(db).rows(pass_="repeat")]
+    assert repeated == [Store(db).rows()[1]["name"]]  # only the model of that sitting
+    for bad, message in ((["2026-11-29T00:00", "2026-11-29T01:00"], "no model"),
+                         (["2026-11-30T05:00", "2026-11-30T04:00"], "is not before")):
+        with pytest.raises(SystemExit) as exc:
+            main(["profile", str(models[0]), "--db", str(db), "--repeat-pass", "1", "--measured-between", *bad])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and "Traceback" not in err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
