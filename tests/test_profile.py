@@ -325,6 +325,19 @@ def test_gated_sweep_records_the_regime_and_flags_slow_rows(tmp_path, models):
         assert noisy or info["regime"] == "fast"  # a slow-regime row is never clean
 
 
+def test_gate_starts_from_the_fast_level_the_dataset_knows(tmp_path, models):
+    # a sweep that starts (and stays) in a regime slower than earlier sweeps of the dataset saw must not take
+    # it for the fast one: the earlier rows here claim a probe level no machine reaches
+    store = Store(tmp_path / "d.db")
+    gate = {"calibrate_s": 0, "wait_s": 0}
+    sweep(jobs_from_paths(models[:1]), store, MeasureConfig(threads=2, **FAST), reference_every=0, gate=gate)
+    with store.db:
+        store.db.execute("UPDATE measurements SET noisy=0, info=json_set(info, '$.probe_ms', json('[0.0001, 0.0001]'))")
+    sweep(jobs_from_paths(models[1:2]), store, MeasureConfig(threads=2, **FAST), reference_every=0, gate=gate)
+    info, noisy = store.db.execute("SELECT info, noisy FROM measurements ORDER BY id DESC").fetchone()
+    assert json.loads(info)["probe_fast_ms"] == 0.0001 and json.loads(info)["regime"] == "slow" and noisy
+
+
 def test_rows_judged_fast_early_are_flagged_when_a_faster_level_appears(tmp_path, models):
     # (row, slowest probe, fast level when measured, already noisy)
     gated = [(1, 1.30, 1.25, False),  # fast against 1.25 then; 1.30 > 1.15 x 1.0 in hindsight
