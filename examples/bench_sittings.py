@@ -25,12 +25,12 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="Markdown file; a .json beside it keeps the numbers")
     args = ap.parse_args()
 
-    from narformer_tvm.estimate import labels_corrected, resolve_predictor
+    from narformer_tvm.estimate import label_options, resolve_predictor
     from narformer_tvm.predictor import Predictor
     from narformer_tvm.train import load_samples, predict_samples
 
     pred = Predictor.load(resolve_predictor(args.predictor))
-    samples, _ = load_samples(args.db, regime_correct=labels_corrected(pred.profile))
+    samples, _ = load_samples(args.db, **label_options(pred.profile))
     with sqlite3.connect(f"file:{args.db}?mode=ro", uri=True) as con:
         rows = con.execute("SELECT model_id, measured_at, info FROM measurements WHERE pass='main'").fetchall()
     hour = {mid: at[:13] for mid, at, _ in rows}

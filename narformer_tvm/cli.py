@@ -541,6 +541,10 @@ def _model_options(f):
                      help="Divide each gated label by how much slower than the fast regime the probes around it "
                           "ran (dataset.regime_factor; the default), or train and score on the raw latencies. "
                           "evaluate --predictor: default, the labels that predictor learned."),
+        click.option("--mean-passes/--main-pass-only", default=None,
+                     help="Label a model measured twice (a clean repeat-pass row besides its main one) by the "
+                          "geometric mean of both, or by its main pass alone (train's default). evaluate "
+                          "--predictor: default, the labels that predictor learned."),
         click.option("--loss", type=click.Choice(["relative", "log"]), default="relative", show_default=True,
                      help="relative: |pred - y| / y (MAPE); log: squared error of log latencies."),
     ]
@@ -695,7 +699,7 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
 
     model, feats, fit = _train_options(kw)
     samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"],
-                                regime_correct=kw["regime_correction"] is not False)
+                                regime_correct=kw["regime_correction"] is not False, mean_passes=bool(kw["mean_passes"]))
     train_idx, test_idx = split_same_distribution(samples) if split == "same" else (list(range(len(samples))), [])
     if limit:
         train_idx = sorted(np.random.default_rng(kw["seed"]).permutation(train_idx)[:limit].tolist())
@@ -874,16 +878,17 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     model, feats, fit = _train_options(kw)
     if feats:
         raise click.UsageError("--op-encoding/--attr-encoding are set per method in evaluate (see ablations)")
-    regime_correct = kw["regime_correction"]
+    regime_correct, mean_passes = kw["regime_correction"], kw["mean_passes"]
     if predictor_spec is not None:
-        from .estimate import resolve_predictor
+        from .estimate import label_options, resolve_predictor
         from .predictor import Predictor
 
         scored = Predictor.load(resolve_predictor(predictor_spec))
-        if regime_correct is None:
-            regime_correct = labels_corrected(scored.profile)
+        learned = label_options(scored.profile)
+        regime_correct = learned["regime_correct"] if regime_correct is None else regime_correct
+        mean_passes = learned["mean_passes"] if mean_passes is None else mean_passes
     samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"],
-                                regime_correct=regime_correct is not False)
+                                regime_correct=regime_correct is not False, mean_passes=bool(mean_passes))
     if per_family:
         samples = cap_per_family(samples, per_family)
     with Store(db_path, readonly=True) as store:  # the noise floor of the labels the methods are scored on

@@ -144,6 +144,9 @@ CREATE INDEX IF NOT EXISTS idx_kernels_meas ON kernels(measurement_id);
 # is slowed more than most.
 REGIME_EXPONENT = 0.5
 CORRECTED_LABELS = "regime-corrected"  # load_samples' and profiles' ``labels`` when labels were divided by it
+# appended to ``labels`` when a model measured twice (main and repeat pass, both clean) is labelled by the
+# geometric mean of the two: a sitting's offset and each measurement's noise are halved
+MEAN_OVER_PASSES = ", mean over passes"
 
 
 def regime_factor(info: dict | None, reference_ms: float | None, exponent: float = REGIME_EXPONENT) -> float:

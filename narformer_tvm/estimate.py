@@ -162,7 +162,15 @@ def labels_corrected(profile: dict) -> bool:
     (dataset.regime_factor): a predictor's metrics are on the labels it learned."""
     from .dataset import CORRECTED_LABELS
 
-    return profile.get("labels") == CORRECTED_LABELS
+    return profile.get("labels", "").startswith(CORRECTED_LABELS)
+
+
+def label_options(profile: dict) -> dict:
+    """load_samples' keyword arguments for the labels a predictor learned (its profile's ``labels``)."""
+    from .dataset import MEAN_OVER_PASSES
+
+    return {"regime_correct": labels_corrected(profile),
+            "mean_passes": profile.get("labels", "").endswith(MEAN_OVER_PASSES)}
 
 
 def write_profile(predictor: Predictor, folder: str | Path, name: str | None = None) -> Path:
@@ -184,7 +192,7 @@ def write_profile(predictor: Predictor, folder: str | Path, name: str | None = N
         from .evaluate import score_predictor
         from .train import load_samples
 
-        samples, _ = load_samples(folder / PUBLISHED_DB, regime_correct=labels_corrected(predictor.profile))
+        samples, _ = load_samples(folder / PUBLISHED_DB, **label_options(predictor.profile))
         meta["published"] = {"dataset": PUBLISHED_DB, **score_predictor(predictor, samples, "published").metrics()}
     (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return folder / "profile.json"

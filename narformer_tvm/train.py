@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .dataset import CORRECTED_LABELS, Store, collate, size_buckets, write_atomically
+from .dataset import CORRECTED_LABELS, MEAN_OVER_PASSES, Store, collate, size_buckets, write_atomically
 from .errors import InputError
 from .features import STATIC, EncodedGraph, FeatureConfig, GraphTable, encode_table, kind_counts, static_count
 from .metrics import mape
@@ -34,13 +34,14 @@ class Sample:
 
 def load_samples(db: str | Path, runtime: str | None = None, target: str | None = None,
                  config_id: int | None = None, include_noisy: bool = False,
-                 regime_correct: bool = True) -> tuple[list[Sample], dict]:
+                 regime_correct: bool = True, mean_passes: bool = False) -> tuple[list[Sample], dict]:
     """Successful main-pass measurements of one configuration (the only one, or the one selected).
 
     Rows flagged noisy are left out unless asked for: on this machine they disagreed with a quiet
     re-measurement by 158% on average, against 11% for unflagged rows (profiles/cpu-onnxruntime).
     Gated rows' labels are divided by their dataset.regime_factor unless ``regime_correct`` is off;
-    the returned configuration's ``labels`` says which labels the samples carry."""
+    with ``mean_passes`` a model whose repeat-pass row is clean too is labelled by the geometric mean of
+    both. The returned configuration's ``labels`` says which labels the samples carry."""
     with Store(db, readonly=True) as store:
         configs = store.configs()
         chosen = [c for c in configs if (config_id is None or c["id"] == config_id)
@@ -55,13 +56,20 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
                              hint="narrow it down with --runtime/--target (or --config-id)")
         cfg = chosen[0]
         rows = store.rows(cfg["id"])
+        repeats = {r["key"]: r for r in store.rows(cfg["id"], "repeat") if not r["noisy"]} if mean_passes else {}
     rows = [r for r in rows if r["latency_ms"] and r["latency_ms"] > 0 and (include_noisy or not r["noisy"])]
     if not rows:
         raise InputError(f"{db}: the configuration has no successful measurements")
-    factors = [r["regime_factor"] if regime_correct else 1.0 for r in rows]
+
+    def label(r: dict) -> float:
+        return r["latency_ms"] / (r["regime_factor"] if regime_correct else 1.0)
+
+    labels = [math.sqrt(label(r) * label(repeats[r["key"]])) if r["key"] in repeats else label(r) for r in rows]
     samples = [Sample(r["key"], r["name"], r["family"] or "user", GraphTable.from_bytes(r["graph"], r["name"]),
-                      r["latency_ms"] / f, r["model_id"], r["split"]) for r, f in zip(rows, factors)]
-    return samples, {**cfg, "labels": CORRECTED_LABELS if any(f != 1.0 for f in factors) else "raw"}
+                      y, r["model_id"], r["split"]) for r, y in zip(rows, labels)]
+    corrected = regime_correct and any(r["regime_factor"] != 1.0 for r in rows)
+    kind = (CORRECTED_LABELS if corrected else "raw") + (MEAN_OVER_PASSES if mean_passes else "")
+    return samples, {**cfg, "labels": kind}
 
 
 def split_same_distribution(samples: Sequence[Sample], test_frac: float = 0.1) -> tuple[list[int], list[int]]:

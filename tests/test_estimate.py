@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from narformer_tvm.backends import hardware
-from narformer_tvm.estimate import DEFAULT_PROFILES, default_profile, fingerprint_mismatch, labels_corrected, \
+from narformer_tvm.estimate import DEFAULT_PROFILES, default_profile, fingerprint_mismatch, label_options, \
     list_profiles, resolve_predictor
 from narformer_tvm.metrics import summary
 from narformer_tvm.predictor import Predictor
@@ -64,7 +64,7 @@ def test_fingerprint_mismatch_names_the_cpu_generation():
 def test_shipped_predictor_reproduces_its_reported_test_error(name):
     """The held-out last 10% of each family of the committed dataset: the split profile.json reports on."""
     info = meta(name)
-    samples, _ = load_samples(PROFILES / name / "dataset.db", regime_correct=labels_corrected(info))
+    samples, _ = load_samples(PROFILES / name / "dataset.db", **label_options(info))
     test = [samples[i] for i in split_same_distribution(samples)[1]]
     pred = Predictor.load(PROFILES / name / info["predictor"])
     m = summary(predict_samples(pred, test)[0], [s.latency_ms for s in test])
@@ -77,7 +77,7 @@ def test_shipped_predictor_reproduces_its_reported_test_error(name):
 def test_shipped_predictor_on_measured_published_networks(name):
     """ResNet-50, MobileNetV2, ViT-B/16, ... exported from our torch code and measured on that hardware."""
     info = meta(name)
-    samples, _ = load_samples(PROFILES / name / "published.db", regime_correct=labels_corrected(info))
+    samples, _ = load_samples(PROFILES / name / "published.db", **label_options(info))
     m = summary(predict_samples(Predictor.load(PROFILES / name / info["predictor"]), samples)[0],
                 [s.latency_ms for s in samples])
     assert "published" in info, "profile.json lacks the published-network metrics this dataset backs"
@@ -100,10 +100,10 @@ def test_a_rewritten_profile_scores_its_new_predictor_on_the_published_networks(
     pred = new_predictor(d_model=16, n_layers=1)
     assert "published" not in json.loads(write_profile(pred, folder).read_text())  # nothing measured: no block
     shutil.copyfile(src, folder / PUBLISHED_DB)
-    for labels in ("raw", "regime-corrected"):  # scored on the labels the predictor learned
+    for labels in ("raw", "regime-corrected", "regime-corrected, mean over passes"):  # the labels it learned
         pred.profile["labels"] = labels
         block = json.loads(write_profile(pred, folder).read_text())["published"]
-        samples, cfg = load_samples(src, regime_correct=labels == "regime-corrected")
+        samples, cfg = load_samples(src, regime_correct=labels != "raw", mean_passes=labels.endswith("passes"))
         assert cfg["labels"] == labels
         expected = summary(predict_samples(Predictor.load(folder / "predictor.pt"), samples)[0],
                            [s.latency_ms for s in samples])

@@ -320,6 +320,29 @@ def test_gated_labels_are_divided_by_their_regime_factor(tmp_path):
     assert load_samples(SAMPLE_DB)[1]["labels"] == "raw"  # ungated rows carry no probes
 
 
+def test_mean_over_passes_labels_a_model_measured_twice_by_the_geometric_mean(tmp_path):
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "d.db"
+    shutil.copy(SAMPLE_DB, db)
+    con = sqlite3.connect(db)
+    main = con.execute("SELECT model_id, config_id, latency_ms FROM measurements WHERE latency_ms > 0 AND noisy = 0"
+                       " AND pass = 'main' ORDER BY id LIMIT 2").fetchall()
+    con.execute("DELETE FROM measurements WHERE pass = 'repeat'")
+    for (model, config, ms), factor, noisy in zip(main, (1.21, 4.0), (0, 1)):  # the second repeat is noisy
+        con.execute("INSERT INTO measurements (model_id, config_id, pass, latency_ms, noisy, measured_at)"
+                    " VALUES (?, ?, 'repeat', ?, ?, '2026-11-30T07:00:00')", (model, config, ms * factor, noisy))
+    con.commit()
+    con.close()
+    single, single_cfg = load_samples(db)
+    mean, cfg = load_samples(db, mean_passes=True)
+    assert (single_cfg["labels"], cfg["labels"]) == ("raw", "raw, mean over passes")
+    ratios = {b.model_id: b.latency_ms / a.latency_ms for a, b in zip(single, mean)}
+    assert ratios.pop(main[0][0]) == pytest.approx(1.1)  # sqrt(1 x 1.21)
+    assert ratios and all(r == pytest.approx(1.0) for r in ratios.values())  # one pass, or a noisy repeat
+
+
 def test_optimizer_warms_up_linearly_then_decays_to_zero():
     import torch
 
