@@ -247,9 +247,9 @@ def zoo(family_spec, count, seed, out, opset, standard):
 @click.option("--repeat-pass", type=click.FloatRange(0, 1), default=0.0,
               help="Re-measure this fraction of the models in a second pass to measure the noise floor.")
 @click.option("--measured-between", nargs=2, default=None, metavar="START END",
-              help="Only models whose main pass was measured in [START, END) (UTC ISO times, the measured_at "
-                   "column of `dataset export`, e.g. 2026-11-30T04:18 2026-11-30T04:45); with --repeat-pass 1, "
-                   "re-measures one sitting.")
+              help="Only models whose main pass was measured in [START, END) (UTC ISO times as `dataset sittings` "
+                   "lists them, e.g. 2026-11-30T04:18 2026-11-30T04:45); with --repeat-pass 1, re-measures one "
+                   "sitting.")
 @click.option("--regime-gate/--no-regime-gate", default=None,
               help="Measure only while a probe network shows the machine's fast regime (default: on for "
                    "multi-threaded CPU runs, whose latencies flip between two regimes on shared VMs).")
@@ -310,7 +310,7 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
         if not jobs:
             store.close()
             raise click.UsageError(f"no model of this selection had its main pass measured between {start} and {end} "
-                                   f"in {db_path}: see the measured_at column of `narformer-tvm dataset export`")
+                                   f"in {db_path}: see `narformer-tvm dataset sittings {db_path}`")
     if note := env_threads_note():
         click.echo(f"warning: {note} is set and may change thread counts", err=True)
     con = _console(stderr=True)
@@ -407,6 +407,34 @@ def dataset_info(db, as_json):
                       *(f"{fam[k]:.3f}" if fam[k] is not None else "" for k in ("median_ms", "min_ms", "max_ms")))
         con.print(t)
     _print_noise(con, noise)
+
+
+@dataset.command("sittings")
+@click.argument("db", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--pass", "pass_", type=click.Choice(["main", "repeat"]), default="main", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def dataset_sittings(db, pass_, as_json):
+    """When the rows were measured (runs without a 20-minute pause) and how quick the regime probes ran
+    against the dataset's typical level: a sitting far off it is one to measure again."""
+    from .dataset import Store, sittings
+
+    with Store(db, readonly=True) as store:
+        found = sittings(store, pass_)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"sittings of {db} ({pass_} pass)", title_justify="left")
+    for col in ("config", "start (UTC)", "end", "rows", "noisy", "failed", "median probe", "vs typical"):
+        t.add_column(col, justify="right")
+    for sit in found:
+        probe = f"{sit['probe_ms']:.4f} ms" if sit["probe_ms"] else "-"
+        off = f"{100 * sit['probe_vs_typical']:+.1f}%" if sit["probe_vs_typical"] is not None else "-"
+        t.add_row(str(sit["config_id"]), sit["start"], sit["end"], str(sit["rows"]), str(sit["noisy"]),
+                  str(sit["failed"]), probe, off)
+    _console().print(t)
+    click.echo("to measure one sitting again: narformer-tvm profile ... --measured-between START END --repeat-pass 1")
 
 
 @dataset.command("export")

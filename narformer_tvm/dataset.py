@@ -389,6 +389,42 @@ def dataset_summary(store: Store) -> list[dict]:
     return out
 
 
+SITTING_GAP_S = 20 * 60  # a pause this long between two measurements starts a new sitting
+
+
+def sittings(store: Store, pass_: str = "main", gap_s: float = SITTING_GAP_S) -> list[dict]:
+    """Runs of measurements without a pause of ``gap_s``, per configuration: when, how many rows, and how
+    quick the regime probes ran against the configuration's typical level (Store.probe_reference). A
+    sitting far off that level is one to re-measure (`profile --measured-between START END --repeat-pass 1`)."""
+    from datetime import datetime
+
+    out = []
+    for cfg in store.configs():
+        reference = store.probe_reference(cfg["id"])
+        q = ("SELECT measured_at, noisy, latency_ms, info FROM measurements WHERE config_id=? AND pass=?"
+             " ORDER BY measured_at")
+        current: dict | None = None
+        last = None
+        for at, noisy, lat, info in store.db.execute(q, (cfg["id"], pass_)):
+            t = datetime.fromisoformat(at)
+            if current is None or (t - last).total_seconds() > gap_s:
+                current = {"config_id": cfg["id"], "pass": pass_, "start": at, "rows": 0, "noisy": 0, "failed": 0,
+                           "probes": []}
+                out.append(current)
+            last = t
+            current.update(end=at, rows=current["rows"] + 1, noisy=current["noisy"] + noisy,
+                           failed=current["failed"] + (lat is None))
+            probes = json.loads(info).get("probe_ms") if info else None
+            if probes and not noisy:
+                current["probes"].append(min(probes))
+        for sit in out:
+            if sit["config_id"] == cfg["id"]:
+                probes = sit.pop("probes", [])
+                sit["probe_ms"] = float(np.median(probes)) if probes else None
+                sit["probe_vs_typical"] = sit["probe_ms"] / reference - 1 if probes and reference else None
+    return out
+
+
 EXPORT_COLUMNS = ("key", "name", "family", "batch_size", "nodes", "macs", "flops", "params", "memory", "latency_ms",
                   "spread", "contention", "noisy", "error", "pass", "platform", "config", "measured_at")
 

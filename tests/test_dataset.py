@@ -1,5 +1,6 @@
 import csv
 import sqlite3
+from pathlib import Path
 
 import onnx
 import pytest
@@ -167,3 +168,35 @@ def test_regime_factor_by_hand():
     assert regime_factor(None, 0.2) == regime_factor({}, 0.2) == regime_factor({"probe_ms": [0.3, 0.4]}, None) == 1.0
     assert regime_factor({"probe_ms": [0.25, 0.22], "probe_fast_ms": 0.21}, 0.2) == pytest.approx(1.1 ** 0.5)
     assert regime_factor({"probe_ms": [0.18, 0.25]}, 0.2) == pytest.approx(0.9 ** 0.5)  # quicker than typical
+
+
+def test_sittings_split_on_pauses_and_compare_probes_with_the_typical_level(tmp_path, capsys):
+    import json
+    import shutil
+
+    from narformer_tvm.cli import main
+    from narformer_tvm.dataset import sittings
+
+    db = tmp_path / "d.db"
+    shutil.copy(Path(__file__).parent / "data" / "cpu-sample.db", db)
+    con = sqlite3.connect(db)
+    ids = [i for (i,) in con.execute("SELECT id FROM measurements ORDER BY id")]
+    # 4 rows a minute apart, a 30-minute pause, then the rest a minute apart; the second sitting's
+    # probes run 10% quicker than the first's (the typical level: the median over all clean rows)
+    for n, i in enumerate(ids):
+        minute = n if n < 4 else n + 30
+        probe = 0.2 if n < 4 else 0.18
+        con.execute("UPDATE measurements SET measured_at=?, noisy=0, info=? WHERE id=?",
+                    (f"2026-11-30T{4 + minute // 60:02d}:{minute % 60:02d}:00", json.dumps({"probe_ms": [probe, 0.3]}), i))
+    con.commit()
+    con.close()
+    with Store(db, readonly=True) as store:
+        found = sittings(store)
+    assert [s["rows"] for s in found] == [4, len(ids) - 4]
+    assert (found[0]["start"], found[0]["end"]) == ("2026-11-30T04:00:00", "2026-11-30T04:03:00")
+    assert found[1]["start"] == "2026-11-30T04:34:00"
+    assert found[0]["probe_vs_typical"] == pytest.approx(0.2 / 0.18 - 1) and found[1]["probe_vs_typical"] == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["dataset", "sittings", str(db)])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "2026-11-30T04:34:00" in out and "+11.1%" in out
