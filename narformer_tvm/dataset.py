@@ -145,7 +145,7 @@ CREATE INDEX IF NOT EXISTS idx_kernels_meas ON kernels(measurement_id);
 REGIME_EXPONENT = 0.5
 CORRECTED_LABELS = "regime-corrected"  # load_samples' and profiles' ``labels`` when labels were divided by it
 # appended to ``labels`` when a model measured twice (main and repeat pass, both clean) is labelled by the
-# geometric mean of the two: a sitting's offset and each measurement's noise are halved
+# geometric mean of the two: a sitting's offset is halved, the measurement noise divided by about sqrt(2)
 MEAN_OVER_PASSES = ", mean over passes"
 
 
