@@ -299,7 +299,7 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
         if not exhaustive and not (ort_candidates.isdigit() and int(ort_candidates) > 0):
             raise click.UsageError(f"--ort-candidates takes a positive number or 'all', not {ort_candidates!r}")
         jobs = candidate_jobs(jobs, 0 if exhaustive else int(ort_candidates), target, seed, exhaustive)
-    store = Store(db_path)
+    store = Store(db_path, create=not measured_between)  # a sitting to repeat needs an existing dataset
     if measured_between:
         start, end = measured_between
         if not start < end:

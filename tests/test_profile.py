@@ -183,12 +183,14 @@ def test_profile_repeats_one_sitting(capsys, tmp_path, models):
     assert exc.value.code == 0, capsys.readouterr().err
     repeated = [r["name"] for r in Store(db).rows(pass_="repeat")]
     assert repeated == [Store(db).rows()[1]["name"]]  # only the model of that sitting
-    for bad, message in ((["2026-11-29T00:00", "2026-11-29T01:00"], "no model"),
-                         (["2026-11-30T05:00", "2026-11-30T04:00"], "is not before")):
+    for path, bad, message in ((db, ["2026-11-29T00:00", "2026-11-29T01:00"], "no model"),
+                               (db, ["2026-11-30T05:00", "2026-11-30T04:00"], "is not before"),
+                               (tmp_path / "typo.db", ["2026-11-30T04:18", "2026-11-30T04:45"], "no such dataset")):
         with pytest.raises(SystemExit) as exc:
-            main(["profile", str(models[0]), "--db", str(db), "--repeat-pass", "1", "--measured-between", *bad])
+            main(["profile", str(models[0]), "--db", str(path), "--repeat-pass", "1", "--measured-between", *bad])
         err = capsys.readouterr().err
         assert exc.value.code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "typo.db").exists()
 
 
 def _free_port() -> int:
