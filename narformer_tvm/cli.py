@@ -299,21 +299,20 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
         if not exhaustive and not (ort_candidates.isdigit() and int(ort_candidates) > 0):
             raise click.UsageError(f"--ort-candidates takes a positive number or 'all', not {ort_candidates!r}")
         jobs = candidate_jobs(jobs, 0 if exhaustive else int(ort_candidates), target, seed, exhaustive)
-    store = Store(db_path, create=not measured_between)  # a sitting to repeat needs an existing dataset
     if measured_between:
         start, end = measured_between
         if not start < end:
-            store.close()
             raise click.BadParameter(f"START {start!r} is not before END {end!r}", param_hint="--measured-between")
-        keys = store.keys_measured_between(start, end)
+        with Store(db_path, readonly=True) as existing:  # a sitting to repeat needs an existing dataset
+            keys = existing.keys_measured_between(start, end)
         jobs = [j for j in jobs if j.key in keys]
         if not jobs:
-            store.close()
             raise click.UsageError(f"no model of this selection had its main pass measured between {start} and {end} "
                                    f"in {db_path}: see `narformer-tvm dataset sittings {db_path}`")
     if note := env_threads_note():
         click.echo(f"warning: {note} is set and may change thread counts", err=True)
     con = _console(stderr=True)
+    store = Store(db_path)
     summaries = []
     try:
         for pass_, pass_jobs in (("main", jobs), ("repeat", repeat_subset(jobs, repeat_pass))):

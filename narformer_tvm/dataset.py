@@ -398,30 +398,30 @@ def sittings(store: Store, pass_: str = "main", gap_s: float = SITTING_GAP_S) ->
     sitting far off that level is one to re-measure (`profile --measured-between START END --repeat-pass 1`)."""
     from datetime import datetime
 
+    q = ("SELECT measured_at, noisy, latency_ms, info FROM measurements WHERE config_id=? AND pass=?"
+         " ORDER BY measured_at")
     out = []
     for cfg in store.configs():
-        reference = store.probe_reference(cfg["id"])
-        q = ("SELECT measured_at, noisy, latency_ms, info FROM measurements WHERE config_id=? AND pass=?"
-             " ORDER BY measured_at")
-        current: dict | None = None
+        found: list[dict] = []
         last = None
         for at, noisy, lat, info in store.db.execute(q, (cfg["id"], pass_)):
             t = datetime.fromisoformat(at)
-            if current is None or (t - last).total_seconds() > gap_s:
-                current = {"config_id": cfg["id"], "pass": pass_, "start": at, "rows": 0, "noisy": 0, "failed": 0,
-                           "probes": []}
-                out.append(current)
+            if not found or (t - last).total_seconds() > gap_s:
+                found.append({"config_id": cfg["id"], "pass": pass_, "start": at, "rows": 0, "noisy": 0, "failed": 0,
+                              "probes": []})
             last = t
+            current = found[-1]
             current.update(end=at, rows=current["rows"] + 1, noisy=current["noisy"] + noisy,
                            failed=current["failed"] + (lat is None))
             probes = json.loads(info).get("probe_ms") if info else None
             if probes and not noisy:
                 current["probes"].append(min(probes))
-        for sit in out:
-            if sit["config_id"] == cfg["id"]:
-                probes = sit.pop("probes", [])
-                sit["probe_ms"] = float(np.median(probes)) if probes else None
-                sit["probe_vs_typical"] = sit["probe_ms"] / reference - 1 if probes and reference else None
+        reference = store.probe_reference(cfg["id"])
+        for sit in found:
+            probes = sit.pop("probes")
+            sit["probe_ms"] = float(np.median(probes)) if probes else None
+            sit["probe_vs_typical"] = sit["probe_ms"] / reference - 1 if probes and reference else None
+        out += found
     return out
 
 

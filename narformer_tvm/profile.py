@@ -294,7 +294,7 @@ def _worker_main(conn) -> None:
             task = conn.recv()
             if task is None:
                 return
-            if task.get("gate") and gate is None:  # {"calibrate_s", "wait_s"}: made on first use
+            if task.get("gate") and gate is None:  # {"calibrate_s", "wait_s", "known_fast_ms"}: made on first use
                 cfg = MeasureConfig(**task["cfg"])
                 try:
                     gate = RegimeGate(get_backend(cfg.runtime), cfg, Path(tmp), **task["gate"])
@@ -409,7 +409,8 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
     t_start = time.time()
     crashes = 0
     ref_first = _reference_baseline(store, config_id)
-    known_fast = store.probe_reference(config_id)  # the gate's fast level from the start, not only once it sees it
+    if gate:  # the gate's fast level from the start, not only once it sees it
+        gate = {**gate, "known_fast_ms": store.probe_reference(config_id)}
     gated: list[tuple[int, float, float, bool]] = []  # (row, slowest probe, fast level then, noisy)
     try:
         for i, (job, jcfg, job_config_id) in enumerate(todo):
@@ -420,7 +421,7 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
             t0 = time.time()
             task = {"job": asdict(job), "cfg": jcfg.to_dict(), "input_shapes": input_shapes, "batch_size": batch_size,
                     "need_graph": store.model_id(job.key) is None, "tries": tries,
-                    "gate": {**gate, "known_fast_ms": known_fast} if gate and jcfg == cfg else None}
+                    "gate": gate if jcfg == cfg else None}
             result = worker.call(task, timeout)
             m = Measurement(**result["measurement"])
             crashes = crashes + 1 if (m.error or "").startswith("worker crashed") else 0
