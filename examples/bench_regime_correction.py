@@ -4,7 +4,8 @@
         profiles/cpu-onnxruntime-zen5/published.db --split-at 2026-11-29T22:00 \\
         --out docs/results/regime-correction.md
 
-For every model measured twice (main and repeat pass), the MAPE between the two labels after
+For every model measured in two passes (main and repeat, or those ``--passes`` names, e.g. main
+repeat2: a later sitting), the MAPE between the two labels after
 dividing each by (quicker probe / the configuration's fastest probe level) ** exponent
 (dataset.regime_factor); exponent 0 is the raw label. ``--split-at`` adds rows for the pairs repeated
 before and after a time, to check an exponent on pairs it was not chosen on.
@@ -22,14 +23,14 @@ from narformer_tvm.dataset import REGIME_EXPONENT, Store, regime_factor
 EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def pairs(db: Path) -> list[tuple[dict, dict, str]]:
-    """(main row, repeat row, when the repeat was measured) for every model measured twice."""
+def pairs(db: Path, first: str = "main", second: str = "repeat") -> list[tuple[dict, dict, str]]:
+    """(first pass's row, second pass's row, when the second was measured) for every model measured in both."""
     with Store(db, readonly=True) as store:
-        main = {(r["key"], r["config_id"]): r for r in store.rows()}
+        earlier = {(r["key"], r["config_id"]): r for r in store.rows(pass_=first)}
         when = {(m, c): at for m, c, at in store.db.execute(
-            "SELECT model_id, config_id, measured_at FROM measurements WHERE pass='repeat'")}
-        return [(main[(r["key"], r["config_id"])], r, when[(r["model_id"], r["config_id"])])
-                for r in store.rows(pass_="repeat") if (r["key"], r["config_id"]) in main]
+            "SELECT model_id, config_id, measured_at FROM measurements WHERE pass=?", (second,))}
+        return [(earlier[(r["key"], r["config_id"])], r, when[(r["model_id"], r["config_id"])])
+                for r in store.rows(pass_=second) if (r["key"], r["config_id"]) in earlier]
 
 
 def row(label: str, chosen: list[tuple[dict, dict, str]]) -> str:
@@ -45,13 +46,15 @@ def row(label: str, chosen: list[tuple[dict, dict, str]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("db", nargs="+", type=Path)
+    ap.add_argument("--passes", nargs=2, default=("main", "repeat"), metavar=("FIRST", "SECOND"),
+                    help="the two passes to compare (default: main repeat)")
     ap.add_argument("--split-at", help="also rows for pairs repeated before / after this time (YYYY-MM-DDTHH:MM)")
     ap.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = ap.parse_args()
     head = " | ".join(f"exponent {e:g}" + (" (used)" if e == REGIME_EXPONENT else "") for e in EXPONENTS)
     lines = [f"| pairs of | n | {head} |", "| --- | --- |" + " --- |" * len(EXPONENTS)]
     for db in args.db:
-        found = pairs(db)
+        found = pairs(db, *args.passes)
         lines.append(row(f"`{db}`", found))
         if args.split_at:
             before = [p for p in found if p[2] < args.split_at]
@@ -63,7 +66,8 @@ def main() -> None:
     print(table)
     if args.out:
         command = "python examples/bench_regime_correction.py " + " ".join(sys.argv[1:])
-        args.out.write_text("MAPE between two measurements of the same models (main vs repeat pass), each label divided "
+        first, second = args.passes
+        args.out.write_text(f"MAPE between two measurements of the same models ({first} vs {second} pass), each label divided "
                             f"by dataset.regime_factor with the exponent.\n\n```\n{command}\n```\n\n{table}\n")
 
 

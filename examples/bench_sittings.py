@@ -3,16 +3,17 @@
     python examples/bench_sittings.py profiles/cpu-onnxruntime-zen5/dataset.db \
         --predictor cpu-onnxruntime-zen5 --out docs/results/sittings-zen5.md
 
-A sitting is the UTC hour a main-pass row was measured in (sweeps ran as blocks of an hour or more).
-If the machine's fast level moved between sittings by more than the regime correction takes out, the
-predictor's median signed error moves with the sitting's probe level: the rows of a sitting it was not
-trained on are predicted high when the probes ran quick. Labels are those the predictor learned.
+Sittings are those of `narformer-tvm dataset sittings` (runs without a 20-minute pause), in every pass
+(main, repeat, repeat2, ...), and each row is scored against its own label (divided by its regime factor
+where the predictor learned corrected labels), not the mean over passes: a model measured in several
+sittings shows what each sitting's level does to the error. If the machine's level moved between
+sittings by more than the regime correction takes out, the median signed error moves with it. The
+held-out columns are the rows of models `train` holds out (each family's last 10%).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -25,33 +26,55 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="Markdown file; a .json beside it keeps the numbers")
     args = ap.parse_args()
 
+    from narformer_tvm.dataset import Store, sittings
     from narformer_tvm.estimate import label_options, resolve_predictor
     from narformer_tvm.predictor import Predictor
-    from narformer_tvm.train import load_samples, predict_samples
+    from narformer_tvm.train import load_samples, predict_samples, split_same_distribution
 
     pred = Predictor.load(resolve_predictor(args.predictor))
-    samples, _ = load_samples(args.db, **label_options(pred.profile))
-    with sqlite3.connect(f"file:{args.db}?mode=ro", uri=True) as con:
-        rows = con.execute("SELECT model_id, measured_at, info FROM measurements WHERE pass='main'").fetchall()
-    hour = {mid: at[:13] for mid, at, _ in rows}
-    probe = {mid: min(p) for mid, _, info in rows if info and (p := json.loads(info).get("probe_ms"))}
-    err = predict_samples(pred, samples)[0] / np.array([s.latency_ms for s in samples]) - 1
-    sitting = np.array([hour[s.model_id] for s in samples])
-    result = {}
-    for h in sorted(set(sitting)):
-        at = np.flatnonzero(sitting == h)
-        probes = [probe[samples[i].model_id] for i in at if samples[i].model_id in probe]
-        result[h] = {"n": len(at), "probe_ms": float(np.median(probes)) if probes else None,
-                     "median_signed_error": float(np.median(err[at])), "mape": float(np.mean(np.abs(err[at]))),
-                     "acc10": float(np.mean(np.abs(err[at]) < 0.1))}
+    corrected = label_options(pred.profile)["regime_correct"]
+    samples, cfg = load_samples(args.db, regime_correct=corrected)
+    predicted = dict(zip((s.key for s in samples), predict_samples(pred, samples)[0]))
+    held_out = {samples[i].key for i in split_same_distribution(samples)[1]}
+    result = []
+    with Store(args.db, readonly=True) as store:
+        for pass_ in store.pass_names(cfg["id"]):
+            rows = [r for r in store.rows(cfg["id"], pass_) if not r["noisy"] and r["key"] in predicted]
+            at = dict(store.db.execute("SELECT model_id, measured_at FROM measurements WHERE config_id=? AND pass=?",
+                                       (cfg["id"], pass_)))
+            for sit in (s for s in sittings(store, pass_) if s["config_id"] == cfg["id"]):
+                chosen = [r for r in rows if sit["start"] <= at[r["model_id"]] <= sit["end"]]
+                if not chosen:
+                    continue
+                label = np.array([r["latency_ms"] / (r["regime_factor"] if corrected else 1.0) for r in chosen])
+                err = np.array([predicted[r["key"]] for r in chosen]) / label - 1
+                test = np.array([r["key"] in held_out for r in chosen])
+                entry = {"pass": pass_, "start": sit["start"], "end": sit["end"], "n": len(chosen),
+                         "probe_vs_typical": sit["probe_vs_typical"], "median_signed_error": float(np.median(err)),
+                         "mape": float(np.mean(np.abs(err))), "acc10": float(np.mean(np.abs(err) < 0.1)),
+                         "held_out": int(test.sum())}
+                if test.any():
+                    entry.update(held_out_median_signed_error=float(np.median(err[test])),
+                                 held_out_mape=float(np.mean(np.abs(err[test]))),
+                                 held_out_acc10=float(np.mean(np.abs(err[test]) < 0.1)))
+                result.append(entry)
+
+    def pct(x, signed=False):
+        return "-" if x is None else f"{100 * x:+.2f}%" if signed else f"{100 * x:.2f}%"
+
     lines = ["# Error per measuring sitting", "",
              f"`python examples/bench_sittings.py {args.db} --predictor {args.predictor} --out ...`", "",
-             "| sitting (UTC hour) | rows | median quicker probe | median signed error | MAPE | Acc(10%) |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for h, r in result.items():
-        probe_ms = f"{r['probe_ms']:.4f} ms" if r["probe_ms"] else "-"
-        lines.append(f"| {h} | {r['n']} | {probe_ms} | {100 * r['median_signed_error']:+.2f}% | "
-                     f"{100 * r['mape']:.2f}% | {100 * r['acc10']:.1f}% |")
+             f"Each row against its own label ({'regime-corrected' if corrected else 'raw'}); held out: the models "
+             "`train` holds out (each family's last 10%).", "",
+             "| pass | sitting (UTC) | rows | probes vs typical | median signed error | MAPE | Acc(10%) "
+             "| held out | their median signed error | their MAPE | their Acc(10%) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in result:
+        lines.append(f"| {r['pass']} | {r['start'][:16]} - {r['end'][11:16]} | {r['n']} | "
+                     f"{pct(r['probe_vs_typical'], True)} | {pct(r['median_signed_error'], True)} | {pct(r['mape'])} | "
+                     f"{100 * r['acc10']:.1f}% | {r['held_out']} | {pct(r.get('held_out_median_signed_error'), True)} | "
+                     f"{pct(r.get('held_out_mape'))} | "
+                     f"{'-' if not r['held_out'] else format(100 * r['held_out_acc10'], '.1f') + '%'} |")
     out = Path(args.out)
     out.write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))

@@ -246,6 +246,9 @@ def zoo(family_spec, count, seed, out, opset, standard):
               help="Seconds before a model's worker is killed and the model recorded as failed.")
 @click.option("--repeat-pass", type=click.FloatRange(0, 1), default=0.0,
               help="Re-measure this fraction of the models in a second pass to measure the noise floor.")
+@click.option("--repeat-round", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Which repeat pass --repeat-pass writes: 1, the noise-floor pass; 2, 3, ... measure the models "
+                   "again on later sittings (passes repeat2, ...), averaged into --mean-passes labels.")
 @click.option("--measured-between", nargs=2, default=None, metavar="START END",
               help="Only models whose main pass was measured in [START, END) (UTC ISO times as `dataset sittings` "
                    "lists them, e.g. 2026-11-30T04:18 2026-11-30T04:45); with --repeat-pass 1, re-measures one "
@@ -266,7 +269,7 @@ def zoo(family_spec, count, seed, out, opset, standard):
 @input_shape_option
 @batch_option
 def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, opt_level, kernels, timeout,
-            repeat_pass, measured_between, regime_gate, regime_wait, retry_failed, remeasure_noisy, rpc_tracker, rpc_key,
+            repeat_pass, repeat_round, measured_between, regime_gate, regime_wait, retry_failed, remeasure_noisy, rpc_tracker, rpc_key,
             ort_candidates, input_shapes, batch_size):
     """Measure real latencies of MODELS (ONNX files or folders) and store them in a dataset.
 
@@ -274,7 +277,7 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
     interrupted run loses nothing and the same command resumes where it stopped.
     """
     from .backends import MeasureConfig
-    from .dataset import Store
+    from .dataset import Store, repeat_pass_name
     from .estimate import collect_models
     from .graph import parse_input_shapes
     from .profile import (Summary, check_config, env_threads_note, gate_settings, jobs_from_paths, jobs_from_zoo,
@@ -299,6 +302,8 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
         if not exhaustive and not (ort_candidates.isdigit() and int(ort_candidates) > 0):
             raise click.UsageError(f"--ort-candidates takes a positive number or 'all', not {ort_candidates!r}")
         jobs = candidate_jobs(jobs, 0 if exhaustive else int(ort_candidates), target, seed, exhaustive)
+    if repeat_round > 1 and not repeat_pass:
+        raise click.UsageError("--repeat-round chooses the pass --repeat-pass writes: give --repeat-pass too")
     if measured_between:
         start, end = measured_between
         if not start < end:
@@ -315,7 +320,8 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
     store = Store(db_path)
     summaries = []
     try:
-        for pass_, pass_jobs in (("main", jobs), ("repeat", repeat_subset(jobs, repeat_pass))):
+        repeat = repeat_pass_name(repeat_round)
+        for pass_, pass_jobs in (("main", jobs), (repeat, repeat_subset(jobs, repeat_pass))):
             if not pass_jobs:
                 continue
             with _progress() as bar:
@@ -410,13 +416,16 @@ def dataset_info(db, as_json):
 
 @dataset.command("sittings")
 @click.argument("db", type=click.Path(dir_okay=False, path_type=str))
-@click.option("--pass", "pass_", type=click.Choice(["main", "repeat"]), default="main", show_default=True)
+@click.option("--pass", "pass_", default="main", show_default=True, help="main, repeat, repeat2, ...")
 @click.option("--json", "as_json", is_flag=True)
 def dataset_sittings(db, pass_, as_json):
     """When the rows were measured (runs without a 20-minute pause) and how quick the regime probes ran
     against the dataset's typical level: a sitting far off it is one to measure again."""
-    from .dataset import Store, sittings
+    from .dataset import Store, is_pass_name, sittings
 
+    if not is_pass_name(pass_):
+        raise click.BadParameter(f"{pass_!r} is not a pass: main, repeat, or repeat2, repeat3, ...",
+                                 param_hint="--pass")
     with Store(db, readonly=True) as store:
         found = sittings(store, pass_)
     if as_json:
@@ -569,8 +578,8 @@ def _model_options(f):
                           "ran (dataset.regime_factor; the default), or train and score on the raw latencies. "
                           "evaluate --predictor: default, the labels that predictor learned."),
         click.option("--mean-passes/--main-pass-only", default=None,
-                     help="Label a model measured twice (a clean repeat-pass row besides its main one) by the "
-                          "geometric mean of both, or by its main pass alone (train's default). evaluate "
+                     help="Label a model measured more than once (clean repeat-pass rows besides its main one) by "
+                          "the geometric mean of its passes, or by its main pass alone (train's default). evaluate "
                           "--predictor: default, the labels that predictor learned."),
         click.option("--loss", type=click.Choice(["relative", "log"]), default="relative", show_default=True,
                      help="relative: |pred - y| / y (MAPE); log: squared error of log latencies."),

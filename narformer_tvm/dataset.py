@@ -111,7 +111,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     id INTEGER PRIMARY KEY,
     model_id INTEGER NOT NULL REFERENCES models(id),
     config_id INTEGER NOT NULL REFERENCES configs(id),
-    pass TEXT NOT NULL DEFAULT 'main', -- 'main', or 'repeat' for the noise-floor pass
+    pass TEXT NOT NULL DEFAULT 'main', -- 'main', 'repeat' for the noise-floor pass, 'repeat2'... later rounds
     latency_ms REAL,                   -- label: min over blocks of block medians; NULL if failed
     samples BLOB,                      -- raw samples: float32 blocks, see pack_blocks
     statistic TEXT,
@@ -144,9 +144,22 @@ CREATE INDEX IF NOT EXISTS idx_kernels_meas ON kernels(measurement_id);
 # is slowed more than most.
 REGIME_EXPONENT = 0.5
 CORRECTED_LABELS = "regime-corrected"  # load_samples' and profiles' ``labels`` when labels were divided by it
-# appended to ``labels`` when a model measured twice (main and repeat pass, both clean) is labelled by the
-# geometric mean of the two: a sitting's offset is halved, the measurement noise divided by about sqrt(2)
+# appended to ``labels`` when a model measured more than once (main and repeat passes, each clean) is labelled
+# by the geometric mean of its passes: k passes on different sittings divide a sitting's offset and the
+# measurement noise by about sqrt(k)
 MEAN_OVER_PASSES = ", mean over passes"
+
+
+def repeat_pass_name(round_: int) -> str:
+    """The pass a repeat round writes: round 1 is the noise-floor pass ('repeat'), later rounds measure the
+    same models again on other sittings ('repeat2', ...), so that mean-over-passes labels average sittings."""
+    if round_ < 1:
+        raise ValueError(f"repeat rounds count from 1, not {round_}")
+    return "repeat" if round_ == 1 else f"repeat{round_}"
+
+
+def is_pass_name(name: str) -> bool:
+    return name in ("main", "repeat") or (name.startswith("repeat") and name[6:].isdigit() and int(name[6:]) >= 2)
 
 
 def regime_factor(info: dict | None, reference_ms: float | None, exponent: float = REGIME_EXPONENT) -> float:
@@ -335,6 +348,14 @@ class Store:
             "SELECT info FROM measurements WHERE config_id=? AND pass='main' AND noisy=0 AND json_valid(info)",
             (config_id,)) if (p := json.loads(info).get("probe_ms"))]
         return float(np.median(probes)) if probes else None
+
+    def pass_names(self, config_id: int | None = None) -> list[str]:
+        """The passes measured ('main' first, then the repeat rounds in order)."""
+        q, args = "SELECT DISTINCT pass FROM measurements", ()
+        if config_id is not None:
+            q, args = q + " WHERE config_id=?", (config_id,)
+        names = [p for (p,) in self.db.execute(q, args)]
+        return sorted(names, key=lambda p: (p != "main", len(p), p))
 
     def keys_measured_between(self, start: str, end: str, pass_: str = "main") -> set[str]:
         """Keys of models whose ``pass_`` measurement was taken in [start, end) (ISO times, as stored): one

@@ -40,8 +40,8 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
     Rows flagged noisy are left out unless asked for: on this machine they disagreed with a quiet
     re-measurement by 158% on average, against 11% for unflagged rows (profiles/cpu-onnxruntime).
     Gated rows' labels are divided by their dataset.regime_factor unless ``regime_correct`` is off;
-    with ``mean_passes`` a model whose repeat-pass row is clean too is labelled by the geometric mean of
-    both. The returned configuration's ``labels`` says which labels the samples carry."""
+    with ``mean_passes`` a model is labelled by the geometric mean of its main row and its clean rows of
+    every repeat pass (dataset.repeat_pass_name). The returned configuration's ``labels`` says which labels the samples carry."""
     with Store(db, readonly=True) as store:
         configs = store.configs()
         chosen = [c for c in configs if (config_id is None or c["id"] == config_id)
@@ -56,7 +56,11 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
                              hint="narrow it down with --runtime/--target (or --config-id)")
         cfg = chosen[0]
         rows = store.rows(cfg["id"])
-        repeats = {r["key"]: r for r in store.rows(cfg["id"], "repeat") if not r["noisy"]} if mean_passes else {}
+        repeats: dict[str, list[dict]] = {}  # key -> clean rows of the repeat passes
+        for pass_ in store.pass_names(cfg["id"])[1:] if mean_passes else []:
+            for r in store.rows(cfg["id"], pass_):
+                if not r["noisy"] and r["latency_ms"] > 0:
+                    repeats.setdefault(r["key"], []).append(r)
     rows = [r for r in rows if r["latency_ms"] and r["latency_ms"] > 0 and (include_noisy or not r["noisy"])]
     if not rows:
         raise InputError(f"{db}: the configuration has no successful measurements")
@@ -64,7 +68,11 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
     def label(r: dict) -> float:
         return r["latency_ms"] / (r["regime_factor"] if regime_correct else 1.0)
 
-    labels = [math.sqrt(label(r) * label(repeats[r["key"]])) if r["key"] in repeats else label(r) for r in rows]
+    def mean_label(r: dict) -> float:
+        passes = [r, *repeats.get(r["key"], ())]
+        return label(r) if len(passes) == 1 else math.exp(sum(math.log(label(x)) for x in passes) / len(passes))
+
+    labels = [mean_label(r) for r in rows]
     samples = [Sample(r["key"], r["name"], r["family"] or "user", GraphTable.from_bytes(r["graph"], r["name"]),
                       y, r["model_id"], r["split"]) for r, y in zip(rows, labels)]
     corrected = regime_correct and any(r["regime_factor"] != 1.0 for r in rows)

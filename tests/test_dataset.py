@@ -170,6 +170,16 @@ def test_regime_factor_by_hand():
     assert regime_factor({"probe_ms": [0.18, 0.25]}, 0.2) == pytest.approx(0.9 ** 0.5)  # quicker than typical
 
 
+def test_repeat_rounds_name_their_passes():
+    from narformer_tvm.dataset import is_pass_name, repeat_pass_name
+
+    assert [repeat_pass_name(n) for n in (1, 2, 10)] == ["repeat", "repeat2", "repeat10"]
+    assert all(map(is_pass_name, ("main", "repeat", "repeat2", "repeat10")))
+    assert not any(map(is_pass_name, ("repeat1", "repeat0", "repeatx", "Main", "")))
+    with pytest.raises(ValueError):
+        repeat_pass_name(0)
+
+
 def test_sittings_split_on_pauses_and_compare_probes_with_the_typical_level(tmp_path, capsys):
     import json
     import shutil

@@ -183,6 +183,18 @@ def test_profile_repeats_one_sitting(capsys, tmp_path, models):
     assert exc.value.code == 0, capsys.readouterr().err
     repeated = [r["name"] for r in Store(db).rows(pass_="repeat")]
     assert repeated == [Store(db).rows()[1]["name"]]  # only the model of that sitting
+    # a second round on a later sitting adds a pass; the first round's row stays as it was
+    first = Store(db).rows(pass_="repeat")[0]["latency_ms"]
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", *map(str, models[:2]), "--db", str(db), "--no-regime-gate", "--repeat-pass", "1",
+              "--repeat-round", "2", *window])
+    assert exc.value.code == 0, capsys.readouterr().err
+    assert [r["name"] for r in Store(db).rows(pass_="repeat2")] == repeated
+    assert Store(db).rows(pass_="repeat")[0]["latency_ms"] == first
+    assert Store(db).pass_names() == ["main", "repeat", "repeat2"]
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", str(models[0]), "--db", str(db), "--repeat-round", "2"])
+    assert exc.value.code == 2 and "give --repeat-pass too" in capsys.readouterr().err
     for path, bad, message in ((db, ["2026-11-29T00:00", "2026-11-29T01:00"], "no model"),
                                (db, ["2026-11-30T05:00", "2026-11-30T04:00"], "is not before"),
                                (tmp_path / "typo.db", ["2026-11-30T04:18", "2026-11-30T04:45"], "no such dataset")):

@@ -341,6 +341,16 @@ def test_mean_over_passes_labels_a_model_measured_twice_by_the_geometric_mean(tm
     ratios = {b.model_id: b.latency_ms / a.latency_ms for a, b in zip(single, mean)}
     assert ratios.pop(main[0][0]) == pytest.approx(1.1)  # sqrt(1 x 1.21)
     assert ratios and all(r == pytest.approx(1.0) for r in ratios.values())  # one pass, or a noisy repeat
+    con = sqlite3.connect(db)  # a third pass (a later repeat round) joins the mean; a failed one does not
+    for (model, config, ms), factor, lat in zip(main, (1.1, 2.0), (1.1, None)):
+        con.execute("INSERT INTO measurements (model_id, config_id, pass, latency_ms, noisy, measured_at)"
+                    " VALUES (?, ?, 'repeat2', ?, 0, '2026-11-30T09:00:00')",
+                    (model, config, None if lat is None else ms * factor))
+    con.commit()
+    con.close()
+    three = {s.model_id: s.latency_ms / a.latency_ms for a, s in zip(single, load_samples(db, mean_passes=True)[0])}
+    assert three[main[0][0]] == pytest.approx(1.1)  # cube root of 1 x 1.21 x 1.1
+    assert three[main[1][0]] == pytest.approx(1.0)  # its repeat is noisy, its repeat2 failed
 
 
 def test_optimizer_warms_up_linearly_then_decays_to_zero():
