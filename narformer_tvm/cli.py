@@ -368,12 +368,12 @@ def _print_summaries(con, summaries) -> None:
             con.print(f"  [yellow]drift:[/yellow] {d}")
 
 
-def _print_noise(con, noise: dict) -> None:
+def _print_noise(con, noise: dict, second: str = "repeat") -> None:
     from rich.table import Table
 
     if not noise:
         return
-    t = Table(title="noise floor: main vs repeat pass (same models)", title_justify="left")
+    t = Table(title=f"noise floor: main vs {second} pass (same models)", title_justify="left")
     for col in ("statistic", "pairs", "MAPE", "p90", "max"):
         t.add_column(col, justify="left" if col == "statistic" else "right")
     for name, n in noise.items():
@@ -392,13 +392,14 @@ def dataset():
 def dataset_info(db, as_json):
     """Summary per configuration and family: models, failures, latency range, noise."""
     from .dataset import Store, dataset_summary
-    from .profile import noise_floor
+    from .profile import later_passes, noise_floor
 
     with Store(db, readonly=True) as store:
         summary = dataset_summary(store)
         noise = noise_floor(store)
+        later = {p: noise_floor(store, second=p) for p in later_passes(store)}
     if as_json:
-        click.echo(json.dumps({"summary": summary, "noise_floor": noise}, indent=2))
+        click.echo(json.dumps({"summary": summary, "noise_floor": noise, "noise_floor_later_passes": later}, indent=2))
         return
     from rich.table import Table
 
@@ -412,6 +413,8 @@ def dataset_info(db, as_json):
                       *(f"{fam[k]:.3f}" if fam[k] is not None else "" for k in ("median_ms", "min_ms", "max_ms")))
         con.print(t)
     _print_noise(con, noise)
+    for pass_, n in later.items():
+        _print_noise(con, n, pass_)
 
 
 @dataset.command("sittings")
@@ -908,7 +911,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     from .evaluate import cap_per_family, evaluate as run_eval, method_names, write_report
     from .backends import LABEL_STATISTIC
     from .estimate import labels_corrected
-    from .profile import REGIME_CORRECTED, noise_floor
+    from .profile import REGIME_CORRECTED, later_passes, noise_floor
     from .train import load_samples
 
     model, feats, fit = _train_options(kw)
@@ -929,7 +932,10 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         samples = cap_per_family(samples, per_family)
     with Store(db_path, readonly=True) as store:  # the noise floor of the labels the methods are scored on
         noise = noise_floor(store, cfg["id"])
-    nf = noise.get(REGIME_CORRECTED if labels_corrected(cfg) else LABEL_STATISTIC, {}).get("mape")
+        later = {p: noise_floor(store, cfg["id"], p) for p in later_passes(store, cfg["id"])}
+    statistic = REGIME_CORRECTED if labels_corrected(cfg) else LABEL_STATISTIC
+    nf = noise.get(statistic, {}).get("mape")
+    later_nf = {p: n[statistic]["mape"] for p, n in later.items() if statistic in n}
     command = "narformer-tvm evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     if predictor_spec is not None:
         from .evaluate import score_predictor
@@ -940,7 +946,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         results = [score_predictor(scored, samples, "predictor")]
         which = "the held-out models (each family's last 10%)" if test_split else "every model"
         title = f"predictor {predictor_spec} on {which} of {db_path} ({cfg['labels']} labels)"
-        path = write_report(results, out, title, nf, command)
+        path = write_report(results, out, title, nf, command, later_nf)
         click.echo(path.read_text())
         click.echo(f"report: {path}")
         return
@@ -951,7 +957,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
                            progress=lambda msg: bar.update(task, status=msg[-110:]),
                            checkpoint=Path(out) / "finished.json", notice=_warn_above(bar),
                            hold_out=[f.strip() for f in hold_out.split(",") if f.strip()] if hold_out else None)
-    path = write_report(results, out, f"{protocol} split on {db_path} ({cfg['labels']} labels)", nf, command)
+    path = write_report(results, out, f"{protocol} split on {db_path} ({cfg['labels']} labels)", nf, command, later_nf)
     click.echo(path.read_text())
     click.echo(f"report: {path}")
 

@@ -196,13 +196,18 @@ def per_family(results: list[Result], method: str) -> dict[str, dict]:
     return {f: summary(p, t) for f, (p, t) in sorted(fams.items())}
 
 
-def markdown(results: list[Result], title: str, noise_floor: float | None = None, command: str = "") -> str:
+def markdown(results: list[Result], title: str, noise_floor: float | None = None, command: str = "",
+             later_floors: dict[str, float] | None = None) -> str:
+    """``later_floors``: the MAPE between the main pass and each later repeat round (another sitting)."""
     agg = aggregate(results)
     lines = [f"## {title}", ""]
     if command:
         lines += ["```", command, "```", ""]
     if noise_floor is not None:
-        lines += [f"Dataset noise floor (MAPE between two measurements of the same models): {100 * noise_floor:.2f}%", ""]
+        later = "".join(f"; main pass vs {p}, measured in a later sitting: {100 * v:.2f}%"
+                        for p, v in (later_floors or {}).items())
+        lines += [f"Dataset noise floor (MAPE between two measurements of the same models): {100 * noise_floor:.2f}%"
+                  f"{later}", ""]
     lines += ["| method | MAPE mean (best) | RMSPE | Acc(10%) | Acc(5%) | Kendall tau | runs |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for m, a in agg.items():
@@ -259,10 +264,10 @@ def plot(results: list[Result], out_dir: Path, method: str = "narformer") -> lis
 
 
 def write_report(results: list[Result], out_dir: str | Path, title: str, noise_floor: float | None = None,
-                 command: str = "") -> Path:
+                 command: str = "", later_floors: dict[str, float] | None = None) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    md = markdown(results, title, noise_floor, command)
+    md = markdown(results, title, noise_floor, command, later_floors)
     methods = list(dict.fromkeys(r.method for r in results))
     for m in methods:
         if m not in ("flops", "flops_mac"):

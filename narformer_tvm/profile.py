@@ -512,14 +512,15 @@ def repeat_subset(jobs: list[Job], fraction: float) -> list[Job]:
 REGIME_CORRECTED = f"{LABEL_STATISTIC}, regime-corrected"  # noise_floor's entry for the labels training uses
 
 
-def noise_floor(store: Store, config_id: int | None = None) -> dict[str, dict]:
-    """MAPE between the main and the repeat pass of the same models, for each candidate statistic, and
-    for the label divided by its regime factor (REGIME_CORRECTED, where the rows were gated)."""
+def noise_floor(store: Store, config_id: int | None = None, second: str = "repeat") -> dict[str, dict]:
+    """MAPE between the main and the repeat pass (or the ``second`` pass, e.g. a later round on another
+    sitting) of the same models, for each candidate statistic, and for the label divided by its regime
+    factor (REGIME_CORRECTED, where the rows were gated)."""
     from .backends import STATISTICS, label_statistic
     from .dataset import unpack_blocks
 
     main = {(r["key"], r["config_id"]): r for r in store.rows(config_id, "main")}
-    pairs = [(main[(r["key"], r["config_id"])], r) for r in store.rows(config_id, "repeat")
+    pairs = [(main[(r["key"], r["config_id"])], r) for r in store.rows(config_id, second)
              if (r["key"], r["config_id"]) in main]
     stats = dict(STATISTICS)
     if any(a["regime_factor"] != 1.0 or b["regime_factor"] != 1.0 for a, b in pairs):
@@ -537,6 +538,11 @@ def noise_floor(store: Store, config_id: int | None = None) -> dict[str, dict]:
             out[name] = {"pairs": len(errs), "mape": sum(errs) / len(errs), "p90": errs[int(0.9 * (len(errs) - 1))],
                          "max": errs[-1]}
     return out
+
+
+def later_passes(store: Store, config_id: int | None = None) -> list[str]:
+    """The repeat rounds after the noise-floor pass (repeat2, ...): models measured again on later sittings."""
+    return [p for p in store.pass_names(config_id) if p not in ("main", "repeat")]
 
 
 def env_threads_note() -> str:

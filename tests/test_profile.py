@@ -192,6 +192,10 @@ def test_profile_repeats_one_sitting(capsys, tmp_path, models):
     assert [r["name"] for r in Store(db).rows(pass_="repeat2")] == repeated
     assert Store(db).rows(pass_="repeat")[0]["latency_ms"] == first
     assert Store(db).pass_names() == ["main", "repeat", "repeat2"]
+    assert noise_floor(Store(db), second="repeat2")["min_block_median"]["pairs"] == 1
+    with pytest.raises(SystemExit) as exc:
+        main(["dataset", "info", str(db)])
+    assert exc.value.code == 0 and "main vs repeat2 pass" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
         main(["profile", str(models[0]), "--db", str(db), "--repeat-round", "2"])
     assert exc.value.code == 2 and "give --repeat-pass too" in capsys.readouterr().err

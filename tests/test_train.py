@@ -138,9 +138,11 @@ def test_evaluate_writes_a_report(real_samples, tmp_path):
     assert {r.split for r in results} == families
     for r in results:  # no leakage: the held-out family never trains
         assert set(r.families) == {r.split}
-    path = write_report(results, tmp_path, "lofo test", noise_floor=0.02, command="narformer-tvm evaluate ...")
+    path = write_report(results, tmp_path, "lofo test", noise_floor=0.02, command="narformer-tvm evaluate ...",
+                        later_floors={"repeat2": 0.0444})
     text = path.read_text()
     assert "| flops_mac |" in text and "noise floor" in text and "2.00%" in text
+    assert "main pass vs repeat2, measured in a later sitting: 4.44%" in text
     assert json.loads((tmp_path / "summary.json").read_text())["flops"]["runs"] == 1
 
 
