@@ -7,7 +7,9 @@
 For every model measured in two passes (main and repeat, or those ``--passes`` names, e.g. main
 repeat2: a later sitting), the MAPE between the two labels after
 dividing each by (quicker probe / the configuration's fastest probe level) ** exponent
-(dataset.regime_factor); exponent 0 is the raw label. ``--split-at`` adds rows for the pairs repeated
+(dataset.regime_factor); exponent 0 is the raw label. The last column divides by dataset.sitting_factor
+instead: the sitting's median probe over that level in full, the row's probe within its sitting to
+REGIME_EXPONENT. ``--split-at`` adds rows for the pairs repeated
 before and after a time, to check an exponent on pairs it was not chosen on.
 """
 from __future__ import annotations
@@ -40,6 +42,10 @@ def row(label: str, chosen: list[tuple[dict, dict, str]]) -> str:
         y = np.array([b["latency_ms"] / regime_factor(b["info"], b["probe_reference"], e) for _, b, _ in chosen])
         errs = np.abs(x - y) / y
         cells.append(f"{100 * errs.mean():.2f}% (p90 {100 * np.percentile(errs, 90):.1f}%)")
+    x = np.array([a["latency_ms"] / a["sitting_factor"] for a, _, _ in chosen])
+    y = np.array([b["latency_ms"] / b["sitting_factor"] for _, b, _ in chosen])
+    errs = np.abs(x - y) / y
+    cells.append(f"{100 * errs.mean():.2f}% (p90 {100 * np.percentile(errs, 90):.1f}%)")
     return f"| {label} | {len(chosen)} | " + " | ".join(cells) + " |"
 
 
@@ -52,7 +58,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = ap.parse_args()
     head = " | ".join(f"exponent {e:g}" + (" (used)" if e == REGIME_EXPONENT else "") for e in EXPONENTS)
-    lines = [f"| pairs of | n | {head} |", "| --- | --- |" + " --- |" * len(EXPONENTS)]
+    head += f" | sitting level, then exponent {REGIME_EXPONENT:g} within the sitting"
+    lines = [f"| pairs of | n | {head} |", "| --- | --- |" + " --- |" * (len(EXPONENTS) + 1)]
     for db in args.db:
         found = pairs(db, *args.passes)
         lines.append(row(f"`{db}`", found))
@@ -67,8 +74,10 @@ def main() -> None:
     if args.out:
         command = "python examples/bench_regime_correction.py " + " ".join(sys.argv[1:])
         first, second = args.passes
-        args.out.write_text(f"MAPE between two measurements of the same models ({first} vs {second} pass), each label divided "
-                            f"by dataset.regime_factor with the exponent.\n\n```\n{command}\n```\n\n{table}\n")
+        args.out.write_text(f"MAPE between two measurements of the same models ({first} vs {second} pass), each label "
+                            "divided by dataset.regime_factor with the exponent (last column: by "
+                            "dataset.sitting_factor).\n\n"
+                            f"```\n{command}\n```\n\n{table}\n")
 
 
 if __name__ == "__main__":

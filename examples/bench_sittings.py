@@ -5,7 +5,7 @@
 
 Sittings are those of `narformer-tvm dataset sittings` (runs without a 20-minute pause), in every pass
 (main, repeat, repeat2, ...), and each row is scored against its own label (divided by its regime factor
-where the predictor learned corrected labels), not the mean over passes: a model measured in several
+or sitting factor, as the predictor learned), not the mean over passes: a model measured in several
 sittings shows what each sitting's level does to the error. If the machine's level moved between
 sittings by more than the regime correction takes out, the median signed error moves with it. The
 held-out columns are the rows of models `train` holds out (each family's last 10%).
@@ -33,6 +33,7 @@ def main() -> None:
 
     pred = Predictor.load(resolve_predictor(args.predictor))
     corrected = label_options(pred.profile)["regime_correct"]
+    factor = "sitting_factor" if corrected == "sitting" else "regime_factor"
     samples, cfg = load_samples(args.db, regime_correct=corrected)
     predicted = dict(zip((s.key for s in samples), predict_samples(pred, samples)[0]))
     held_out = {samples[i].key for i in split_same_distribution(samples)[1]}
@@ -46,7 +47,7 @@ def main() -> None:
                 chosen = [r for r in rows if sit["start"] <= at[r["model_id"]] <= sit["end"]]
                 if not chosen:
                     continue
-                label = np.array([r["latency_ms"] / (r["regime_factor"] if corrected else 1.0) for r in chosen])
+                label = np.array([r["latency_ms"] / (r[factor] if corrected else 1.0) for r in chosen])
                 err = np.array([predicted[r["key"]] for r in chosen]) / label - 1
                 test = np.array([r["key"] in held_out for r in chosen])
                 entry = {"pass": pass_, "start": sit["start"], "end": sit["end"], "n": len(chosen),
@@ -64,7 +65,7 @@ def main() -> None:
 
     lines = ["# Error per measuring sitting", "",
              f"`python examples/bench_sittings.py {args.db} --predictor {args.predictor} --out ...`", "",
-             f"Each row against its own label ({'regime-corrected' if corrected else 'raw'}); held out: the models "
+             f"Each row against its own label ({cfg['labels'].split(',')[0]}); held out: the models "
              "`train` holds out (each family's last 10%).", "",
              "| pass | sitting (UTC) | rows | probes vs typical | median signed error | MAPE | Acc(10%) "
              "| held out | their median signed error | their MAPE | their Acc(10%) |",

@@ -269,8 +269,8 @@ def zoo(family_spec, count, seed, out, opset, standard):
 @input_shape_option
 @batch_option
 def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, opt_level, kernels, timeout,
-            repeat_pass, repeat_round, measured_between, regime_gate, regime_wait, retry_failed, remeasure_noisy, rpc_tracker, rpc_key,
-            ort_candidates, input_shapes, batch_size):
+            repeat_pass, repeat_round, measured_between, regime_gate, regime_wait, retry_failed, remeasure_noisy,
+            rpc_tracker, rpc_key, ort_candidates, input_shapes, batch_size):
     """Measure real latencies of MODELS (ONNX files or folders) and store them in a dataset.
 
     Each model runs in an isolated worker with a timeout; results are committed one by one, so an
@@ -580,6 +580,11 @@ def _model_options(f):
                      help="Divide each gated label by how much slower than the fast regime the probes around it "
                           "ran (dataset.regime_factor; the default), or train and score on the raw latencies. "
                           "evaluate --predictor: default, the labels that predictor learned."),
+        click.option("--sitting-level/--no-sitting-level", default=None,
+                     help="With the regime correction, take each sitting's whole level out in full "
+                          "(dataset.sitting_factor: the sitting's median probe over the typical one, then the "
+                          "row's probe within its sitting to the usual power), for sittings that ran off the "
+                          "usual level. evaluate --predictor: default, the labels that predictor learned."),
         click.option("--mean-passes/--main-pass-only", default=None,
                      help="Label a model measured more than once (clean repeat-pass rows besides its main one) by "
                           "the geometric mean of its passes, or by its main pass alone (train's default). evaluate "
@@ -590,6 +595,19 @@ def _model_options(f):
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def _regime_correct(kw: dict, learned: bool | str = True) -> bool | str:
+    """load_samples' ``regime_correct`` from --regime-correction and --sitting-level; where neither is
+    given, ``learned`` (what a scored predictor learned; train's default: the regime correction)."""
+    on, sitting = kw["regime_correction"], kw["sitting_level"]
+    if on is False:
+        if sitting:
+            raise click.UsageError("--sitting-level refines the regime correction: drop --no-regime-correction")
+        return False
+    if on is None and sitting is None:
+        return learned
+    return "sitting" if (learned == "sitting" if sitting is None else sitting) else True
 
 
 def _train_options(kw) -> tuple:
@@ -738,7 +756,7 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
 
     model, feats, fit = _train_options(kw)
     samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"],
-                                regime_correct=kw["regime_correction"] is not False, mean_passes=bool(kw["mean_passes"]))
+                                regime_correct=_regime_correct(kw), mean_passes=bool(kw["mean_passes"]))
     train_idx, test_idx = split_same_distribution(samples) if split == "same" else (list(range(len(samples))), [])
     if limit:
         train_idx = sorted(np.random.default_rng(kw["seed"]).permutation(train_idx)[:limit].tolist())
@@ -911,29 +929,30 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     from .evaluate import cap_per_family, evaluate as run_eval, method_names, write_report
     from .backends import LABEL_STATISTIC
     from .estimate import labels_corrected
-    from .profile import REGIME_CORRECTED, later_passes, noise_floor
+    from .profile import REGIME_CORRECTED, SITTING_CORRECTED, later_passes, noise_floor
     from .train import load_samples
 
     model, feats, fit = _train_options(kw)
     if feats:
         raise click.UsageError("--op-encoding/--attr-encoding are set per method in evaluate (see ablations)")
-    regime_correct, mean_passes = kw["regime_correction"], kw["mean_passes"]
+    regime_correct, mean_passes = _regime_correct(kw), kw["mean_passes"]
     if predictor_spec is not None:
         from .estimate import label_options, resolve_predictor
         from .predictor import Predictor
 
         scored = Predictor.load(resolve_predictor(predictor_spec))
         learned = label_options(scored.profile)
-        regime_correct = learned["regime_correct"] if regime_correct is None else regime_correct
+        regime_correct = _regime_correct(kw, learned["regime_correct"])
         mean_passes = learned["mean_passes"] if mean_passes is None else mean_passes
     samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"],
-                                regime_correct=regime_correct is not False, mean_passes=bool(mean_passes))
+                                regime_correct=regime_correct, mean_passes=bool(mean_passes))
     if per_family:
         samples = cap_per_family(samples, per_family)
     with Store(db_path, readonly=True) as store:  # the noise floor of the labels the methods are scored on
         noise = noise_floor(store, cfg["id"])
         later = {p: noise_floor(store, cfg["id"], p) for p in later_passes(store, cfg["id"])}
-    statistic = REGIME_CORRECTED if labels_corrected(cfg) else LABEL_STATISTIC
+    correction = labels_corrected(cfg)
+    statistic = SITTING_CORRECTED if correction == "sitting" else REGIME_CORRECTED if correction else LABEL_STATISTIC
     nf = noise.get(statistic, {}).get("mape")
     later_nf = {p: n[statistic]["mape"] for p, n in later.items() if statistic in n}
     command = "narformer-tvm evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""

@@ -2,6 +2,7 @@
 (many graphs of different sizes in one padded, masked batch)."""
 from __future__ import annotations
 
+import bisect
 import json
 import time
 import warnings
@@ -144,6 +145,7 @@ CREATE INDEX IF NOT EXISTS idx_kernels_meas ON kernels(measurement_id);
 # is slowed more than most.
 REGIME_EXPONENT = 0.5
 CORRECTED_LABELS = "regime-corrected"  # load_samples' and profiles' ``labels`` when labels were divided by it
+SITTING_CORRECTED_LABELS = "sitting-corrected"  # ... when divided by sitting_factor instead
 # appended to ``labels`` when a model measured more than once (main and repeat passes, each clean) is labelled
 # by the geometric mean of its passes: k passes on different sittings divide a sitting's offset and the
 # measurement noise by about sqrt(k)
@@ -176,6 +178,19 @@ def regime_factor(info: dict | None, reference_ms: float | None, exponent: float
     if not probes or not reference_ms:
         return 1.0
     return (min(probes) / reference_ms) ** exponent
+
+
+def sitting_factor(info: dict | None, reference_ms: float | None, sitting_ms: float | None,
+                   exponent: float = REGIME_EXPONENT) -> float:
+    """regime_factor with the sitting's whole level taken out in full: (the sitting's median quicker probe
+    over ``reference_ms``) times (the row's quicker probe over the sitting's) to REGIME_EXPONENT (1 without
+    probes). A sitting whose probes all ran a few percent off the usual level ran every network about as
+    far off, while the flips within a sitting slow small operators more than most networks: pairs of
+    measurements from sittings at different levels agree best so (docs/profiling.md)."""
+    probes = (info or {}).get("probe_ms")
+    if not probes or not reference_ms or not sitting_ms:
+        return 1.0
+    return (sitting_ms / reference_ms) * (min(probes) / sitting_ms) ** exponent
 
 
 def pack_blocks(blocks: list[list[float]]) -> bytes:
@@ -367,7 +382,7 @@ class Store:
     def rows(self, config_id: int | None = None, pass_: str = "main", ok_only: bool = True) -> list[dict]:
         """Measured models with their graph tables (one dict per measurement)."""
         q = ("SELECT d.id, d.key, d.name, d.family, d.graph, d.batch_size, d.onnx_path, d.split, m.latency_ms,"
-             " m.config_id, m.error, m.spread, m.noisy, m.samples, d.source, m.info FROM measurements m"
+             " m.config_id, m.error, m.spread, m.noisy, m.samples, d.source, m.info, m.measured_at FROM measurements m"
              " JOIN models d ON d.id = m.model_id WHERE m.pass=?")
         args: list = [pass_]
         if config_id is not None:
@@ -376,16 +391,24 @@ class Store:
         if ok_only:
             q += " AND m.latency_ms IS NOT NULL"
         out, references = [], {}
+        levels = {}  # config id -> (sitting starts, their median probes) of this pass
+        for sit in sittings(self, pass_):
+            starts, probes = levels.setdefault(sit["config_id"], ([], []))
+            starts.append(sit["start"])
+            probes.append(sit["probe_ms"])
         for (mid, key, name, fam, graph, batch, path, split, lat, cid, err, spread, noisy, samples,
-             source, info) in self.db.execute(q + " ORDER BY d.id", args):
+             source, info, at) in self.db.execute(q + " ORDER BY d.id", args):
             if cid not in references:
                 references[cid] = self.probe_reference(cid)
             info = json.loads(info) if info else {}
+            starts, probes = levels.get(cid, ([], []))
+            level = probes[bisect.bisect_right(starts, at) - 1] if starts and at >= starts[0] else None
             out.append({"model_id": mid, "key": key, "name": name, "family": fam, "graph": graph, "batch_size": batch,
                         "onnx_path": path, "split": split, "latency_ms": lat, "config_id": cid, "error": err,
                         "spread": spread, "noisy": bool(noisy), "samples": samples, "source": source,
-                        "info": info, "probe_reference": references[cid],
-                        "regime_factor": regime_factor(info, references[cid])})
+                        "info": info, "probe_reference": references[cid], "measured_at": at,
+                        "regime_factor": regime_factor(info, references[cid]),
+                        "sitting_factor": sitting_factor(info, references[cid], level)})
         return out
 
 

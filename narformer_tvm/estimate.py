@@ -157,12 +157,14 @@ def estimate(paths: Sequence[str | Path], predictor: Predictor, input_shapes: di
 PUBLISHED_DB = "published.db"  # published networks measured on the profile's hardware, if its folder has them
 
 
-def labels_corrected(profile: dict) -> bool:
+def labels_corrected(profile: dict) -> bool | str:
     """Whether a predictor's profile (or a load_samples configuration) has regime-corrected labels
-    (dataset.regime_factor): a predictor's metrics are on the labels it learned."""
-    from .dataset import CORRECTED_LABELS
+    (dataset.regime_factor: True; dataset.sitting_factor: "sitting"), as load_samples' ``regime_correct``
+    takes it: a predictor's metrics are on the labels it learned."""
+    from .dataset import CORRECTED_LABELS, SITTING_CORRECTED_LABELS
 
-    return profile.get("labels", "").startswith(CORRECTED_LABELS)
+    labels = profile.get("labels", "")
+    return "sitting" if labels.startswith(SITTING_CORRECTED_LABELS) else labels.startswith(CORRECTED_LABELS)
 
 
 def label_options(profile: dict) -> dict:

@@ -510,12 +510,13 @@ def repeat_subset(jobs: list[Job], fraction: float) -> list[Job]:
 
 
 REGIME_CORRECTED = f"{LABEL_STATISTIC}, regime-corrected"  # noise_floor's entry for the labels training uses
+SITTING_CORRECTED = f"{LABEL_STATISTIC}, sitting-corrected"  # ... for labels divided by dataset.sitting_factor
 
 
 def noise_floor(store: Store, config_id: int | None = None, second: str = "repeat") -> dict[str, dict]:
     """MAPE between the main and the repeat pass (or the ``second`` pass, e.g. a later round on another
     sitting) of the same models, for each candidate statistic, and for the label divided by its regime
-    factor (REGIME_CORRECTED, where the rows were gated)."""
+    factor (REGIME_CORRECTED) or its sitting factor (SITTING_CORRECTED), where the rows were gated."""
     from .backends import STATISTICS, label_statistic
     from .dataset import unpack_blocks
 
@@ -523,15 +524,17 @@ def noise_floor(store: Store, config_id: int | None = None, second: str = "repea
     pairs = [(main[(r["key"], r["config_id"])], r) for r in store.rows(config_id, second)
              if (r["key"], r["config_id"]) in main]
     stats = dict(STATISTICS)
+    factors = {}  # corrected entry -> the row's factor it divides by
     if any(a["regime_factor"] != 1.0 or b["regime_factor"] != 1.0 for a, b in pairs):
-        stats[REGIME_CORRECTED] = label_statistic
+        stats[REGIME_CORRECTED] = stats[SITTING_CORRECTED] = label_statistic
+        factors = {REGIME_CORRECTED: "regime_factor", SITTING_CORRECTED: "sitting_factor"}
     out = {}
     for name, stat in stats.items():
         errs = []
         for a, b in pairs:
             x, y = stat(unpack_blocks(a["samples"])), stat(unpack_blocks(b["samples"]))
-            if name == REGIME_CORRECTED:
-                x, y = x / a["regime_factor"], y / b["regime_factor"]
+            if name in factors:
+                x, y = x / a[factors[name]], y / b[factors[name]]
             errs.append(abs(x - y) / y)
         if errs:
             errs.sort()

@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .dataset import CORRECTED_LABELS, MEAN_OVER_PASSES, Store, collate, size_buckets, write_atomically
+from .dataset import (CORRECTED_LABELS, MEAN_OVER_PASSES, SITTING_CORRECTED_LABELS, Store, collate, size_buckets,
+                      write_atomically)
 from .errors import InputError
 from .features import STATIC, EncodedGraph, FeatureConfig, GraphTable, encode_table, kind_counts, static_count
 from .metrics import mape
@@ -34,14 +35,16 @@ class Sample:
 
 def load_samples(db: str | Path, runtime: str | None = None, target: str | None = None,
                  config_id: int | None = None, include_noisy: bool = False,
-                 regime_correct: bool = True, mean_passes: bool = False) -> tuple[list[Sample], dict]:
+                 regime_correct: bool | str = True, mean_passes: bool = False) -> tuple[list[Sample], dict]:
     """Successful main-pass measurements of one configuration (the only one, or the one selected).
 
     Rows flagged noisy are left out unless asked for: on this machine they disagreed with a quiet
     re-measurement by 158% on average, against 11% for unflagged rows (profiles/cpu-onnxruntime).
-    Gated rows' labels are divided by their dataset.regime_factor unless ``regime_correct`` is off;
+    Gated rows' labels are divided by their dataset.regime_factor unless ``regime_correct`` is off, or
+    by their dataset.sitting_factor where it is "sitting";
     with ``mean_passes`` a model is labelled by the geometric mean of its main row and its clean rows of
-    every repeat pass (dataset.repeat_pass_name). The returned configuration's ``labels`` says which labels the samples carry."""
+    every repeat pass (dataset.repeat_pass_name). The returned configuration's ``labels`` says which
+    labels the samples carry."""
     with Store(db, readonly=True) as store:
         configs = store.configs()
         chosen = [c for c in configs if (config_id is None or c["id"] == config_id)
@@ -65,8 +68,10 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
     if not rows:
         raise InputError(f"{db}: the configuration has no successful measurements")
 
+    factor = "sitting_factor" if regime_correct == "sitting" else "regime_factor" if regime_correct else None
+
     def label(r: dict) -> float:
-        return r["latency_ms"] / (r["regime_factor"] if regime_correct else 1.0)
+        return r["latency_ms"] / (r[factor] if factor else 1.0)
 
     def mean_label(r: dict) -> float:
         passes = [r, *repeats.get(r["key"], ())]
@@ -75,8 +80,9 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
     labels = [mean_label(r) for r in rows]
     samples = [Sample(r["key"], r["name"], r["family"] or "user", GraphTable.from_bytes(r["graph"], r["name"]),
                       y, r["model_id"], r["split"]) for r, y in zip(rows, labels)]
-    corrected = regime_correct and any(r["regime_factor"] != 1.0 for r in rows)
-    kind = (CORRECTED_LABELS if corrected else "raw") + (MEAN_OVER_PASSES if mean_passes else "")
+    corrected = factor and any(r[factor] != 1.0 for r in rows)
+    kind = ((SITTING_CORRECTED_LABELS if factor == "sitting_factor" else CORRECTED_LABELS) if corrected else "raw") \
+        + (MEAN_OVER_PASSES if mean_passes else "")
     return samples, {**cfg, "labels": kind}
 
 

@@ -170,6 +170,15 @@ def test_regime_factor_by_hand():
     assert regime_factor({"probe_ms": [0.18, 0.25]}, 0.2) == pytest.approx(0.9 ** 0.5)  # quicker than typical
 
 
+def test_sitting_factor_by_hand():
+    from narformer_tvm.dataset import sitting_factor
+
+    assert sitting_factor(None, 0.2, 0.21) == sitting_factor({"probe_ms": [0.2]}, None, 0.21) == 1.0
+    assert sitting_factor({"probe_ms": [0.2]}, 0.2, None) == 1.0  # no clean probe in its sitting
+    # a sitting 5% quicker than typical in full, the row 10% slower than its sitting to the square root
+    assert sitting_factor({"probe_ms": [0.231, 0.3]}, 0.22, 0.21) == pytest.approx(0.21 / 0.22 * 1.1 ** 0.5)
+
+
 def test_repeat_rounds_name_their_passes():
     from narformer_tvm.dataset import is_pass_name, repeat_pass_name
 
@@ -206,6 +215,12 @@ def test_sittings_split_on_pauses_and_compare_probes_with_the_typical_level(tmp_
     assert (found[0]["start"], found[0]["end"]) == ("2026-11-30T04:00:00", "2026-11-30T04:03:00")
     assert found[1]["start"] == "2026-11-30T04:34:00"
     assert found[0]["probe_vs_typical"] == pytest.approx(0.2 / 0.18 - 1) and found[1]["probe_vs_typical"] == 0
+    with Store(db, readonly=True) as store:  # the first sitting's level is taken out in full by the sitting factor
+        rows = {r["measured_at"]: r for r in store.rows(ok_only=False)}
+    first = rows["2026-11-30T04:00:00"]
+    assert first["sitting_factor"] == pytest.approx(0.2 / 0.18)
+    assert first["regime_factor"] == pytest.approx((0.2 / 0.18) ** 0.5)
+    assert rows["2026-11-30T04:34:00"]["sitting_factor"] == pytest.approx(1.0)
     with pytest.raises(SystemExit) as exc:
         main(["dataset", "sittings", str(db)])
     out = capsys.readouterr().out

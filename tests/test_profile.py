@@ -10,9 +10,9 @@ from narformer_tvm.backends import MeasureConfig, block_spread, get_backend, lab
 from narformer_tvm.cli import main
 from narformer_tvm.dataset import Store, unpack_blocks
 from narformer_tvm.errors import InputError
-from narformer_tvm.profile import (REGIME_CORRECTED, REGIME_MARGIN, REGIME_WAIT_S, RegimeGate, Summary, gate_settings,
-                                   jobs_from_paths, jobs_from_zoo, noise_floor, repeat_subset, slow_in_hindsight,
-                                   sweep)
+from narformer_tvm.profile import (REGIME_CORRECTED, REGIME_MARGIN, REGIME_WAIT_S, SITTING_CORRECTED, RegimeGate, Summary,
+                                   gate_settings, jobs_from_paths, jobs_from_zoo, noise_floor, repeat_subset,
+                                   slow_in_hindsight, sweep)
 from conftest import conv_model
 
 FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
@@ -385,3 +385,4 @@ def test_regime_correction_bench_agrees_with_the_noise_floor(tmp_path):
     assert cells[1] == str(noise["min_block_median"]["pairs"])
     assert cells[2].startswith(f"{100 * noise['min_block_median']['mape']:.2f}%")
     assert cells[4].startswith(f"{100 * noise[REGIME_CORRECTED]['mape']:.2f}%")
+    assert cells[7].startswith(f"{100 * noise[SITTING_CORRECTED]['mape']:.2f}%")

@@ -246,17 +246,19 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
     # scored on the labels the predictor learned (raw here) unless told; the report names them
     published = Path(__file__).resolve().parents[1] / "profiles" / "cpu-onnxruntime-zen5" / "published.db"
     assert prof["labels"] == "raw"
-    for extra, labels in (([], "raw"), (["--regime-correction"], "regime-corrected")):
+    for extra, labels, correct in (([], "raw", False), (["--regime-correction"], "regime-corrected", True),
+                                   (["--sitting-level"], "sitting-corrected", "sitting")):
         with pytest.raises(SystemExit) as exc:
             main(["evaluate", "--db", str(published), "--predictor", str(out), "--out", str(tmp_path / labels), *extra])
         assert exc.value.code == 0
         assert f"({labels} labels)" in (tmp_path / labels / "report.md").read_text()
         true = json.loads((tmp_path / labels / "results.json").read_text())[0]["true"]
-        expected = load_samples(published, regime_correct=labels == "regime-corrected")[0]
+        expected = load_samples(published, regime_correct=correct)[0]
         np.testing.assert_allclose(true, [s.latency_ms for s in expected])
     capsys.readouterr()
     for extra, says in ((["--protocol", "lofo", "--hold-out", "nosuchnet"], "choose from"),
                         (["--predictor", str(out), "--hold-out", "resnet"], "--hold-out"),
+                        (["--no-regime-correction", "--sitting-level"], "drop --no-regime-correction"),
                         (["--test-split"], "--predictor")):
         with pytest.raises(SystemExit) as exc:
             main(["evaluate", "--db", str(SAMPLE_DB), "--methods", "flops", "--out", str(tmp_path / "x"), *extra])
