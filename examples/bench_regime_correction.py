@@ -4,13 +4,12 @@
         profiles/cpu-onnxruntime-zen5/published.db --split-at 2026-11-29T22:00 \\
         --out docs/results/regime-correction.md
 
-For every model measured in two passes (main and repeat, or those ``--passes`` names, e.g. main
-repeat2: a later sitting), the MAPE between the two labels after
-dividing each by (quicker probe / the configuration's fastest probe level) ** exponent
-(dataset.regime_factor); exponent 0 is the raw label. The last column divides by dataset.sitting_factor
-instead: the sitting's median probe over that level in full, the row's probe within its sitting to
-REGIME_EXPONENT. ``--split-at`` adds rows for the pairs repeated
-before and after a time, to check an exponent on pairs it was not chosen on.
+For every model measured in two passes (main and repeat, or each ``--passes`` pair, e.g. main
+repeat2: a later sitting), the MAPE between the two labels after dividing each by (quicker probe /
+the configuration's typical probe) ** exponent (dataset.regime_factor); exponent 0 is the raw label.
+The last column divides by dataset.sitting_factor instead: the sitting's median probe over that
+level in full, the row's probe within its sitting to REGIME_EXPONENT. ``--split-at`` adds rows for
+the pairs repeated before and after a time, to check an exponent on pairs it was not chosen on.
 """
 from __future__ import annotations
 
@@ -52,17 +51,20 @@ def row(label: str, chosen: list[tuple[dict, dict, str]]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("db", nargs="+", type=Path)
-    ap.add_argument("--passes", nargs=2, default=("main", "repeat"), metavar=("FIRST", "SECOND"),
-                    help="the two passes to compare (default: main repeat)")
+    ap.add_argument("--passes", nargs=2, action="append", metavar=("FIRST", "SECOND"),
+                    help="two passes to compare (default: main repeat); repeatable, a row each")
     ap.add_argument("--split-at", help="also rows for pairs repeated before / after this time (YYYY-MM-DDTHH:MM)")
     ap.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = ap.parse_args()
     head = " | ".join(f"exponent {e:g}" + (" (used)" if e == REGIME_EXPONENT else "") for e in EXPONENTS)
     head += f" | sitting level, then exponent {REGIME_EXPONENT:g} within the sitting"
     lines = [f"| pairs of | n | {head} |", "| --- | --- |" + " --- |" * (len(EXPONENTS) + 1)]
-    for db in args.db:
-        found = pairs(db, *args.passes)
-        lines.append(row(f"`{db}`", found))
+    passes = args.passes or [("main", "repeat")]
+    for db, (first, second) in ((db, p) for db in args.db for p in passes):
+        found = pairs(db, first, second)
+        if not found:
+            continue
+        lines.append(row(f"`{db}`" + ("" if (first, second) == ("main", "repeat") else f" {first} vs {second}"), found))
         if args.split_at:
             before = [p for p in found if p[2] < args.split_at]
             after = [p for p in found if p[2] >= args.split_at]
@@ -73,8 +75,8 @@ def main() -> None:
     print(table)
     if args.out:
         command = "python examples/bench_regime_correction.py " + " ".join(sys.argv[1:])
-        first, second = args.passes
-        args.out.write_text(f"MAPE between two measurements of the same models ({first} vs {second} pass), each label "
+        which = ", ".join(f"{a} vs {b}" for a, b in passes)
+        args.out.write_text(f"MAPE between two measurements of the same models ({which} pass), each label "
                             "divided by dataset.regime_factor with the exponent (last column: by "
                             "dataset.sitting_factor).\n\n"
                             f"```\n{command}\n```\n\n{table}\n")
