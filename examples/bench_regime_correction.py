@@ -28,9 +28,7 @@ def pairs(db: Path, first: str = "main", second: str = "repeat") -> list[tuple[d
     """(first pass's row, second pass's row, when the second was measured) for every model measured in both."""
     with Store(db, readonly=True) as store:
         earlier = {(r["key"], r["config_id"]): r for r in store.rows(pass_=first)}
-        when = {(m, c): at for m, c, at in store.db.execute(
-            "SELECT model_id, config_id, measured_at FROM measurements WHERE pass=?", (second,))}
-        return [(earlier[(r["key"], r["config_id"])], r, when[(r["model_id"], r["config_id"])])
+        return [(earlier[(r["key"], r["config_id"])], r, r["measured_at"])
                 for r in store.rows(pass_=second) if (r["key"], r["config_id"]) in earlier]
 
 

@@ -41,10 +41,8 @@ def main() -> None:
     with Store(args.db, readonly=True) as store:
         for pass_ in store.pass_names(cfg["id"]):
             rows = [r for r in store.rows(cfg["id"], pass_) if not r["noisy"] and r["key"] in predicted]
-            at = dict(store.db.execute("SELECT model_id, measured_at FROM measurements WHERE config_id=? AND pass=?",
-                                       (cfg["id"], pass_)))
             for sit in (s for s in sittings(store, pass_) if s["config_id"] == cfg["id"]):
-                chosen = [r for r in rows if sit["start"] <= at[r["model_id"]] <= sit["end"]]
+                chosen = [r for r in rows if sit["start"] <= r["measured_at"] <= sit["end"]]
                 if not chosen:
                     continue
                 label = np.array([r["latency_ms"] / (r[factor] if corrected else 1.0) for r in chosen])

@@ -392,12 +392,12 @@ def dataset():
 def dataset_info(db, as_json):
     """Summary per configuration and family: models, failures, latency range, noise."""
     from .dataset import Store, dataset_summary
-    from .profile import later_passes, noise_floor
+    from .profile import noise_floors
 
     with Store(db, readonly=True) as store:
         summary = dataset_summary(store)
-        noise = noise_floor(store)
-        later = {p: noise_floor(store, second=p) for p in later_passes(store)}
+        later = noise_floors(store)  # the noise-floor pass, then the later rounds
+        noise = later.pop("repeat", {})
     if as_json:
         click.echo(json.dumps({"summary": summary, "noise_floor": noise, "noise_floor_later_passes": later}, indent=2))
         return
@@ -929,7 +929,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     from .evaluate import cap_per_family, evaluate as run_eval, method_names, write_report
     from .backends import LABEL_STATISTIC
     from .estimate import labels_corrected
-    from .profile import REGIME_CORRECTED, SITTING_CORRECTED, later_passes, noise_floor
+    from .profile import REGIME_CORRECTED, SITTING_CORRECTED, noise_floors
     from .train import load_samples
 
     model, feats, fit = _train_options(kw)
@@ -949,8 +949,8 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     if per_family:
         samples = cap_per_family(samples, per_family)
     with Store(db_path, readonly=True) as store:  # the noise floor of the labels the methods are scored on
-        noise = noise_floor(store, cfg["id"])
-        later = {p: noise_floor(store, cfg["id"], p) for p in later_passes(store, cfg["id"])}
+        later = noise_floors(store, cfg["id"])
+        noise = later.pop("repeat", {})
     correction = labels_corrected(cfg)
     statistic = SITTING_CORRECTED if correction == "sitting" else REGIME_CORRECTED if correction else LABEL_STATISTIC
     nf = noise.get(statistic, {}).get("mape")

@@ -517,35 +517,38 @@ def noise_floor(store: Store, config_id: int | None = None, second: str = "repea
     """MAPE between the main and the repeat pass (or the ``second`` pass, e.g. a later round on another
     sitting) of the same models, for each candidate statistic, and for the label divided by its regime
     factor (REGIME_CORRECTED) or its sitting factor (SITTING_CORRECTED), where the rows were gated."""
+    return noise_floors(store, config_id, [second])[second]
+
+
+def noise_floors(store: Store, config_id: int | None = None, passes: list[str] | None = None) -> dict[str, dict]:
+    """noise_floor of the main pass against each of ``passes`` (default: every repeat pass measured, the
+    noise-floor pass 'repeat' and the later rounds), reading the main pass once."""
     from .backends import STATISTICS, label_statistic
     from .dataset import unpack_blocks
 
     main = {(r["key"], r["config_id"]): r for r in store.rows(config_id, "main")}
-    pairs = [(main[(r["key"], r["config_id"])], r) for r in store.rows(config_id, second)
-             if (r["key"], r["config_id"]) in main]
-    stats = dict(STATISTICS)
-    factors = {}  # corrected entry -> the row's factor it divides by
-    if any(a["regime_factor"] != 1.0 or b["regime_factor"] != 1.0 for a, b in pairs):
-        stats[REGIME_CORRECTED] = stats[SITTING_CORRECTED] = label_statistic
-        factors = {REGIME_CORRECTED: "regime_factor", SITTING_CORRECTED: "sitting_factor"}
     out = {}
-    for name, stat in stats.items():
-        errs = []
-        for a, b in pairs:
-            x, y = stat(unpack_blocks(a["samples"])), stat(unpack_blocks(b["samples"]))
-            if name in factors:
-                x, y = x / a[factors[name]], y / b[factors[name]]
-            errs.append(abs(x - y) / y)
-        if errs:
-            errs.sort()
-            out[name] = {"pairs": len(errs), "mape": sum(errs) / len(errs), "p90": errs[int(0.9 * (len(errs) - 1))],
-                         "max": errs[-1]}
+    for second in passes if passes is not None else [p for p in store.pass_names(config_id) if p != "main"]:
+        pairs = [(main[(r["key"], r["config_id"])], r) for r in store.rows(config_id, second)
+                 if (r["key"], r["config_id"]) in main]
+        stats = dict(STATISTICS)
+        factors = {}  # corrected entry -> the row's factor it divides by
+        if any(a["regime_factor"] != 1.0 or b["regime_factor"] != 1.0 for a, b in pairs):
+            stats[REGIME_CORRECTED] = stats[SITTING_CORRECTED] = label_statistic
+            factors = {REGIME_CORRECTED: "regime_factor", SITTING_CORRECTED: "sitting_factor"}
+        floor = out[second] = {}
+        for name, stat in stats.items():
+            errs = []
+            for a, b in pairs:
+                x, y = stat(unpack_blocks(a["samples"])), stat(unpack_blocks(b["samples"]))
+                if name in factors:
+                    x, y = x / a[factors[name]], y / b[factors[name]]
+                errs.append(abs(x - y) / y)
+            if errs:
+                errs.sort()
+                floor[name] = {"pairs": len(errs), "mape": sum(errs) / len(errs),
+                               "p90": errs[int(0.9 * (len(errs) - 1))], "max": errs[-1]}
     return out
-
-
-def later_passes(store: Store, config_id: int | None = None) -> list[str]:
-    """The repeat rounds after the noise-floor pass (repeat2, ...): models measured again on later sittings."""
-    return [p for p in store.pass_names(config_id) if p not in ("main", "repeat")]
 
 
 def env_threads_note() -> str:
