@@ -390,16 +390,16 @@ class Store:
             args.append(config_id)
         if ok_only:
             q += " AND m.latency_ms IS NOT NULL"
-        out, references = [], {}
+        out = []
+        references = {c["id"]: self.probe_reference(c["id"]) for c in self.configs()
+                      if config_id is None or c["id"] == config_id}
         levels = {}  # config id -> (sitting starts, their median probes) of this pass
-        for sit in sittings(self, pass_):
+        for sit in sittings(self, pass_, references=references):
             starts, probes = levels.setdefault(sit["config_id"], ([], []))
             starts.append(sit["start"])
             probes.append(sit["probe_ms"])
         for (mid, key, name, fam, graph, batch, path, split, lat, cid, err, spread, noisy, samples,
              source, info, at) in self.db.execute(q + " ORDER BY d.id", args):
-            if cid not in references:
-                references[cid] = self.probe_reference(cid)
             info = json.loads(info) if info else {}
             starts, probes = levels.get(cid, ([], []))
             level = probes[bisect.bisect_right(starts, at) - 1] if starts and at >= starts[0] else None
@@ -436,16 +436,20 @@ def dataset_summary(store: Store) -> list[dict]:
 SITTING_GAP_S = 20 * 60  # a pause this long between two measurements starts a new sitting
 
 
-def sittings(store: Store, pass_: str = "main", gap_s: float = SITTING_GAP_S) -> list[dict]:
+def sittings(store: Store, pass_: str = "main", gap_s: float = SITTING_GAP_S,
+             references: dict[int, float | None] | None = None) -> list[dict]:
     """Runs of measurements without a pause of ``gap_s``, per configuration: when, how many rows, and how
     quick the regime probes ran against the configuration's typical level (Store.probe_reference). A
-    sitting far off that level is one to re-measure (`profile --measured-between START END --repeat-pass 1`)."""
+    sitting far off that level is one to re-measure (`profile --measured-between START END --repeat-pass 1`).
+    ``references``: the configurations to cover and their typical probes, where the caller has them."""
     from datetime import datetime
 
     q = ("SELECT measured_at, noisy, latency_ms, info FROM measurements WHERE config_id=? AND pass=?"
          " ORDER BY measured_at")
     out = []
     for cfg in store.configs():
+        if references is not None and cfg["id"] not in references:
+            continue
         found: list[dict] = []
         last = None
         for at, noisy, lat, info in store.db.execute(q, (cfg["id"], pass_)):
@@ -460,7 +464,7 @@ def sittings(store: Store, pass_: str = "main", gap_s: float = SITTING_GAP_S) ->
             probes = json.loads(info).get("probe_ms") if info else None
             if probes and not noisy:
                 current["probes"].append(min(probes))
-        reference = store.probe_reference(cfg["id"])
+        reference = references[cfg["id"]] if references is not None else store.probe_reference(cfg["id"])
         for sit in found:
             probes = sit.pop("probes")
             sit["probe_ms"] = float(np.median(probes)) if probes else None

@@ -185,6 +185,23 @@ def aggregate(results: list[Result]) -> dict[str, dict]:
     return out
 
 
+def ensembles_of_runs(results: list[Result]) -> list[Result]:
+    """Each method run more than once on the same test sets, as one predictor: per split, the mean of
+    its runs' predictions (how a predictor trained with --members predicts). Splits whose test set
+    changes with the run (the random protocol) are left out."""
+    by_split: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        by_split.setdefault((r.method, r.split), []).append(r)
+    out = []
+    for (method, split), rs in by_split.items():
+        if len(rs) < 2 or any(r.names != rs[0].names for r in rs):
+            continue
+        pred = np.mean([r.pred for r in rs], axis=0)
+        out.append(Result(f"{method}, ensemble of {len(rs)} runs", rs[0].protocol, 0, split, rs[0].names,
+                          rs[0].families, [float(p) for p in pred], rs[0].true))
+    return out
+
+
 def per_family(results: list[Result], method: str) -> dict[str, dict]:
     fams: dict[str, tuple[list, list]] = {}
     for r in results:
@@ -199,7 +216,8 @@ def per_family(results: list[Result], method: str) -> dict[str, dict]:
 def markdown(results: list[Result], title: str, noise_floor: float | None = None, command: str = "",
              later_floors: dict[str, float] | None = None) -> str:
     """``later_floors``: the MAPE between the main pass and each later repeat round (another sitting)."""
-    agg = aggregate(results)
+    ensembles = ensembles_of_runs(results)
+    agg = aggregate(results + ensembles)
     lines = [f"## {title}", ""]
     if command:
         lines += ["```", command, "```", ""]
@@ -214,10 +232,17 @@ def markdown(results: list[Result], title: str, noise_floor: float | None = None
         mean, best = a["mean"], a["best"]
         lines.append(f"| {m} | {100 * mean['mape']:.2f}% ({100 * best['mape']:.2f}%) | {100 * mean['rmspe']:.2f}% | "
                      f"{100 * mean['acc10']:.1f}% | {100 * mean['acc5']:.1f}% | {mean['kendall_tau']:.3f} | {a['runs']} |")
-    main = "narformer" if "narformer" in agg else list(agg)[-1]  # the full model comes last in a list
-    lines += ["", f"Per family ({main}, all runs pooled):", "", "| family | n | MAPE | Acc(10%) |", "| --- | --- | --- | --- |"]
+    methods = list(dict.fromkeys(r.method for r in results))
+    main = "narformer" if "narformer" in methods else methods[-1]  # the full model comes last in a list
+    ens = next((e.method for e in ensembles if e.method.startswith(f"{main}, ")), None)
+    extra = (f" {ens.split(', ', 1)[1]}: MAPE | Acc(10%) |", " --- | --- |") if ens else ("", "")
+    lines += ["", f"Per family ({main}, all runs pooled):", "", "| family | n | MAPE | Acc(10%) |" + extra[0],
+              "| --- | --- | --- | --- |" + extra[1]]
+    ens_family = per_family(ensembles, ens) if ens else {}
     for f, m in per_family(results, main).items():
-        lines.append(f"| {f} | {m['n']} | {100 * m['mape']:.2f}% | {100 * m['acc10']:.1f}% |")
+        e = ens_family.get(f)
+        lines.append(f"| {f} | {m['n']} | {100 * m['mape']:.2f}% | {100 * m['acc10']:.1f}% |"
+                     + (f" {100 * e['mape']:.2f}% | {100 * e['acc10']:.1f}% |" if e else ""))
     for r in results:
         if r.protocol == "all":  # a scored predictor: every model is worth a line
             lines += ["", f"Per model ({r.method}):", "", "| model | measured ms | predicted ms | error |",

@@ -60,7 +60,7 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
         cfg = chosen[0]
         rows = store.rows(cfg["id"])
         repeats: dict[str, list[dict]] = {}  # key -> clean rows of the repeat passes
-        for pass_ in store.pass_names(cfg["id"])[1:] if mean_passes else []:
+        for pass_ in [p for p in store.pass_names(cfg["id"]) if p != "main"] if mean_passes else []:
             for r in store.rows(cfg["id"], pass_):
                 if not r["noisy"] and r["latency_ms"] > 0:
                     repeats.setdefault(r["key"], []).append(r)
