@@ -25,11 +25,12 @@ EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def pairs(db: Path, first: str = "main", second: str = "repeat") -> list[tuple[dict, dict, str]]:
-    """(first pass's row, second pass's row, when the second was measured) for every model measured in both."""
+    """(first pass's row, second pass's row, when the second was measured) for every model measured in both,
+    neither row flagged noisy (the pairs of profile.noise_floor)."""
     with Store(db, readonly=True) as store:
-        earlier = {(r["key"], r["config_id"]): r for r in store.rows(pass_=first)}
+        earlier = {(r["key"], r["config_id"]): r for r in store.rows(pass_=first) if not r["noisy"]}
         return [(earlier[(r["key"], r["config_id"])], r, r["measured_at"])
-                for r in store.rows(pass_=second) if (r["key"], r["config_id"]) in earlier]
+                for r in store.rows(pass_=second) if (r["key"], r["config_id"]) in earlier and not r["noisy"]]
 
 
 def row(label: str, chosen: list[tuple[dict, dict, str]]) -> str:

@@ -368,10 +368,15 @@ def _print_summaries(con, summaries) -> None:
             con.print(f"  [yellow]drift:[/yellow] {d}")
 
 
-def _print_noise(con, noise: dict, second: str = "repeat") -> None:
+def _print_noise(con, noise: dict | None, second: str = "repeat") -> None:
+    """The floor of the main pass against ``second``; ``{}``: that pass has no pair of clean rows."""
     from rich.table import Table
 
+    if noise is None:
+        return
     if not noise:
+        con.print(f"noise floor: main vs {second} pass: no model has a clean measurement in both (rows flagged "
+                  "noisy are left out of the floor, as out of training)")
         return
     t = Table(title=f"noise floor: main vs {second} pass (same models)", title_justify="left")
     for col in ("statistic", "pairs", "MAPE", "p90", "max"):
@@ -397,9 +402,10 @@ def dataset_info(db, as_json):
     with Store(db, readonly=True) as store:
         summary = dataset_summary(store)
         later = noise_floors(store)  # the noise-floor pass, then the later rounds
-        noise = later.pop("repeat", {})
+        noise = later.pop("repeat", None)
     if as_json:
-        click.echo(json.dumps({"summary": summary, "noise_floor": noise, "noise_floor_later_passes": later}, indent=2))
+        click.echo(json.dumps({"summary": summary, "noise_floor": noise or {}, "noise_floor_later_passes": later},
+                              indent=2))
         return
     from rich.table import Table
 

@@ -515,21 +515,28 @@ SITTING_CORRECTED = f"{LABEL_STATISTIC}, sitting-corrected"  # ... for labels di
 
 def noise_floor(store: Store, config_id: int | None = None, second: str = "repeat") -> dict[str, dict]:
     """MAPE between the main and the repeat pass (or the ``second`` pass, e.g. a later round on another
-    sitting) of the same models, for each candidate statistic, and for the label divided by its regime
-    factor (REGIME_CORRECTED) or its sitting factor (SITTING_CORRECTED), where the rows were gated."""
+    sitting) of the same models (rows flagged noisy left out), for each candidate statistic, and for the
+    label divided by its regime factor (REGIME_CORRECTED) or its sitting factor (SITTING_CORRECTED), where
+    the rows were gated."""
     return noise_floors(store, config_id, [second])[second]
 
 
-def noise_floors(store: Store, config_id: int | None = None, passes: list[str] | None = None) -> dict[str, dict]:
+def noise_floors(store: Store, config_id: int | None = None, passes: list[str] | None = None,
+                 include_noisy: bool = False) -> dict[str, dict]:
     """noise_floor of the main pass against each of ``passes`` (default: every repeat pass measured, the
-    noise-floor pass 'repeat' and the later rounds), reading the main pass once."""
+    noise-floor pass 'repeat' and the later rounds), reading the main pass once. Pairs with a row flagged
+    noisy are left out unless asked for, as training leaves those rows out (train.load_samples): the floor
+    is that of the labels a predictor is scored on."""
     from .backends import STATISTICS, label_statistic
     from .dataset import unpack_blocks
 
-    main = {(r["key"], r["config_id"]): r for r in store.rows(config_id, "main")}
+    def clean(rows):
+        return [r for r in rows if include_noisy or not r["noisy"]]
+
+    main = {(r["key"], r["config_id"]): r for r in clean(store.rows(config_id, "main"))}
     out = {}
     for second in passes if passes is not None else [p for p in store.pass_names(config_id) if p != "main"]:
-        pairs = [(main[(r["key"], r["config_id"])], r) for r in store.rows(config_id, second)
+        pairs = [(main[(r["key"], r["config_id"])], r) for r in clean(store.rows(config_id, second))
                  if (r["key"], r["config_id"]) in main]
         stats = dict(STATISTICS)
         factors = {}  # corrected entry -> the row's factor it divides by
