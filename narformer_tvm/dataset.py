@@ -267,7 +267,9 @@ class Store:
                     self.db.execute("UPDATE configs SET key=?, fingerprint=? WHERE id=?",
                                     (key, json.dumps(fingerprint, sort_keys=True), cid))
                 return cid
-        platform = f"{identity['runtime']}-{identity['target']}-{identity['threads']}t-{fingerprint.get('cpu', '')}"
+        # A GPU's latencies do not depend on the host's CPU or threads: name the GPU instead.
+        device = fingerprint.get("gpu") or f"{identity['threads']}t-{fingerprint.get('cpu', '')}"
+        platform = f"{identity['runtime']}-{identity['target']}-{device}"
         platform = "".join(c if c.isalnum() or c in "-_." else "_" for c in platform)[:80]
         with self.db:
             cur = self.db.execute("INSERT INTO configs (key, config, fingerprint, platform) VALUES (?,?,?,?)",

@@ -282,7 +282,12 @@ def regraph(store, families: Sequence[str] | None = None, progress: Callable | N
 
 
 def _worker_main(conn) -> None:
+    import signal
     import warnings
+
+    # Ctrl-C reaches the whole process group: the sweep stops the worker itself, and a traceback from
+    # the worker would bury the sweep's "interrupted" message.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     warnings.filterwarnings("ignore")
     from . import features, graph  # noqa: F401  (pay the imports before the first timed task)

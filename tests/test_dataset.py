@@ -225,3 +225,11 @@ def test_sittings_split_on_pauses_and_compare_probes_with_the_typical_level(tmp_
         main(["dataset", "sittings", str(db)])
     out = capsys.readouterr().out
     assert exc.value.code == 0 and "2026-11-30T04:34:00" in out and "+11.1%" in out
+
+
+def test_a_gpu_configuration_is_named_by_its_gpu(tmp_path):
+    store = Store(tmp_path / "p.db")
+    cpu = store.config_id({"runtime": "onnxruntime", "target": "llvm", "threads": 2}, {"cpu": "AMD EPYC 9B45"})
+    gpu = store.config_id({"runtime": "tvm", "target": "cuda", "threads": 16}, {"cpu": "Intel Xeon", "gpu": "NVIDIA H200"})
+    names = dict(store.db.execute("SELECT id, platform FROM configs").fetchall())
+    assert names == {cpu: "onnxruntime-llvm-2t-AMD_EPYC_9B45", gpu: "tvm-cuda-NVIDIA_H200"}

@@ -259,10 +259,10 @@ def deliverable_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
-def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models, signame):
-    """A real SIGINT (Ctrl-C) or SIGTERM (`kill`) to a running `narformer-tvm profile`; then the same
-    command finishes the rest."""
+@pytest.mark.parametrize("signame, group", [("SIGINT", False), ("SIGINT", True), ("SIGTERM", False)])
+def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models, signame, group):
+    """A real SIGINT (Ctrl-C: a terminal sends it to the whole process group, the measuring worker
+    too) or SIGTERM (`kill`) to a running `narformer-tvm profile`; then the same command finishes the rest."""
     import os
     import signal
     import subprocess
@@ -278,7 +278,7 @@ def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models, sig
            "--runtime", "faulty_backend:FaultyBackend"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=deliverable_sigint)
+                            preexec_fn=lambda: (deliverable_sigint(), os.setpgid(0, 0)))
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for the first committed measurement
         if db.exists():
@@ -290,7 +290,10 @@ def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models, sig
                 pass
         time.sleep(0.2)
     assert proc.poll() is None, "the sweep ended before the test saw a measurement: nothing to interrupt"
-    proc.send_signal(getattr(signal, signame))
+    if group:
+        os.killpg(proc.pid, getattr(signal, signame))
+    else:
+        proc.send_signal(getattr(signal, signame))
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err

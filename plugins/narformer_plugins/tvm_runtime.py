@@ -16,7 +16,7 @@ def make_target(cfg: MeasureConfig):
     from tvm.target import codegen
 
     if cfg.target == "cuda":
-        return tvm.target.Target({"kind": "cuda", "arch": _cuda_arch()}, host={"kind": "llvm"})
+        return tvm.target.Target(_cuda_target(), host={"kind": "llvm"})
     spec = {"kind": "llvm", "num-cores": cfg.resolved_threads()}
     cpu = codegen.llvm_get_system_cpu()
     if cpu and cpu != "generic" and not cfg.rpc_tracker:  # remote boards may differ from this CPU
@@ -24,10 +24,16 @@ def make_target(cfg: MeasureConfig):
     return tvm.target.Target(spec)
 
 
-def _cuda_arch() -> str:
+def _cuda_target():
+    """The GPU's own limits (arch, shared memory, threads per block), which the default GPU schedules
+    read; without a device (a build for another machine, or a test), an sm_80 with CUDA's minimums."""
     import tvm
+
     dev = tvm.cuda(0)
-    return "sm_" + dev.compute_version.replace(".", "") if dev.exist else "sm_80"
+    if dev.exist:
+        return tvm.target.Target.from_device(dev)
+    return tvm.target.Target({"kind": "cuda", "arch": "sm_80", "max_shared_memory_per_block": 48 * 1024,
+                              "max_threads_per_block": 1024, "thread_warp_size": 32})
 
 
 def compile_onnx(onnx_path: str, cfg: MeasureConfig, input_shapes: dict | None = None):
