@@ -185,20 +185,21 @@ def aggregate(results: list[Result]) -> dict[str, dict]:
     return out
 
 
-def ensembles_of_runs(results: list[Result]) -> list[Result]:
+def ensembles_of_runs(results: list[Result]) -> dict[str, list[Result]]:
     """Each method run more than once on the same test sets, as one predictor: per split, the mean of
-    its runs' predictions (how a predictor trained with --members predicts). Splits whose test set
-    changes with the run (the random protocol) are left out."""
+    its runs' predictions (how a predictor trained with --members predicts), named "<method>, ensemble
+    of N runs"; keyed by the method. Splits whose test set changes with the run (the random protocol)
+    are left out."""
     by_split: dict[tuple[str, str], list[Result]] = {}
     for r in results:
         by_split.setdefault((r.method, r.split), []).append(r)
-    out = []
+    out: dict[str, list[Result]] = {}
     for (method, split), rs in by_split.items():
         if len(rs) < 2 or any(r.names != rs[0].names for r in rs):
             continue
         pred = np.mean([r.pred for r in rs], axis=0)
-        out.append(Result(f"{method}, ensemble of {len(rs)} runs", rs[0].protocol, 0, split, rs[0].names,
-                          rs[0].families, [float(p) for p in pred], rs[0].true))
+        out.setdefault(method, []).append(Result(f"{method}, ensemble of {len(rs)} runs", rs[0].protocol, 0, split,
+                                                 rs[0].names, rs[0].families, [float(p) for p in pred], rs[0].true))
     return out
 
 
@@ -217,7 +218,7 @@ def markdown(results: list[Result], title: str, noise_floor: float | None = None
              later_floors: dict[str, float] | None = None) -> str:
     """``later_floors``: the MAPE between the main pass and each later repeat round (another sitting)."""
     ensembles = ensembles_of_runs(results)
-    agg = aggregate(results + ensembles)
+    agg = aggregate(results + [e for es in ensembles.values() for e in es])
     lines = [f"## {title}", ""]
     if command:
         lines += ["```", command, "```", ""]
@@ -234,11 +235,12 @@ def markdown(results: list[Result], title: str, noise_floor: float | None = None
                      f"{100 * mean['acc10']:.1f}% | {100 * mean['acc5']:.1f}% | {mean['kendall_tau']:.3f} | {a['runs']} |")
     methods = list(dict.fromkeys(r.method for r in results))
     main = "narformer" if "narformer" in methods else methods[-1]  # the full model comes last in a list
-    ens = next((e.method for e in ensembles if e.method.startswith(f"{main}, ")), None)
-    extra = (f" {ens.split(', ', 1)[1]}: MAPE | Acc(10%) |", " --- | --- |") if ens else ("", "")
+    ens = ensembles.get(main, [])
+    runs = len({r.run for r in results if r.method == main})
+    extra = (f" ensemble of {runs} runs: MAPE | Acc(10%) |", " --- | --- |") if ens else ("", "")
     lines += ["", f"Per family ({main}, all runs pooled):", "", "| family | n | MAPE | Acc(10%) |" + extra[0],
               "| --- | --- | --- | --- |" + extra[1]]
-    ens_family = per_family(ensembles, ens) if ens else {}
+    ens_family = per_family(ens, ens[0].method) if ens else {}
     for f, m in per_family(results, main).items():
         e = ens_family.get(f)
         lines.append(f"| {f} | {m['n']} | {100 * m['mape']:.2f}% | {100 * m['acc10']:.1f}% |"

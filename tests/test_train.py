@@ -153,11 +153,14 @@ def test_runs_on_the_same_test_set_also_score_as_one_ensemble(tmp_path):
             for run, pred in ((0, [1.0, 3.0]), (1, [3.0, 5.0]))]
     shuffled = [Result("narformer", "random", run, "random", names, ["vgg"], [1.0], [1.0])
                 for run, names in ((0, ["a"]), (1, ["b"]))]  # another test set each run: no ensemble
-    (ens,) = ensembles_of_runs(runs + shuffled)
+    ensembles = ensembles_of_runs(runs + shuffled)
+    assert list(ensembles) == ["narformer"]
+    (ens,) = ensembles["narformer"]
     assert ens.method == "narformer, ensemble of 2 runs" and ens.pred == [2.0, 4.0] and ens.split == "vgg"
     assert aggregate(runs)["narformer"]["mean"]["mape"] == pytest.approx(0.375)  # each run: (50% + 25%) / 2
     text = write_report(runs, tmp_path, "runs").read_text()
     assert "| narformer, ensemble of 2 runs | 0.00% (0.00%) |" in text
+    assert "| family | n | MAPE | Acc(10%) | ensemble of 2 runs: MAPE | Acc(10%) |" in text
     assert "| vgg | 4 | 37.50% | 0.0% | 0.00% | 100.0% |" in text  # pooled runs, then the ensemble
 
 
