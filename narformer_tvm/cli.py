@@ -735,12 +735,15 @@ def _accuracy_opts(kw):
                    "share --out, e.g. one per core; the one that finishes last writes the predictor.")
 @click.option("--finetune", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Start from this predictor (few-shot transfer to a new target/runtime).")
+@click.option("--recalibrate", is_flag=True,
+              help="With --finetune: keep its weights and fit one factor on every prediction (the median of measured "
+                   "over predicted on the training split): for the same hardware measured anew, or a close one.")
 @click.option("--limit", type=click.IntRange(min=2), default=None, help="Use only this many training samples (few-shot).")
 @click.option("--profile-dir", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Also write a hardware profile (profile.json + predictor.pt) to this folder.")
 @_model_options
 def train(task, benchmark, data_path, train_size, db_path, runtime, target, out, split, ensemble, members, finetune,
-          limit, profile_dir, **kw):
+          recalibrate, limit, profile_dir, **kw):
     """Train a latency predictor on a profiled dataset (resumable: rerun the same command), or with
     --task accuracy a cell accuracy predictor on NAS-Bench-201/101."""
     import numpy as np
@@ -750,6 +753,9 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
     if members is not None and max(members) >= ensemble:
         raise click.UsageError(f"--members {','.join(map(str, members))}: the latency task's ensemble members are 0 to "
                                f"{ensemble - 1} (--ensemble {ensemble})")
+    if recalibrate and (not finetune or task != "latency" or members is not None):
+        raise click.UsageError("--recalibrate rescales a trained latency predictor: give it with --finetune PREDICTOR "
+                               "(and without --members)")
     if task == "accuracy":
         return _train_accuracy(benchmark, data_path, train_size, out, kw)
     if not db_path:
@@ -772,10 +778,16 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
     con = _console(stderr=True)
     con.print(f"{len(samples)} samples ({len(tr)} train, {len(val)} validation, {len(test_idx)} test) from "
               f"{db_path} [{json.dumps(cfg['config'])}]")
-    with _progress() as bar:
-        task = bar.add_task("training", total=None, status="")
-        pred = train_predictor([samples[i] for i in tr], [samples[i] for i in val], opts, checkpoint=out,
-                               progress=lambda msg: bar.update(task, status=msg), init=init, members=members)
+    if recalibrate:
+        from .train import recalibrate as rescale
+
+        pred = rescale(init, [samples[i] for i in tr + val])
+        con.print(f"{finetune} recalibrated: predictions x {pred.metadata['recalibrated']['factor']:.4f}")
+    else:
+        with _progress() as bar:
+            task = bar.add_task("training", total=None, status="")
+            pred = train_predictor([samples[i] for i in tr], [samples[i] for i in val], opts, checkpoint=out,
+                                   progress=lambda msg: bar.update(task, status=msg), init=init, members=members)
     if pred is None:
         click.echo(f"ensemble member{'s' if len(members) > 1 else ''} {', '.join(map(str, members))} of {ensemble} "
                    f"trained; {out} is written by the run that finishes the last member (or rerun without --members)")
@@ -787,7 +799,8 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
         con.print(f"test ({len(test_idx)} held-out models): MAPE {100 * m['mape']:.2f}%  RMSPE {100 * m['rmspe']:.2f}%  "
                   f"Acc(10%) {100 * m['acc10']:.1f}%  Acc(5%) {100 * m['acc5']:.1f}%  tau {m['kendall_tau']:.3f}")
     pred.save(out)
-    click.echo(f"predictor written to {out} ({pred.metadata['train_seconds']} s)")
+    took = "recalibrated" if recalibrate else f"{pred.metadata['train_seconds']} s"
+    click.echo(f"predictor written to {out} ({took})")
     if profile_dir:
         from .estimate import write_profile
 

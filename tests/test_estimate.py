@@ -64,7 +64,7 @@ def test_fingerprint_mismatch_names_the_cpu_generation():
 def test_shipped_predictor_reproduces_its_reported_test_error(name):
     """The held-out last 10% of each family of the committed dataset: the split profile.json reports on."""
     info = meta(name)
-    samples, _ = load_samples(PROFILES / name / "dataset.db", **label_options(info))
+    samples, _ = load_samples(PROFILES / name / Path(info["dataset"]).name, **label_options(info))
     test = [samples[i] for i in split_same_distribution(samples)[1]]
     pred = Predictor.load(PROFILES / name / info["predictor"])
     m = summary(predict_samples(pred, test)[0], [s.latency_ms for s in test])

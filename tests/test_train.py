@@ -72,6 +72,22 @@ def real_samples():
     return samples
 
 
+def test_recalibration_takes_out_a_constant_factor(real_samples):
+    from narformer_tvm.predictor import new_predictor
+    from narformer_tvm.train import recalibrate
+
+    pred = new_predictor(d_model=16, n_layers=1)
+    before = predict_samples(pred, real_samples)[0]
+    measured = np.array([s.latency_ms for s in real_samples])
+    recalibrate(pred, real_samples)
+    after = predict_samples(pred, real_samples)[0]
+    assert np.median(measured / after) == pytest.approx(1.0)
+    np.testing.assert_allclose(after / before, pred.metadata["recalibrated"]["factor"], rtol=1e-6)
+    assert pred.metadata["recalibrated"]["samples"] == len(real_samples)
+    with pytest.raises(ValueError, match="at least one"):
+        recalibrate(pred, [])
+
+
 def test_training_reduces_validation_error_on_real_measurements(real_samples, tmp_path):
     train_idx, test_idx = split_same_distribution(real_samples)
     tr, val = carve_validation(train_idx, 0.2, seed=0)
@@ -229,6 +245,17 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
         assert written or f"ensemble member {member} of 2 trained" in captured.out
     few = load_samples(SAMPLE_DB)[0][:5]
     np.testing.assert_array_equal(predict_samples(Predictor.load(tmp_path / "q.pt"), few), predict_samples(p, few))
+    # --recalibrate: the same weights, one factor (needs a predictor to start from)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--db", str(SAMPLE_DB), "--out", str(tmp_path / "r.pt"), "--recalibrate"])
+    assert exc.value.code == 2 and "--finetune" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--db", str(SAMPLE_DB), "--out", str(tmp_path / "r.pt"), "--finetune", str(out), "--recalibrate"])
+    captured = capsys.readouterr()
+    assert exc.value.code == 0 and "recalibrated" in captured.out, captured.err
+    r = Predictor.load(tmp_path / "r.pt")
+    factor = r.metadata["recalibrated"]["factor"]
+    np.testing.assert_allclose(predict_samples(r, few)[0], factor * predict_samples(p, few)[0], rtol=1e-5)
     # a profile folder is found by name
     with pytest.raises(SystemExit) as exc:
         import os
