@@ -39,7 +39,8 @@ def split(samples, test_per_family: int):
 def run(samples, base_path: Path, method: str, train, test, seed: int, epochs: int):
     from narformer_tvm.evaluate import LinearBaseline
     from narformer_tvm.predictor import Predictor
-    from narformer_tvm.train import FitConfig, TrainOptions, carve_validation, predict_samples, train_predictor
+    from narformer_tvm.train import (FitConfig, TrainOptions, carve_validation, predict_samples, recalibrate,
+                                     train_predictor)
 
     tr = [samples[i] for i in train]
     te = [samples[i] for i in test]
@@ -49,8 +50,7 @@ def run(samples, base_path: Path, method: str, train, test, seed: int, epochs: i
     if method == "base":
         return predict_samples(base, te)[0]
     if method == "scaled":
-        factor = np.median([s.latency_ms for s in tr] / predict_samples(base, tr)[0])
-        return factor * predict_samples(base, te)[0]
+        return predict_samples(recalibrate(base, tr), te)[0]
     fit_idx, val_idx = carve_validation(list(range(len(tr))), 0.2, seed)
     opts = TrainOptions(model={"d_model": base.config.d_model, "n_groups": base.config.n_groups,
                                "readout": base.config.readout},

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from narformer_tvm.dataset import REGIME_EXPONENT, Store, regime_factor
+from narformer_tvm.profile import paired_rows
 
 EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -28,9 +29,7 @@ def pairs(db: Path, first: str = "main", second: str = "repeat") -> list[tuple[d
     """(first pass's row, second pass's row, when the second was measured) for every model measured in both,
     neither row flagged noisy (the pairs of profile.noise_floor)."""
     with Store(db, readonly=True) as store:
-        earlier = {(r["key"], r["config_id"]): r for r in store.rows(pass_=first) if not r["noisy"]}
-        return [(earlier[(r["key"], r["config_id"])], r, r["measured_at"])
-                for r in store.rows(pass_=second) if (r["key"], r["config_id"]) in earlier and not r["noisy"]]
+        return [(a, b, b["measured_at"]) for a, b in paired_rows(store.rows(pass_=first), store.rows(pass_=second))]
 
 
 def row(label: str, chosen: list[tuple[dict, dict, str]]) -> str:

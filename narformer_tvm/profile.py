@@ -526,6 +526,16 @@ def noise_floor(store: Store, config_id: int | None = None, second: str = "repea
     return noise_floors(store, config_id, [second])[second]
 
 
+def paired_rows(first: list[dict], second: list[dict], include_noisy: bool = False) -> list[tuple[dict, dict]]:
+    """(first pass's row, second pass's row) of every model and configuration measured in both, neither
+    row flagged noisy unless asked for (training leaves those rows out)."""
+    def key(r):
+        return r["key"], r["config_id"]
+
+    earlier = {key(r): r for r in first if include_noisy or not r["noisy"]}
+    return [(earlier[key(r)], r) for r in second if key(r) in earlier and (include_noisy or not r["noisy"])]
+
+
 def noise_floors(store: Store, config_id: int | None = None, passes: list[str] | None = None,
                  include_noisy: bool = False) -> dict[str, dict]:
     """noise_floor of the main pass against each of ``passes`` (default: every repeat pass measured, the
@@ -535,14 +545,10 @@ def noise_floors(store: Store, config_id: int | None = None, passes: list[str] |
     from .backends import STATISTICS, label_statistic
     from .dataset import unpack_blocks
 
-    def clean(rows):
-        return [r for r in rows if include_noisy or not r["noisy"]]
-
-    main = {(r["key"], r["config_id"]): r for r in clean(store.rows(config_id, "main"))}
+    main = store.rows(config_id, "main")
     out = {}
     for second in passes if passes is not None else [p for p in store.pass_names(config_id) if p != "main"]:
-        pairs = [(main[(r["key"], r["config_id"])], r) for r in clean(store.rows(config_id, second))
-                 if (r["key"], r["config_id"]) in main]
+        pairs = paired_rows(main, store.rows(config_id, second), include_noisy)
         stats = dict(STATISTICS)
         factors = {}  # corrected entry -> the row's factor it divides by
         if any(a["regime_factor"] != 1.0 or b["regime_factor"] != 1.0 for a, b in pairs):

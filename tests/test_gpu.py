@@ -37,6 +37,7 @@ def test_tvm_builds_a_model_for_cuda_without_a_gpu(small_models):
     from narformer_plugins.tvm_runtime import compile_onnx
 
     ex, model = compile_onnx(str(small_models[0]), MeasureConfig(target="cuda"))
+
     def modules(mod):
         yield mod
         for imported in mod.imports_:
