@@ -190,8 +190,9 @@ def write_profile(predictor: Predictor, folder: str | Path, name: str | None = N
     meta = {**{k: v for k, v in old.items() if k in EXTRA_PREDICTORS}, "name": name, "predictor": "predictor.pt",
             **{k: v for k, v in predictor.profile.items() if k != "name"},
             "metrics": predictor.metadata.get("test"), "train_samples": predictor.metadata.get("train_samples")}
-    if "recalibrated" in predictor.metadata:  # the weights above, with one factor fitted on this dataset
-        meta["recalibrated"] = predictor.metadata["recalibrated"]
+    for key in ("recalibrated", "finetuned_from"):  # the weights above came from another predictor
+        if key in predictor.metadata:
+            meta[key] = predictor.metadata[key]
     if (folder / PUBLISHED_DB).is_file():
         from .evaluate import score_predictor
         from .train import load_samples

@@ -3,6 +3,7 @@ loss, AdamW with warm-up and cosine decay, early stopping on a validation split,
 checkpoints), ensembles and few-shot fine-tuning."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -280,6 +281,12 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
     if init is not None:
         pred = init
         feats = pred.features
+        # The weights change from here on: what init was, trained on what, goes with them.
+        base = {k: pred.metadata[k] for k in ("train_samples", "recalibrated", "finetuned_from") if k in pred.metadata}
+        pred.metadata = {k: v for k, v in pred.metadata.items() if k not in ("recalibrated", "test")}
+        pred.metadata["finetuned_from"] = {**base, "members": len(pred.models)}
+        if opts.ensemble > len(pred.models):  # an ensemble from one model: each member its own seed from the same start
+            pred.models = [copy.deepcopy(pred.models[k % len(pred.models)]) for k in range(opts.ensemble)]
     else:
         feats = FeatureConfig(**opts.features)
         pred = new_predictor(feats, ensemble=opts.ensemble, seed=opts.fit.seed, **opts.model)

@@ -256,6 +256,23 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
     r = Predictor.load(tmp_path / "r.pt")
     factor = r.metadata["recalibrated"]["factor"]
     np.testing.assert_allclose(predict_samples(r, few)[0], factor * predict_samples(p, few)[0], rtol=1e-5)
+    # --finetune of one model with --ensemble 2: two members from the same start, each trained with its own seed;
+    # the predictor records what it started from (the factor is in the weights' scale now, not a separate step)
+    r.models = r.models[:1]
+    r.save(tmp_path / "one.pt")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *args, "--out", str(tmp_path / "ft.pt"), "--finetune", str(tmp_path / "one.pt"),
+              "--ensemble", "2", "--profile-dir", str(tmp_path / "ftprof")])
+    captured = capsys.readouterr()
+    assert exc.value.code == 0, captured.err
+    ft = Predictor.load(tmp_path / "ft.pt")
+    mean, spread = predict_samples(ft, few)
+    assert len(ft.models) == 2 and spread.max() > 0  # the members moved apart
+    assert "recalibrated" not in ft.metadata and ft.metadata["test"]["n"] > 0
+    assert ft.metadata["finetuned_from"] == {"train_samples": p.metadata["train_samples"],
+                                             "recalibrated": r.metadata["recalibrated"], "members": 1}
+    ftprof = json.loads((tmp_path / "ftprof" / "profile.json").read_text())
+    assert ftprof["finetuned_from"]["recalibrated"]["factor"] == factor and "recalibrated" not in ftprof
     # a profile folder is found by name
     with pytest.raises(SystemExit) as exc:
         import os
