@@ -911,7 +911,8 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_s
 @click.option("--protocol", type=click.Choice(["same", "lofo", "random"]), default="same", show_default=True,
               help="same: per-family last 10% test; lofo: leave one family out; random: 10% random test.")
 @click.option("--methods", "methods_spec", default="main", show_default=True,
-              help="main (flops, flops_mac, nnlp, narformer), ablations, all, or a comma-separated list.")
+              help="Comma-separated methods and groups: main (flops, flops_mac, nnlp, narformer, narformer_flops_mac), "
+                   "ablations, all.")
 @click.option("--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Independent runs (mean and best).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=str), required=True, help="Report folder.")
 @click.option("--predictor", "predictor_spec", metavar="PATH|PROFILE", default=None,

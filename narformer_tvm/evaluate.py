@@ -46,18 +46,17 @@ METHODS: dict[str, TrainOptions | LinearBaseline | None] = {
 }
 
 
+GROUPS = {"main": ["flops", "flops_mac", "nnlp", "narformer", "narformer_flops_mac"], "ablations": list(ABLATIONS),
+          "all": list(METHODS)}
+
+
 def method_names(spec: str) -> list[str]:
-    if spec == "all":
-        return list(METHODS)
-    if spec == "main":
-        return ["flops", "flops_mac", "nnlp", "narformer", "narformer_flops_mac"]
-    names = [n.strip() for n in spec.split(",") if n.strip()]
-    if spec == "ablations":
-        return list(ABLATIONS)
+    """Methods of a comma-separated list of names and groups (main, ablations, all), each once, in order."""
+    names = [m for n in spec.split(",") if n.strip() for m in GROUPS.get(n.strip(), [n.strip()])]
     bad = [n for n in names if n not in METHODS]
     if bad:
         raise InputError(f"unknown method {', '.join(bad)}", hint=f"choose from: main, ablations, all, {', '.join(METHODS)}")
-    return names
+    return list(dict.fromkeys(names))
 
 
 def run_method(name: str, train: list[Sample], val: list[Sample], test: list[Sample], fit: FitConfig,

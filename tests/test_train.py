@@ -61,6 +61,9 @@ def test_linear_baseline_recovers_a_linear_law():
 def test_method_names():
     assert method_names("main") == ["flops", "flops_mac", "nnlp", "narformer", "narformer_flops_mac"]
     assert len(method_names("ablations")) == 6
+    # groups mix with names in one list, each method once, in order
+    assert method_names("main,narformer_by_kind,flops") == [*method_names("main"), "narformer_by_kind"]
+    assert method_names("narformer_roofline, all")[:2] == ["narformer_roofline", "flops"]
     with pytest.raises(InputError, match="unknown method"):
         method_names("narformer,bogus")
 
