@@ -112,6 +112,9 @@ def test_zoo_sweep_with_repeat_pass_and_reference(tmp_path):
     jobs = jobs_from_zoo(["nb201"], 4, 0)
     assert sweep(jobs, store, cfg, reference_every=2).measured == 4
     assert sweep(repeat_subset(jobs, 0.5), store, cfg, "repeat", reference_every=0).measured == 2
+    # A loaded test machine flags some of these tiny runs noisy, and the floor leaves such pairs out (tested
+    # below): clear the flags, the pairing is what is tested here.
+    store.db.execute("UPDATE measurements SET noisy=0")
     noise = noise_floor(store)
     assert noise["min_block_median"]["pairs"] == 2 and noise["min_block_median"]["mape"] >= 0
     assert REGIME_CORRECTED not in noise  # ungated rows: nothing to correct
