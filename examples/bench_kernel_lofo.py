@@ -61,11 +61,12 @@ def operator_times(proto, graph, records) -> tuple[np.ndarray, float]:
 
 
 def operator_features(node) -> np.ndarray:
-    from narformer_tvm.features import VOCAB, node_scalars
+    from narformer_tvm.features import SCALARS, VOCAB, node_scalars
 
     onehot = np.zeros(len(VOCAB) + 1)
     onehot[VOCAB.index(node.op_type) if node.op_type in VOCAB else len(VOCAB)] = 1
-    shapes = np.log2(1 + np.abs(np.array(node_scalars(node)[:18], dtype=np.float64)))
+    geometry = node_scalars(node)[:SCALARS.index("n_inputs")]  # shapes, kernel, stride, pad, dilation, group, axis
+    shapes = np.log2(1 + np.abs(np.array(geometry, dtype=np.float64)))
     counts = np.log2(1 + np.array([node.flops, node.memory, node.params, node.macs], dtype=np.float64)) / 4
     return np.concatenate([onehot, shapes, counts])
 
@@ -112,8 +113,12 @@ def fit_operator_model(nets: list[dict], steps: int = 300, seed: int = 0):
     nn.init.constant_(net[-1].bias, math.log(0.03))  # a typical operator: 30 us
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+
+    def operator_ms(features):  # (N, F) -> (N,)
+        return torch.exp(net(features).squeeze(-1).clamp(-20, 10))
+
     for _ in range(steps):
-        p = torch.exp(net(x).squeeze(-1).clamp(-20, 10))
+        p = operator_ms(x)
         per_op = torch.zeros(len(nets)).index_add_(0, g, (p - t).abs()) / total
         summed = torch.zeros(len(nets)).index_add_(0, g, p)
         loss = per_op.mean() + torch.log(summed / total).abs().mean()
@@ -124,7 +129,7 @@ def fit_operator_model(nets: list[dict], steps: int = 300, seed: int = 0):
 
     def predict(n: dict) -> float:
         with torch.no_grad():
-            return float(torch.exp(net(torch.tensor(n["x"], dtype=torch.float32)).squeeze(-1).clamp(-20, 10)).sum())
+            return float(operator_ms(torch.tensor(n["x"], dtype=torch.float32)).sum())
     return predict
 
 

@@ -269,7 +269,7 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
     captured = capsys.readouterr()
     assert exc.value.code == 0, captured.err
     ft = Predictor.load(tmp_path / "ft.pt")
-    mean, spread = predict_samples(ft, few)
+    spread = predict_samples(ft, few)[1]
     assert len(ft.models) == 2 and spread.max() > 0  # the members moved apart
     assert "recalibrated" not in ft.metadata and ft.metadata["test"]["n"] > 0
     assert ft.metadata["finetuned_from"] == {"train_samples": p.metadata["train_samples"],
