@@ -792,9 +792,7 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
         click.echo(f"ensemble member{'s' if len(members) > 1 else ''} {', '.join(map(str, members))} of {ensemble} "
                    f"trained; {out} is written by the run that finishes the last member (or rerun without --members)")
         return
-    pred.profile = {"runtime": cfg["config"]["runtime"], "target": cfg["config"]["target"],
-                    "threads": cfg["config"].get("threads"), "config": cfg["config"], "fingerprint": cfg["fingerprint"],
-                    "dataset": str(db_path), "labels": cfg["labels"]}
+    pred.profile = _dataset_profile(cfg, db_path)
     if m := _test_metrics(pred, samples, test_idx):
         con.print(f"test ({len(test_idx)} held-out models): MAPE {100 * m['mape']:.2f}%  RMSPE {100 * m['rmspe']:.2f}%  "
                   f"Acc(10%) {100 * m['acc10']:.1f}%  Acc(5%) {100 * m['acc5']:.1f}%  tau {m['kendall_tau']:.3f}")
@@ -805,6 +803,13 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
         from .estimate import write_profile
 
         click.echo(f"hardware profile written to {write_profile(pred, profile_dir)}")
+
+
+def _dataset_profile(cfg: dict, db_path) -> dict:
+    """A trained latency predictor's profile: the measuring configuration and machine of its dataset."""
+    return {"runtime": cfg["config"]["runtime"], "target": cfg["config"]["target"],
+            "threads": cfg["config"].get("threads"), "config": cfg["config"], "fingerprint": cfg["fingerprint"],
+            "dataset": str(db_path), "labels": cfg["labels"]}
 
 
 def _test_metrics(pred, samples, test_idx) -> dict | None:
@@ -927,9 +932,12 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_s
               help="lofo: hold out only these families (comma-separated; default each in turn), e.g. half of them "
                    "per core, every process with the same --out (finished splits merge there); the command without "
                    "--hold-out then writes the whole report.")
+@click.option("--save-predictors", is_flag=True,
+              help="Keep each model trained (NAR-Former, NNLP) as OUT/predictors/METHOD-runN-SPLIT.pt with its "
+                   "dataset and test metrics, e.g. to ship the same-split winner without training it again.")
 @_model_options
 def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, seeds, protocol, methods_spec, runs,
-             out, predictor_spec, test_split, per_family, hold_out, **kw):
+             out, predictor_spec, test_split, per_family, hold_out, save_predictors, **kw):
     """Compare NAR-Former V2 with baselines on a dataset; writes a Markdown report and plots.
     With --task accuracy: Kendall's tau on all cells and on the held-out ones, over several seeds."""
     if task == "ort-configs":
@@ -939,6 +947,8 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         raise click.UsageError("--hold-out chooses leave-one-family-out splits of the latency task's training runs")
     if test_split and predictor_spec is None:
         raise click.UsageError("--test-split scores a trained --predictor on the models `train` held out")
+    if save_predictors and (predictor_spec is not None or task != "latency"):
+        raise click.UsageError("--save-predictors keeps the models the latency task trains (not with --predictor)")
     if task == "accuracy":
         return _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, out, kw, db_path)
     if not db_path:
@@ -989,13 +999,20 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         click.echo(path.read_text())
         click.echo(f"report: {path}")
         return
+    def keep(result, pred):
+        pred.profile = _dataset_profile(cfg, db_path)
+        pred.metadata["test"] = result.metrics()
+        pred.metadata["evaluated"] = {"protocol": result.protocol, "run": result.run, "split": result.split}
+        pred.save(Path(out) / "predictors" / f"{result.method}-run{result.run}-{result.split}.pt")
+
     with _progress() as bar:
         task = bar.add_task(f"evaluating ({protocol})", total=None, status="")
         Path(out).mkdir(parents=True, exist_ok=True)  # finished splits are kept there: a rerun resumes
         results = run_eval(samples, protocol, method_names(methods_spec), runs, fit, model,
                            progress=lambda msg: bar.update(task, status=msg[-110:]),
                            checkpoint=Path(out) / "finished.json", notice=_warn_above(bar),
-                           hold_out=[f.strip() for f in hold_out.split(",") if f.strip()] if hold_out else None)
+                           hold_out=[f.strip() for f in hold_out.split(",") if f.strip()] if hold_out else None,
+                           on_trained=keep if save_predictors else None)
     path = write_report(results, out, f"{protocol} split on {db_path} ({cfg['labels']} labels)", nf, command, later_nf)
     click.echo(path.read_text())
     click.echo(f"report: {path}")

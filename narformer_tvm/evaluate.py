@@ -60,15 +60,16 @@ def method_names(spec: str) -> list[str]:
 
 
 def run_method(name: str, train: list[Sample], val: list[Sample], test: list[Sample], fit: FitConfig,
-               model_overrides: dict, progress: Callable[[str], None] | None) -> np.ndarray:
+               model_overrides: dict, progress: Callable[[str], None] | None):
+    """(predictions on ``test``, the trained Predictor or None for the regressions)."""
     if name in ("flops", "flops_mac"):
         base = LinearBaseline(("flops",) if name == "flops" else ("flops", "memory")).fit(train + val)
-        return base.predict(test)
+        return base.predict(test), None
     opts = METHODS[name]
     # What defines a method (its backbone, readout, ablation switches) wins over the run's overrides.
     opts = replace(opts, fit=fit, model={**model_overrides, **opts.model})
     pred = train_predictor(train, val, opts, progress=progress)
-    return predict_samples(pred, test)[0]
+    return predict_samples(pred, test)[0], pred
 
 
 @dataclass
@@ -106,11 +107,13 @@ def splits_for(protocol: str, samples: list[Sample], seed: int,
 def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int = 1, fit: FitConfig = FitConfig(),
              model_overrides: dict | None = None, progress: Callable[[str], None] | None = None,
              checkpoint: str | Path | None = None, notice: Callable[[str], None] = warnings.warn,
-             hold_out: Sequence[str] | None = None) -> list[Result]:
+             hold_out: Sequence[str] | None = None,
+             on_trained: Callable[[Result, object], None] | None = None) -> list[Result]:
     """Every method on every split of every run. With ``checkpoint`` (a JSON file) each finished
     (method, run, split) is saved at once and reused when the same evaluation is started again; a
     file of other settings is moved aside (``notice`` says where). ``hold_out`` limits lofo to some
-    families (processes holding out different families can be merged: their splits are disjoint)."""
+    families (processes holding out different families can be merged: their splits are disjoint).
+    ``on_trained(result, predictor)`` gets each trained model as it finishes (e.g. to keep the winner)."""
     key = {"protocol": protocol, "fit": asdict(fit), "model": model_overrides or {},
            "samples": sorted(s.key for s in samples)}
     state = resume_results(Path(checkpoint) if checkpoint else None, lambda st: st.get("key") == key, notice)
@@ -127,10 +130,12 @@ def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int
                     continue
                 if progress:
                     progress(f"run {run + 1}/{runs} split {split}: {name}")
-                pred = run_method(name, train, val, test, replace(fit, seed=fit.seed + run), model_overrides or {},
-                                  progress)
+                pred, model = run_method(name, train, val, test, replace(fit, seed=fit.seed + run),
+                                         model_overrides or {}, progress)
                 results.append(Result(name, protocol, run, split, [s.name for s in test], [s.family for s in test],
                                       [float(p) for p in pred], [s.latency_ms for s in test]))
+                if on_trained and model is not None:
+                    on_trained(results[-1], model)
                 if checkpoint:
                     save_finished(Path(checkpoint), key, results[-1])
     return results

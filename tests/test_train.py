@@ -287,9 +287,18 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
     captured = capsys.readouterr()
     assert exc.value.code == 0 and "ms" in captured.out
     with pytest.raises(SystemExit) as exc:
-        main(["evaluate", *args, "--methods", "flops,nnlp", "--protocol", "random", "--out", str(tmp_path / "rep")])
+        main(["evaluate", *args, "--methods", "flops,nnlp", "--protocol", "random", "--out", str(tmp_path / "rep"),
+              "--save-predictors"])
     assert exc.value.code == 0
     assert (tmp_path / "rep" / "report.md").exists() and (tmp_path / "rep" / "nnlp_pred_vs_measured.png").exists()
+    # the trained model is kept (the regressions are not), and predicts what the report scored
+    assert [f.name for f in (tmp_path / "rep" / "predictors").iterdir()] == ["nnlp-run0-random.pt"]
+    kept = Predictor.load(tmp_path / "rep" / "predictors" / "nnlp-run0-random.pt")
+    nnlp = next(r for r in json.loads((tmp_path / "rep" / "results.json").read_text()) if r["method"] == "nnlp")
+    by_name = {s.name: s for s in load_samples(SAMPLE_DB)[0]}
+    np.testing.assert_allclose(predict_samples(kept, [by_name[n] for n in nnlp["names"]])[0], nnlp["pred"], rtol=1e-5)
+    assert kept.metadata["test"]["n"] == len(nnlp["names"]) and kept.metadata["evaluated"]["split"] == "random"
+    assert kept.profile["dataset"] == str(SAMPLE_DB)
     # an existing predictor scored on every model, one line per model
     with pytest.raises(SystemExit) as exc:
         main(["evaluate", "--db", str(SAMPLE_DB), "--predictor", str(out), "--out", str(tmp_path / "scored")])
