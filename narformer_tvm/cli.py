@@ -999,6 +999,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         click.echo(path.read_text())
         click.echo(f"report: {path}")
         return
+
     def keep(result, pred):
         pred.profile = _dataset_profile(cfg, db_path)
         pred.metadata["test"] = result.metrics()
