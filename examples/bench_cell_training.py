@@ -33,8 +33,8 @@ VARIANTS = (("torch dropout, fp32", "fp32", True, False), ("fp32", "fp32", False
 def epoch_times(data, precision: str, torch_dropout: bool, fused: bool, epochs: int) -> list[float]:
     import torch
 
-    from narformer_tvm import model as model_module
-    from narformer_tvm.nas import AccuracyOptions, protocol_split, train_accuracy
+    from narformer_tvm.learn.nas import AccuracyOptions, protocol_split, train_accuracy
+    from narformer_tvm.model import narformer as model_module
 
     tr, va = protocol_split(len(data.cells), 781, 200, 0)
     stamps = [time.perf_counter()]
@@ -61,8 +61,8 @@ def main() -> None:
 
     import torch
 
-    from narformer_tvm.cells import load_nb201
-    from narformer_tvm.nas import cpu_has_bf16
+    from narformer_tvm.graph.cells import load_nb201
+    from narformer_tvm.learn.nas import cpu_has_bf16
 
     torch.set_num_threads(args.threads)
     data = load_nb201(args.data)

@@ -60,9 +60,14 @@ def workload(name: str):
 
 
 def run_one(work: Path, task: str, method: str, trials: int, seed: int, cores: int) -> dict:
-    import tvm
 
-    from narformer_tvm.tvm import NARFormerCostModel, fast_builder, meta_schedule, measure_top, predict_only
+    from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel
+    from narformer_tvm.integrations.tvm_env import (
+        fast_builder,
+        host_target,
+        meta_schedule,
+    )
+    from narformer_tvm.integrations.tvm_records import measure_top, predict_only
 
     ms = meta_schedule()
     out = work / task / f"{method}-s{seed}"
@@ -70,7 +75,7 @@ def run_one(work: Path, task: str, method: str, trials: int, seed: int, cores: i
     if done.exists():
         return json.loads(done.read_text())
     out.mkdir(parents=True, exist_ok=True)
-    target = tvm.target.Target({"kind": "llvm", "num-cores": cores, "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    target = host_target(cores)
     builder, runner, database = fast_builder(), "local", "json"
     if method in ("xgb", "random"):
         cm = method

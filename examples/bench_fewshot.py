@@ -37,10 +37,16 @@ def split(samples, test_per_family: int):
 
 
 def run(samples, base_path: Path, method: str, train, test, seed: int, epochs: int):
-    from narformer_tvm.evaluate import LinearBaseline
-    from narformer_tvm.predictor import Predictor
-    from narformer_tvm.train import (FitConfig, TrainOptions, carve_validation, predict_samples, recalibrate,
-                                     train_predictor)
+    from narformer_tvm.learn.evaluate import LinearBaseline
+    from narformer_tvm.learn.splits import carve_validation
+    from narformer_tvm.learn.train import (
+        FitConfig,
+        TrainOptions,
+        predict_samples,
+        recalibrate,
+        train_predictor,
+    )
+    from narformer_tvm.model.predictor import Predictor
 
     tr = [samples[i] for i in train]
     te = [samples[i] for i in test]
@@ -73,8 +79,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "fewshot.md")
     args = ap.parse_args()
 
-    from narformer_tvm.metrics import summary
-    from narformer_tvm.train import load_samples
+    from narformer_tvm.learn.metrics import summary
+    from narformer_tvm.learn.samples import load_samples
 
     samples, cfg = load_samples(args.db)
     if args.test_db:  # appended after --db's samples: the training draws come from --db alone

@@ -1,7 +1,7 @@
 """Leave-one-family-out with per-operator costs learned from ONNX Runtime's kernel times.
 
     narformer-tvm profile --zoo all --count 25 --seed 0 --kernels --no-regime-gate --db kernels.db
-    python examples/bench_kernel_lofo.py --kernels kernels.db --labels profiles/cpu-onnxruntime/gated.db \
+    python examples/bench_kernel_lofo.py --kernels kernels.db --labels profiles/cpu-onnxruntime/train \
         --out docs/results/kernel-lofo-zen4.md
 
 `profile --kernels` stores ONNX Runtime's profiler records (one per kernel it ran, mean time over 12
@@ -61,7 +61,7 @@ def operator_times(proto, graph, records) -> tuple[np.ndarray, float]:
 
 
 def operator_features(node) -> np.ndarray:
-    from narformer_tvm.features import SCALARS, VOCAB, node_scalars
+    from narformer_tvm.graph.tokens import SCALARS, VOCAB, node_scalars
 
     onehot = np.zeros(len(VOCAB) + 1)
     onehot[VOCAB.index(node.op_type) if node.op_type in VOCAB else len(VOCAB)] = 1
@@ -73,9 +73,9 @@ def operator_features(node) -> np.ndarray:
 
 def load(kernels_db: str, labels_db: str) -> list[dict]:
     """Networks with kernel records and a clean label: operator features, operator times, label."""
-    from narformer_tvm.graph import build_graph, load_model
-    from narformer_tvm.train import load_samples
-    from narformer_tvm.zoo import Variant
+    from narformer_tvm.graph.onnx_graph import build_graph, load_model
+    from narformer_tvm.learn.samples import load_samples
+    from narformer_tvm.measure.zoo import Variant
 
     labels = {s.key: s for s in load_samples(labels_db)[0]}
     con = sqlite3.connect(kernels_db)
@@ -141,7 +141,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from narformer_tvm.train import LinearBaseline
+    from narformer_tvm.learn.train import LinearBaseline
 
     torch.set_num_threads(1)
     nets = load(args.kernels, args.labels)

@@ -1,6 +1,6 @@
 """Leave-one-family-out with linear latency models of more structure than FLOPs + memory access.
 
-    python examples/bench_linear_lofo.py --db profiles/cpu-onnxruntime/dataset.db \
+    python examples/bench_linear_lofo.py --db profiles/cpu-onnxruntime/train \
         --out docs/results/linear-lofo.md
 
 Each model is latency = w . features, fitted (relative least squares, as the FLOPs+MAC baseline) on
@@ -36,7 +36,14 @@ KINDS = ("flops_mac", "+nodes", "+params", "by_kind", "by_kind+fc")
 
 
 def features(table, kind: str) -> list[float]:
-    from narformer_tvm.features import LOG_SCALE, SCALARS, STATIC, kind_counts, node_costs, static_count
+    from narformer_tvm.graph.tokens import (
+        LOG_SCALE,
+        SCALARS,
+        STATIC,
+        kind_counts,
+        node_costs,
+        static_count,
+    )
 
     if kind == "by_kind":
         return list(kind_counts(table))
@@ -90,7 +97,8 @@ def main() -> None:
     ap.add_argument("--blend", help="a leave-one-family-out results.json of `evaluate` on the same dataset")
     args = ap.parse_args()
 
-    from narformer_tvm.train import load_samples, relative_lstsq
+    from narformer_tvm.learn.samples import load_samples
+    from narformer_tvm.learn.train import relative_lstsq
 
     samples, _ = load_samples(args.db, None, None)
     y = np.array([s.latency_ms for s in samples])

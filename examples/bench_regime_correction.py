@@ -1,7 +1,7 @@
 """How much of the disagreement between two measurements of one model the regime probes explain.
 
-    python examples/bench_regime_correction.py profiles/cpu-onnxruntime-zen5/dataset.db \\
-        profiles/cpu-onnxruntime-zen5/published.db --split-at 2026-11-29T22:00 \\
+    python examples/bench_regime_correction.py profiles/cpu-onnxruntime-zen5/train \\
+        profiles/cpu-onnxruntime-zen5/published --split-at 2026-11-29T22:00 \\
         --out docs/results/regime-correction.md
 
 For every model measured in two passes (main and repeat, or each ``--passes`` pair, e.g. main
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from narformer_tvm.dataset import REGIME_EXPONENT, Store, regime_factor
-from narformer_tvm.profile import paired_rows
+from narformer_tvm.data.labels import REGIME_EXPONENT, paired_rows, regime_factor
+from narformer_tvm.data.store import Store
 
 EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 

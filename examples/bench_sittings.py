@@ -1,6 +1,6 @@
 """A predictor's error per measuring sitting of a dataset, beside each sitting's probe level.
 
-    python examples/bench_sittings.py profiles/cpu-onnxruntime-zen5/dataset.db \
+    python examples/bench_sittings.py profiles/cpu-onnxruntime-zen5/train \
         --predictor cpu-onnxruntime-zen5 --out docs/results/sittings-zen5.md
 
 Sittings are those of `narformer-tvm dataset sittings` (runs without a 20-minute pause), in every pass
@@ -26,10 +26,13 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="Markdown file; a .json beside it keeps the numbers")
     args = ap.parse_args()
 
-    from narformer_tvm.dataset import Store, sittings
-    from narformer_tvm.estimate import label_options, resolve_predictor
-    from narformer_tvm.predictor import Predictor
-    from narformer_tvm.train import load_samples, predict_samples, split_same_distribution
+    from narformer_tvm.data.labels import label_options, sittings
+    from narformer_tvm.data.store import Store
+    from narformer_tvm.learn.samples import load_samples
+    from narformer_tvm.learn.splits import split_same_distribution
+    from narformer_tvm.learn.train import predict_samples
+    from narformer_tvm.model.predictor import Predictor
+    from narformer_tvm.profiles import resolve_predictor
 
     pred = Predictor.load(resolve_predictor(args.predictor))
     corrected = label_options(pred.profile)["regime_correct"]

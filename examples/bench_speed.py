@@ -41,12 +41,12 @@ def main() -> None:
 
     import torch
 
-    from narformer_tvm import families
-    from narformer_tvm.estimate import default_profile, list_profiles, resolve_predictor
-    from narformer_tvm.features import encode_table
-    from narformer_tvm.graph import build_graph
-    from narformer_tvm.predictor import Predictor
-    from narformer_tvm.train import load_samples
+    from narformer_tvm.graph.onnx_graph import build_graph
+    from narformer_tvm.graph.tokens import encode_table
+    from narformer_tvm.learn.samples import load_samples
+    from narformer_tvm.measure import families
+    from narformer_tvm.model.predictor import Predictor
+    from narformer_tvm.profiles import default_profile, list_profiles, resolve_predictor
 
     tmp = Path(tempfile.mkdtemp())
     model = tmp / "densenet121.onnx"
@@ -59,7 +59,7 @@ def main() -> None:
     name = default_profile()  # the profile `estimate` uses on this machine, as the CLI timing above
     folder = list_profiles()[name]
     pred = Predictor.load(resolve_predictor(name))
-    samples = load_samples(folder / "dataset.db")[0][:args.graphs]
+    samples = load_samples(folder / "train")[0][:args.graphs]
     tables = [s.table for s in samples]
     encoded = [encode_table(t, pred.features) for t in tables]
     predict_only = timed(lambda: pred.predict_encoded(encoded), 3)

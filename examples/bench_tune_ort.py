@@ -28,7 +28,7 @@ MODELS = ("squeezenet1_1", "mobilenet_v2", "mobilenet_v3_small", "mnasnet1_0", "
 
 
 def export(work: Path, names=MODELS) -> list[Path]:
-    from narformer_tvm import families
+    from narformer_tvm.measure import families
 
     paths = []
     for name in names:
@@ -42,10 +42,10 @@ def export(work: Path, names=MODELS) -> list[Path]:
 
 
 def measure(work: Path, names=MODELS) -> None:
-    from narformer_tvm.backends import MeasureConfig
-    from narformer_tvm.dataset import Store
-    from narformer_tvm.profile import jobs_from_paths, sweep
-    from narformer_tvm.tune_ort import candidate_jobs
+    from narformer_tvm.data.store import Store
+    from narformer_tvm.integrations.ort_tuning import candidate_jobs
+    from narformer_tvm.measure.backends import MeasureConfig
+    from narformer_tvm.measure.profiler import jobs_from_paths, sweep
 
     jobs = candidate_jobs(jobs_from_paths(export(work, names)), 0, exhaustive=True)
 
@@ -62,8 +62,8 @@ def measure(work: Path, names=MODELS) -> None:
 
 def table_rows(work: Path) -> dict[str, dict]:
     """model name -> {candidate: (latency ms, seconds spent measuring)} from the exhaustive sweep."""
-    from narformer_tvm.dataset import Store
-    from narformer_tvm.tune_ort import candidate_of
+    from narformer_tvm.data.store import Store
+    from narformer_tvm.integrations.ort_tuning import candidate_of
 
     out: dict[str, dict] = {}
     with Store(work / "exhaustive.db", readonly=True) as store:
@@ -77,9 +77,15 @@ def table_rows(work: Path) -> dict[str, dict]:
 
 
 def report(work: Path, predictor_spec: str | None, out: Path, top_k: int, explore: int, names=MODELS) -> None:
-    from narformer_tvm.estimate import resolve_ort_predictor
-    from narformer_tvm.predictor import Predictor
-    from narformer_tvm.tune_ort import DEFAULT, Candidate, choose_to_measure, predict_candidates, search_space
+    from narformer_tvm.integrations.ort_tuning import (
+        DEFAULT,
+        Candidate,
+        choose_to_measure,
+        predict_candidates,
+        search_space,
+    )
+    from narformer_tvm.model.predictor import Predictor
+    from narformer_tvm.profiles import resolve_ort_predictor
 
     pred_path = resolve_ort_predictor(predictor_spec)
     pred = Predictor.load(pred_path)

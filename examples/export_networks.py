@@ -6,7 +6,7 @@
 import argparse
 from pathlib import Path
 
-from narformer_tvm import families
+from narformer_tvm.measure import families
 
 
 def main():

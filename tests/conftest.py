@@ -17,7 +17,7 @@ def onnx_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def exported(onnx_cache):
     """exported(name, **export_kw) -> path of a published network (see families.STANDARD)."""
-    from narformer_tvm import families
+    from narformer_tvm.measure import families
 
     def get(name: str, **kw) -> Path:
         tag = "_".join(f"{k}-{v}" for k, v in sorted(kw.items()))

@@ -4,12 +4,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from narformer_tvm.cells import (CELL_OPS, Cell, cell_features, encode_cell, load_nb101, load_nb201, nb101_cell,
-                                 nb201_cell, nb201_input_reaches_output, parse_nb201, permuted)
 from narformer_tvm.errors import InputError
-from narformer_tvm.metrics import kendall_tau
-from narformer_tvm.model import ModelConfig
-from narformer_tvm.nas import AccuracyOptions, held_out, new_cell_model, predict_cells, protocol_split, train_accuracy
+from narformer_tvm.graph.cells import (
+    CELL_OPS,
+    Cell,
+    cell_features,
+    encode_cell,
+    load_nb101,
+    load_nb201,
+    nb101_cell,
+    nb201_cell,
+    nb201_input_reaches_output,
+    parse_nb201,
+    permuted,
+)
+from narformer_tvm.learn.metrics import kendall_tau
+from narformer_tvm.learn.nas import (
+    AccuracyOptions,
+    held_out,
+    new_cell_model,
+    predict_cells,
+    protocol_split,
+    train_accuracy,
+)
+from narformer_tvm.model.narformer import ModelConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -24,9 +42,9 @@ def test_parse_nb201():
 
 
 def test_cells_whose_none_edges_cut_the_input_off(tmp_path):
-    from narformer_tvm import families
     from narformer_tvm.errors import ModelLoadError
-    from narformer_tvm.graph import build_graph
+    from narformer_tvm.graph.onnx_graph import build_graph
+    from narformer_tvm.measure import families
 
     cut = "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|"
     assert nb201_input_reaches_output(cut) is False
@@ -110,8 +128,8 @@ def test_missing_files_are_clear_errors(tmp_path):
 
 @pytest.mark.skipif(not (SHARED / "nasbench101_1k.json").exists(), reason="shared NAS data not present")
 def test_accuracy_cli_train_and_evaluate(tmp_path, capsys):
-    from narformer_tvm.cli import main
-    from narformer_tvm.nas import load_cell_predictor
+    from narformer_tvm.cli.main import main
+    from narformer_tvm.learn.nas import load_cell_predictor
 
     small = ["--benchmark", "nb101", "--data", str(SHARED / "nasbench101_1k.json"), "--train-size", "100",
              "--d-model", "16", "--layers", "2", "--groups", "2", "--epochs", "3"]

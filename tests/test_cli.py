@@ -4,13 +4,13 @@ import sys
 
 import onnx
 import pytest
+from conftest import conv_model
 from onnx import helper
 
 from narformer_tvm import __version__
-from narformer_tvm.cli import main
-from narformer_tvm.features import FeatureConfig
-from narformer_tvm.predictor import new_predictor
-from conftest import conv_model
+from narformer_tvm.cli.main import main
+from narformer_tvm.graph.tokens import FeatureConfig
+from narformer_tvm.model.predictor import new_predictor
 
 
 def run(capsys, *argv):
@@ -177,7 +177,7 @@ def test_console_script_runs_as_a_process(conv_onnx):
 def test_estimate_uses_the_shipped_profile_by_default(capsys):
     from pathlib import Path
 
-    from narformer_tvm.estimate import default_profile, list_profiles
+    from narformer_tvm.profiles import default_profile, list_profiles
 
     assert default_profile() in list_profiles()
     example = Path(__file__).resolve().parents[1] / "examples" / "squeezenet1_1.onnx"
@@ -189,7 +189,7 @@ def test_estimate_uses_the_shipped_profile_by_default(capsys):
 
 
 def test_seed_lists_counts_and_ranges():
-    from narformer_tvm.cli import SeedList
+    from narformer_tvm.cli.options import SeedList
 
     parse = lambda text: SeedList().convert(text, None, None)  # noqa: E731
     assert parse("3") == [0, 1, 2] and parse("1,3") == [1, 3] and parse("3-4") == [3, 4]
@@ -197,7 +197,7 @@ def test_seed_lists_counts_and_ranges():
 
 
 def test_progress_in_a_log_file_prints_plain_lines(capsys):
-    from narformer_tvm.cli import _progress
+    from narformer_tvm.cli.ui import _progress
 
     with _progress(log_every_s=3600) as bar:  # capsys: stderr is not a terminal, as in `cmd 2> log`
         task = bar.add_task("training", total=3, status="")

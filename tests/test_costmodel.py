@@ -8,7 +8,14 @@ import pytest
 tvm = pytest.importorskip("tvm")
 
 from narformer_tvm.errors import InputError  # noqa: E402
-from narformer_tvm.tvm import MS_MODULES, _import_first, fast_builder, meta_schedule, read_tuning_records  # noqa: E402
+from narformer_tvm.integrations.tvm_env import (
+    MS_MODULES,
+    _import_first,
+    fast_builder,
+    host_target,
+    meta_schedule,
+)
+from narformer_tvm.integrations.tvm_records import read_tuning_records
 
 
 def matmul(n=32):
@@ -32,7 +39,7 @@ def test_both_import_paths():
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     """A real tune of a tiny matmul with the cost model plugged in (few trials)."""
-    from narformer_tvm.tvm import NARFormerCostModel
+    from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel
 
     ms = meta_schedule()
     work = tmp_path_factory.mktemp("tune")
@@ -45,7 +52,7 @@ def tuned(tmp_path_factory):
 
 @pytest.mark.slow
 def test_cost_model_contract(tuned, tmp_path):
-    from narformer_tvm.tvm import NARFormerCostModel
+    from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel
 
     cm, db, work, target = tuned
     ms = meta_schedule()
@@ -77,7 +84,7 @@ def test_cost_model_contract(tuned, tmp_path):
 
 @pytest.mark.slow
 def test_database_reading_and_pretraining(tuned):
-    from narformer_tvm.tvm import NARFormerCostModel
+    from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel
 
     _, _, work, _ = tuned
     (task, feats, costs), = read_tuning_records(str(work))
@@ -90,8 +97,9 @@ def test_database_reading_and_pretraining(tuned):
 
 @pytest.mark.slow
 def test_tune_cli_reports_tuned_and_untuned(tmp_path, capsys):
-    from narformer_tvm.cli import main
     from conftest import conv_model
+
+    from narformer_tvm.cli.main import main
 
     onnx.save(conv_model(dims=(1, 3, 16, 16)), tmp_path / "conv.onnx")
     with pytest.raises(SystemExit) as exc:
@@ -115,7 +123,8 @@ def test_tune_cli_reports_tuned_and_untuned(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_predict_only_tuning_explores_by_prediction_and_measures_the_top(tuned, tmp_path):
-    from narformer_tvm.tvm import NARFormerCostModel, measure_top, predict_only
+    from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel
+    from narformer_tvm.integrations.tvm_records import measure_top, predict_only
 
     cm, _, _, target = tuned
     ms = meta_schedule()
@@ -137,7 +146,7 @@ def test_predict_only_tuning_explores_by_prediction_and_measures_the_top(tuned, 
 
     a, w = te.placeholder((1, 512), name="a"), te.placeholder((256, 512), name="w")
     dense = te.create_prim_func([a, w, topi.nn.dense(a, w)])
-    target = tvm.target.Target({"kind": "llvm", "num-cores": 1, "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    target = host_target(1)
     explored = ms.tune_tir(dense, target, str(tmp_path / "d"), max_trials_global=8, num_trials_per_iter=8,
                            builder=builder, runner=runner, database="memory", cost_model=cm, seed=0)
     real = ms.database.MemoryDatabase()
@@ -146,7 +155,7 @@ def test_predict_only_tuning_explores_by_prediction_and_measures_the_top(tuned, 
 
 
 def test_cost_models_by_name():
-    from narformer_tvm.tvm import get_cost_model, list_cost_models
+    from narformer_tvm.integrations.cost_models import get_cost_model, list_cost_models
 
     assert {"narformer", "xgb", "random"} <= set(list_cost_models())
     assert type(get_cost_model("narformer")).__name__ == "NARFormerCostModel"

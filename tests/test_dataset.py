@@ -4,14 +4,17 @@ from pathlib import Path
 
 import onnx
 import pytest
-
-from narformer_tvm.backends import Measurement
-from narformer_tvm.dataset import (Store, export_csv, export_nnlqp, import_nnlqp, merge, pack_blocks,
-                                   regime_factor, unpack_blocks, write_atomically)
-from narformer_tvm.errors import InputError
-from narformer_tvm.features import GraphTable, table
-from narformer_tvm.graph import build_graph
 from conftest import conv_model
+
+from narformer_tvm.data.blocks import pack_blocks, unpack_blocks
+from narformer_tvm.data.interchange import export_csv, export_nnlqp, import_nnlqp
+from narformer_tvm.data.labels import regime_factor
+from narformer_tvm.data.store import Store, merge
+from narformer_tvm.errors import InputError
+from narformer_tvm.fileio import write_atomically
+from narformer_tvm.graph.onnx_graph import build_graph
+from narformer_tvm.graph.tokens import GraphTable, table
+from narformer_tvm.measure.backends import Measurement
 
 
 def test_blocks_round_trip():
@@ -120,8 +123,8 @@ def test_regraph_updates_stale_graphs_and_fails_models_that_no_longer_extract(tm
     not to depend on its input gets failed measurements, as a fresh sweep would record."""
     from onnx import TensorProto, helper
 
-    from narformer_tvm.cli import main
-    from narformer_tvm.profile import regraph
+    from narformer_tvm.cli.main import main
+    from narformer_tvm.measure.regraph import regraph
 
     with Store(tmp_path / "d.db") as store:
         paths = _fill(store, tmp_path)
@@ -171,7 +174,7 @@ def test_regime_factor_by_hand():
 
 
 def test_sitting_factor_by_hand():
-    from narformer_tvm.dataset import sitting_factor
+    from narformer_tvm.data.labels import sitting_factor
 
     assert sitting_factor(None, 0.2, 0.21) == sitting_factor({"probe_ms": [0.2]}, None, 0.21) == 1.0
     assert sitting_factor({"probe_ms": [0.2]}, 0.2, None) == 1.0  # no clean probe in its sitting
@@ -180,7 +183,7 @@ def test_sitting_factor_by_hand():
 
 
 def test_repeat_rounds_name_their_passes():
-    from narformer_tvm.dataset import is_pass_name, repeat_pass_name
+    from narformer_tvm.data.labels import is_pass_name, repeat_pass_name
 
     assert [repeat_pass_name(n) for n in (1, 2, 10)] == ["repeat", "repeat2", "repeat10"]
     assert all(map(is_pass_name, ("main", "repeat", "repeat2", "repeat10")))
@@ -193,8 +196,8 @@ def test_sittings_split_on_pauses_and_compare_probes_with_the_typical_level(tmp_
     import json
     import shutil
 
-    from narformer_tvm.cli import main
-    from narformer_tvm.dataset import sittings
+    from narformer_tvm.cli.main import main
+    from narformer_tvm.data.labels import sittings
 
     db = tmp_path / "d.db"
     shutil.copy(Path(__file__).parent / "data" / "cpu-sample.db", db)

@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from narformer_tvm.features import SCALARS, VOCAB, FeatureConfig, encode, sinusoid, unknown_ops
-from narformer_tvm.graph import OpGraph, OpNode
+from narformer_tvm.graph.onnx_graph import OpGraph, OpNode
+from narformer_tvm.graph.tokens import (
+    SCALARS,
+    VOCAB,
+    FeatureConfig,
+    encode,
+    sinusoid,
+    unknown_ops,
+)
 
 
 def graph_of(*ops: str) -> OpGraph:
@@ -60,8 +67,8 @@ def test_config_round_trip_and_validation():
 
 
 def test_graph_table_round_trips_through_bytes(exported):
-    from narformer_tvm.features import GraphTable, encode_table, table
-    from narformer_tvm.graph import build_graph
+    from narformer_tvm.graph.onnx_graph import build_graph
+    from narformer_tvm.graph.tokens import GraphTable, encode_table, table
 
     g = build_graph(exported("mobilenet_v3_small"))
     t = table(g)
@@ -73,7 +80,14 @@ def test_graph_table_round_trips_through_bytes(exported):
 
 
 def test_node_kinds_and_kind_counts():
-    from narformer_tvm.features import KINDS, SCALARS, GraphTable, kind_counts, node_costs, node_kinds
+    from narformer_tvm.graph.tokens import (
+        KINDS,
+        SCALARS,
+        GraphTable,
+        kind_counts,
+        node_costs,
+        node_kinds,
+    )
 
     scalars = np.zeros((4, len(SCALARS)), dtype=np.int64)
     scalars[:, SCALARS.index("group")] = [1, 32, 1, 0]

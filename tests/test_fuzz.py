@@ -4,12 +4,12 @@ import tempfile
 from pathlib import Path
 
 import onnx
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from narformer_tvm import families
 from narformer_tvm.errors import ModelLoadError
-from narformer_tvm.graph import OpGraph, build_graph
-
+from narformer_tvm.graph.onnx_graph import OpGraph, build_graph
+from narformer_tvm.measure import families
 
 _SEED: list[bytes] = []
 

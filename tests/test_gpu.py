@@ -5,12 +5,11 @@ import shutil
 
 import onnx
 import pytest
-
-from narformer_tvm.backends import MeasureConfig
-from narformer_tvm.cli import main
-from narformer_tvm.dataset import Store
-
 from conftest import conv_model
+
+from narformer_tvm.cli.main import main
+from narformer_tvm.data.store import Store
+from narformer_tvm.measure.backends import MeasureConfig
 
 
 def _cuda_device() -> bool:

@@ -4,12 +4,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import conv_model
 from onnx import TensorProto, helper
 
-from narformer_tvm import families
 from narformer_tvm.errors import InputShapeError, ModelLoadError, UnsupportedOpsetError
-from narformer_tvm.graph import OpGraph, build_graph, parse_input_shapes
-from conftest import conv_model
+from narformer_tvm.graph.onnx_graph import OpGraph, build_graph, parse_input_shapes
+from narformer_tvm.measure import families
 
 BOOKKEEPING = {"Shape", "Constant", "Identity", "Dropout", "ConstantOfShape"}
 

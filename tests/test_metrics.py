@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from narformer_tvm.metrics import acc_within, kendall_tau, mape, rmspe, spearman, summary
+from narformer_tvm.learn.metrics import (
+    acc_within,
+    kendall_tau,
+    mape,
+    rmspe,
+    spearman,
+    summary,
+)
 
 
 def test_errors_by_hand():

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from narformer_tvm.dataset import collate
-from narformer_tvm.features import FeatureConfig, encode
-from narformer_tvm.graph import OpGraph, OpNode
-from narformer_tvm.model import Dropout, GroupLinear, ModelConfig, NARFormer
-from narformer_tvm.train import FitConfig, fit
+from narformer_tvm.graph.onnx_graph import OpGraph, OpNode
+from narformer_tvm.graph.tokens import FeatureConfig, encode
+from narformer_tvm.learn.train import FitConfig, fit
+from narformer_tvm.model.batching import collate
+from narformer_tvm.model.narformer import Dropout, GroupLinear, ModelConfig, NARFormer
 
 CFG = FeatureConfig(n_freqs=4)
 
@@ -190,7 +190,7 @@ def test_short_training_run_overfits_a_small_set():
 def test_gffn_group_major_path_equals_chained_group_linears(gffn_norm):
     """The GFFN chains its group linear layers in group-major layout (no copy of the wide hidden
     activations); it computes what fc2(drop(act(fc1(h)))) does, dropout masks included."""
-    from narformer_tvm.model import FeedForward
+    from narformer_tvm.model.narformer import FeedForward
 
     ffn = FeedForward(ModelConfig(n_features=4, d_model=32, n_groups=4, dropout=0.5, gffn_norm=gffn_norm))
     h = torch.randn(3, 7, 32)

@@ -6,13 +6,26 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from narformer_tvm.backends import MeasureConfig
-from narformer_tvm.cells import load_nb201
-from narformer_tvm.dataset import Store
-from narformer_tvm.nas import (ADDED_OPTIONS, AccuracyOptions, apply_calibration, calibrate, cpu_has_bf16,
-                               nas_pareto, pair_difference_loss, pareto_front, predict_cells, resolved, run_protocol,
-                               save_cell_predictor, train_accuracy, write_pareto_report)
-from narformer_tvm.zoo import NB201_ARCHS
+from narformer_tvm.data.store import Store
+from narformer_tvm.graph.cells import load_nb201
+from narformer_tvm.learn.nas import (
+    ADDED_OPTIONS,
+    AccuracyOptions,
+    apply_calibration,
+    calibrate,
+    cpu_has_bf16,
+    nas_pareto,
+    pair_difference_loss,
+    pareto_front,
+    predict_cells,
+    resolved,
+    run_protocol,
+    save_cell_predictor,
+    train_accuracy,
+    write_pareto_report,
+)
+from narformer_tvm.measure.backends import MeasureConfig
+from narformer_tvm.measure.zoo import NB201_ARCHS
 
 FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
 
@@ -75,7 +88,7 @@ def test_calibration_maps_predictions_onto_the_accuracy_scale(small_nb201):
 
 
 def test_nas_cli(small_nb201, tmp_path, capsys):
-    from narformer_tvm.cli import main
+    from narformer_tvm.cli.main import main
 
     data = load_nb201(small_nb201)
     opts = AccuracyOptions(d_model=32, n_layers=2, n_groups=4, epochs=5, lr=1e-3, patience=5)
@@ -124,7 +137,7 @@ def test_ema_warm_up_forgets_the_first_steps():
     import torch
     from torch.optim.swa_utils import AveragedModel
 
-    from narformer_tvm.nas import ema_update
+    from narformer_tvm.learn.nas import ema_update
 
     layer = torch.nn.Linear(2, 1)
     averaged = AveragedModel(layer, multi_avg_fn=ema_update(0.999))

@@ -3,9 +3,14 @@ import pytest
 import torch
 
 from narformer_tvm.errors import CheckpointError, PredictorNotFoundError
-from narformer_tvm.features import FeatureConfig
-from narformer_tvm.graph import build_graph
-from narformer_tvm.predictor import CHECKPOINT_VERSION, Predictor, TargetNorm, new_predictor
+from narformer_tvm.graph.onnx_graph import build_graph
+from narformer_tvm.graph.tokens import FeatureConfig
+from narformer_tvm.model.predictor import (
+    CHECKPOINT_VERSION,
+    Predictor,
+    TargetNorm,
+    new_predictor,
+)
 
 
 def small(**kw) -> Predictor:

@@ -5,15 +5,33 @@ from pathlib import Path
 
 import onnx
 import pytest
-
-from narformer_tvm.backends import MeasureConfig, block_spread, get_backend, label_statistic, list_backends
-from narformer_tvm.cli import main
-from narformer_tvm.dataset import Store, unpack_blocks
-from narformer_tvm.errors import InputError
-from narformer_tvm.profile import (REGIME_CORRECTED, REGIME_MARGIN, REGIME_WAIT_S, SITTING_CORRECTED, RegimeGate, Summary,
-                                   gate_settings, jobs_from_paths, jobs_from_zoo, noise_floor, noise_floors, repeat_subset,
-                                   slow_in_hindsight, sweep)
 from conftest import conv_model
+
+from narformer_tvm.cli.main import main
+from narformer_tvm.data.blocks import unpack_blocks
+from narformer_tvm.data.labels import (
+    REGIME_CORRECTED,
+    SITTING_CORRECTED,
+    block_spread,
+    label_statistic,
+    noise_floor,
+    noise_floors,
+)
+from narformer_tvm.data.store import Store
+from narformer_tvm.errors import InputError
+from narformer_tvm.measure.backends import MeasureConfig, get_backend, list_backends
+from narformer_tvm.measure.profiler import (
+    REGIME_MARGIN,
+    REGIME_WAIT_S,
+    RegimeGate,
+    Summary,
+    gate_settings,
+    jobs_from_paths,
+    jobs_from_zoo,
+    repeat_subset,
+    slow_in_hindsight,
+    sweep,
+)
 
 FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
 
@@ -331,7 +349,7 @@ def test_regime_gate_settings_follow_the_configuration():
     assert gate_settings(MeasureConfig(threads=1), wanted=True) is not None
     assert gate_settings(MeasureConfig(threads=2), wait_s=0) == {"calibrate_s": 0, "wait_s": 0}
     # cli.py states the default itself (it imports this module lazily): the two must agree
-    from narformer_tvm.cli import profile as profile_command
+    from narformer_tvm.cli.profile_cmd import profile as profile_command
 
     assert next(p for p in profile_command.params if p.name == "regime_wait").default == REGIME_WAIT_S
 
@@ -390,7 +408,7 @@ def test_regime_correction_bench_agrees_with_the_noise_floor(tmp_path):
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    db = root / "profiles" / "cpu-onnxruntime-zen5" / "published.db"
+    db = root / "profiles" / "cpu-onnxruntime-zen5" / "published"
     out = tmp_path / "table.md"
     subprocess.run([sys.executable, str(root / "examples" / "bench_regime_correction.py"), str(db), "--out", str(out)],
                    check=True, capture_output=True)

@@ -6,13 +6,31 @@ import numpy as np
 import pytest
 import torch
 
-from narformer_tvm.evaluate import LinearBaseline, cap_per_family, evaluate, method_names, write_report
 from narformer_tvm.errors import InputError
-from narformer_tvm.features import GraphTable, kind_counts
-from narformer_tvm.metrics import mape
-from narformer_tvm.train import (FitConfig, Sample, TrainOptions, carve_validation, load_samples, optimizer,
-                                 predict_samples, relative_lstsq, split_leave_one_family_out, split_random,
-                                 split_same_distribution, train_predictor)
+from narformer_tvm.graph.tokens import GraphTable, kind_counts
+from narformer_tvm.learn.evaluate import (
+    LinearBaseline,
+    cap_per_family,
+    evaluate,
+    method_names,
+    write_report,
+)
+from narformer_tvm.learn.metrics import mape
+from narformer_tvm.learn.samples import Sample, load_samples
+from narformer_tvm.learn.splits import (
+    carve_validation,
+    split_leave_one_family_out,
+    split_random,
+    split_same_distribution,
+)
+from narformer_tvm.learn.train import (
+    FitConfig,
+    TrainOptions,
+    optimizer,
+    predict_samples,
+    relative_lstsq,
+    train_predictor,
+)
 
 SAMPLE_DB = Path(__file__).parent / "data" / "cpu-sample.db"
 
@@ -76,8 +94,8 @@ def real_samples():
 
 
 def test_recalibration_takes_out_a_constant_factor(real_samples):
-    from narformer_tvm.predictor import new_predictor
-    from narformer_tvm.train import recalibrate
+    from narformer_tvm.learn.train import recalibrate
+    from narformer_tvm.model.predictor import new_predictor
 
     pred = new_predictor(d_model=16, n_layers=1)
     before = predict_samples(pred, real_samples)[0]
@@ -166,7 +184,7 @@ def test_evaluate_writes_a_report(real_samples, tmp_path):
 
 
 def test_runs_on_the_same_test_set_also_score_as_one_ensemble(tmp_path):
-    from narformer_tvm.evaluate import Result, aggregate, ensembles_of_runs
+    from narformer_tvm.learn.evaluate import Result, aggregate, ensembles_of_runs
 
     runs = [Result("narformer", "lofo", run, "vgg", ["a", "b"], ["vgg", "vgg"], pred, [2.0, 4.0])
             for run, pred in ((0, [1.0, 3.0]), (1, [3.0, 5.0]))]
@@ -184,7 +202,7 @@ def test_runs_on_the_same_test_set_also_score_as_one_ensemble(tmp_path):
 
 
 def test_an_interrupted_evaluation_resumes_from_its_finished_splits(real_samples, tmp_path, monkeypatch):
-    import narformer_tvm.evaluate as ev
+    import narformer_tvm.learn.evaluate as ev
 
     fit, ckpt = FitConfig(epochs=1, batch_size=16), tmp_path / "finished.json"
     first = evaluate(real_samples, "lofo", ["flops", "nnlp"], fit=fit, model_overrides={"d_model": 16},
@@ -202,7 +220,7 @@ def test_an_interrupted_evaluation_resumes_from_its_finished_splits(real_samples
 
 
 def test_lofo_processes_holding_out_different_families_share_one_checkpoint(real_samples, tmp_path, monkeypatch):
-    import narformer_tvm.evaluate as ev
+    import narformer_tvm.learn.evaluate as ev
 
     families, ckpt = sorted({s.family for s in real_samples}), tmp_path / "finished.json"
     half = evaluate(real_samples, "lofo", ["flops"], checkpoint=ckpt, hold_out=families[:1])
@@ -225,8 +243,8 @@ def test_cap_per_family_keeps_the_first_models_of_each_family(real_samples):
 
 
 def test_train_and_evaluate_cli(tmp_path, capsys, exported):
-    from narformer_tvm.cli import main
-    from narformer_tvm.predictor import Predictor
+    from narformer_tvm.cli.main import main
+    from narformer_tvm.model.predictor import Predictor
 
     out = tmp_path / "p.pt"
     args = ["--db", str(SAMPLE_DB), "--d-model", "16", "--groups", "2", "--epochs", "2", "--batch-size", "32"]
@@ -318,7 +336,7 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
     assert len(held["names"]) == p.metadata["test"]["n"] < len(scored["names"])
     assert "held-out models" in (tmp_path / "ho" / "report.md").read_text()
     # scored on the labels the predictor learned (raw here) unless told; the report names them
-    published = Path(__file__).resolve().parents[1] / "profiles" / "cpu-onnxruntime-zen5" / "published.db"
+    published = Path(__file__).resolve().parents[1] / "profiles" / "cpu-onnxruntime-zen5" / "published"
     assert prof["labels"] == "raw"
     for extra, labels, correct in (([], "raw", False), (["--regime-correction"], "regime-corrected", True),
                                    (["--sitting-level"], "sitting-corrected", "sitting")):
@@ -341,9 +359,9 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
 
 
 def test_fingerprint_mismatch_warns(tmp_path, capsys, exported):
-    from narformer_tvm.cli import main
-    from narformer_tvm.features import FeatureConfig
-    from narformer_tvm.predictor import new_predictor
+    from narformer_tvm.cli.main import main
+    from narformer_tvm.graph.tokens import FeatureConfig
+    from narformer_tvm.model.predictor import new_predictor
 
     p = new_predictor(FeatureConfig(n_freqs=2), d_model=16, n_groups=2)
     p.profile = {"name": "elsewhere", "fingerprint": {"cpu": "Some Other CPU 9000", "physical_cores": 64}}

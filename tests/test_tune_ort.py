@@ -7,15 +7,28 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-
 from narformer_plugins.ort import random_feeds
-from narformer_tvm.backends import MeasureConfig
-from narformer_tvm.cli import cli, main
+
+from narformer_tvm.cli.main import cli, main
 from narformer_tvm.errors import InputError
-from narformer_tvm.predictor import new_predictor
-from narformer_tvm.tune_ort import (DEFAULT, N_CONFIG, VARIANTS, Candidate, Ranked, choose_to_measure,
-                                    config_predictor, config_vector, load_config_samples, make_variant,
-                                    open_session, search_space, tune_ort)
+from narformer_tvm.integrations.ort_config_predictor import (
+    config_predictor,
+    load_config_samples,
+)
+from narformer_tvm.integrations.ort_tuning import (
+    DEFAULT,
+    N_CONFIG,
+    Candidate,
+    Ranked,
+    choose_to_measure,
+    config_vector,
+    open_session,
+    search_space,
+    tune_ort,
+)
+from narformer_tvm.measure.backends import MeasureConfig
+from narformer_tvm.measure.ort_variants import VARIANTS, make_variant
+from narformer_tvm.model.predictor import new_predictor
 
 FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
 # int8 outputs of random-weight networks on random inputs: relative L2 error bound
@@ -28,7 +41,7 @@ def small_net(tmp_path_factory):
     import torch
     from torch import nn
 
-    from narformer_tvm.families import export_onnx
+    from narformer_tvm.measure.families import export_onnx
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1),
@@ -94,9 +107,9 @@ def small_config_predictor():
 
 
 def test_config_predictor_starts_from_the_base_and_sees_the_configuration(small_config_predictor, small_net):
-    from narformer_tvm.features import encode_table, table
-    from narformer_tvm.graph import build_graph
-    from narformer_tvm.tune_ort import with_config
+    from narformer_tvm.graph.onnx_graph import build_graph
+    from narformer_tvm.graph.tokens import encode_table, table
+    from narformer_tvm.integrations.ort_tuning import with_config
 
     t = table(build_graph(small_net))
     a, b = (with_config(t, c, 2) for c in (Candidate("fp32", 1, "all"), Candidate("fp32", 2, "all")))
@@ -129,7 +142,7 @@ def test_tune_ort_measures_only_the_chosen_and_writes_a_usable_configuration(sma
 
 
 def test_profile_collects_candidate_rows_that_train_a_config_predictor(small_net, tmp_path):
-    from narformer_tvm.train import FitConfig, TrainOptions, train_predictor
+    from narformer_tvm.learn.train import FitConfig, TrainOptions, train_predictor
 
     db = tmp_path / "cfg.db"
     runner = CliRunner()
@@ -147,7 +160,7 @@ def test_profile_collects_candidate_rows_that_train_a_config_predictor(small_net
 
 
 def test_cli_trains_a_config_predictor_and_tune_ort_uses_it(small_net, tmp_path, monkeypatch):
-    from narformer_tvm.estimate import write_profile
+    from narformer_tvm.learn.shipping import write_profile
 
     db, cfgp, out = tmp_path / "d.db", tmp_path / "cfg.pt", tmp_path / "out"
     runner = CliRunner()
@@ -191,10 +204,11 @@ def test_tune_ort_bad_inputs_are_clear(tmp_path, small_net, capsys):
 
 
 def test_candidate_jobs_are_reproducible_grouped_by_model_and_split_by_source():
-    from narformer_tvm.features import SCALARS, STATIC, GraphTable
-    from narformer_tvm.profile import Job
-    from narformer_tvm.train import Sample
-    from narformer_tvm.tune_ort import candidate_jobs, split_by_source
+    from narformer_tvm.graph.tokens import SCALARS, STATIC, GraphTable
+    from narformer_tvm.integrations.ort_config_predictor import split_by_source
+    from narformer_tvm.integrations.ort_tuning import candidate_jobs
+    from narformer_tvm.learn.samples import Sample
+    from narformer_tvm.measure.profiler import Job
 
     jobs = [Job(f"k{i}", f"m{i}", family="f" if i < 10 else "g") for i in range(20)]
     a, b = candidate_jobs(jobs, 3, seed=0), candidate_jobs(jobs, 3, seed=0)

@@ -1,9 +1,9 @@
 import onnx
 import pytest
 
-from narformer_tvm import zoo
 from narformer_tvm.errors import InputError
-from narformer_tvm.graph import build_graph
+from narformer_tvm.graph.onnx_graph import build_graph
+from narformer_tvm.measure import zoo
 
 
 def test_ten_nnlqp_families_plus_two_others():
@@ -30,7 +30,7 @@ def test_variants_are_reproducible_distinct_and_valid(family, tmp_path):
 
 
 def test_published_networks_lie_inside_the_sampled_spaces():
-    from narformer_tvm import families
+    from narformer_tvm.measure import families
 
     names = zoo.standard_names()
     for name in ("resnet18", "resnet50", "vgg16", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_large",
@@ -44,7 +44,7 @@ def test_published_networks_lie_inside_the_sampled_spaces():
 
 
 def test_zoo_cli_writes_files_and_manifest_and_resumes(tmp_path, capsys):
-    from narformer_tvm.cli import main
+    from narformer_tvm.cli.main import main
 
     for _ in range(2):
         with pytest.raises(SystemExit) as exc:

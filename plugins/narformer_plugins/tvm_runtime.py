@@ -5,35 +5,13 @@ from __future__ import annotations
 import os
 import tempfile
 
-import numpy as np
-
-from narformer_tvm.backends import Backend, Measurement, MeasureConfig, runs_per_block
-
-
-def make_target(cfg: MeasureConfig):
-    """Targets are dicts in TVM 0.27; "mcpu": "native" silently falls back to generic, so detect it."""
-    import tvm
-    from tvm.target import codegen
-
-    if cfg.target == "cuda":
-        return tvm.target.Target(_cuda_target(), host={"kind": "llvm"})
-    spec = {"kind": "llvm", "num-cores": cfg.resolved_threads()}
-    cpu = codegen.llvm_get_system_cpu()
-    if cpu and cpu != "generic" and not cfg.rpc_tracker:  # remote boards may differ from this CPU
-        spec["mcpu"] = cpu
-    return tvm.target.Target(spec)
-
-
-def _cuda_target():
-    """The GPU's own limits (arch, shared memory, threads per block), which the default GPU schedules
-    read; without a device (a build for another machine, or a test), an sm_80 with CUDA's minimums."""
-    import tvm
-
-    dev = tvm.cuda(0)
-    if dev.exist:
-        return tvm.target.Target.from_device(dev)
-    return tvm.target.Target({"kind": "cuda", "arch": "sm_80", "max_shared_memory_per_block": 48 * 1024,
-                              "max_threads_per_block": 1024, "thread_warp_size": 32})
+from narformer_tvm.integrations.tvm_env import make_target, random_inputs
+from narformer_tvm.measure.backends import (
+    Backend,
+    MeasureConfig,
+    Measurement,
+    runs_per_block,
+)
 
 
 def compile_onnx(onnx_path: str, cfg: MeasureConfig, input_shapes: dict | None = None):
@@ -53,20 +31,6 @@ def compile_onnx(onnx_path: str, cfg: MeasureConfig, input_shapes: dict | None =
             mod = dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
                                           dl.gpu.GeneralReduction(), dl.gpu.Fallback())(mod)
     return tvm.compile(mod, target=target), model
-
-
-def random_inputs(model, input_shapes: dict | None = None, batch_size: int = 1, seed: int = 0) -> list[np.ndarray]:
-    """Random float32 data for the model's non-weight inputs; a symbolic leading dim is the batch."""
-    inits = {t.name for t in model.graph.initializer}
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for inp in model.graph.input:
-        if inp.name in inits:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (batch_size if k == 0 else 1)
-                for k, d in enumerate(inp.type.tensor_type.shape.dim)]
-        arrays.append(rng.standard_normal((input_shapes or {}).get(inp.name, dims)).astype(np.float32))
-    return arrays
 
 
 class TVMBackend(Backend):

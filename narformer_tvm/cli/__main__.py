@@ -1,0 +1,3 @@
+from narformer_tvm.cli.main import main
+
+main()

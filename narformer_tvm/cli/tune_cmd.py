@@ -1,0 +1,143 @@
+"""``tune``, ``tunedb`` and ``tune-ort``: the compiler-side commands."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from narformer_tvm.cli.options import batch_option, input_shape_option
+from narformer_tvm.cli.ui import _console, _progress
+from narformer_tvm.errors import NarformerError
+
+
+@click.command("tune-ort")
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("--target", type=click.Choice(["llvm", "cuda"]), default="llvm", show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Measure this many best-predicted candidates (plus uncertain ones and the default).")
+@click.option("--explore", type=click.IntRange(min=0), default=2, show_default=True,
+              help="At most this many extra candidates whose uncertain prediction could still be the best.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), required=True,
+              help="Folder for session_options.json, the chosen model variant and the measurements.")
+@click.option("--predictor", "predictor_spec", default=None,
+              help="A configuration-aware predictor (.pt) or a hardware profile name (default: cpu-onnxruntime).")
+@input_shape_option
+@batch_option
+def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_shapes, batch_size):
+    """Pick the fastest ONNX Runtime configuration of MODEL by prediction, measuring only the best few.
+
+    Candidates: the original model, ONNX Runtime's optimised graph, dynamic and static (QDQ) int8
+    quantisation (fp16 on CUDA), each under every intra-op thread count, execution mode and graph
+    optimisation level. Writes session_options.json (load it with narformer_tvm.integrations.ort_tuning.open_session).
+    """
+    from rich.table import Table
+
+    from narformer_tvm.graph.onnx_graph import load_model, parse_input_shapes
+    from narformer_tvm.integrations.ort_tuning import tune_ort
+    from narformer_tvm.measure.backends import MeasureConfig
+    from narformer_tvm.measure.profiler import check_config
+    from narformer_tvm.model.predictor import Predictor
+    from narformer_tvm.profiles import resolve_ort_predictor
+
+    shapes = parse_input_shapes(input_shapes)
+    load_model(model, shapes, batch_size)  # a bad file fails here, with its name, before any work
+    check_config(MeasureConfig(target=target))
+    pred = Predictor.load(resolve_ort_predictor(predictor_spec))
+    with _progress() as bar:
+        task = bar.add_task("measuring the chosen candidates", total=None, status="")
+        result = tune_ort(model, pred, out_dir, top_k, explore, target, shapes, batch_size,
+                          progress=lambda kind, i, n, msg: bar.update(task, completed=i, total=n, status=msg))
+    t = Table(title=f"tune-ort: {model} ({len(result.ranked)} candidates predicted, {len(result.measured)} measured)",
+              title_justify="left")
+    for col in ("candidate", "why measured", "predicted ms", "measured ms", "speedup vs default"):
+        t.add_column(col, justify="left" if col in ("candidate", "why measured") else "right")
+    ref = result.default.measured_ms if result.default else None
+    for r in sorted(result.measured, key=lambda r: r.measured_ms or float("inf")):
+        best = " [bold green]<- best[/bold green]" if r is result.best else ""
+        t.add_row(r.candidate.label + best, r.reason, f"{r.predicted_ms:.3f}",
+                  f"{r.measured_ms:.3f}" if r.measured_ms else f"failed: {r.error}",
+                  f"{ref / r.measured_ms:.2f}x" if ref and r.measured_ms else "-")
+    _console().print(t)
+    if result.best is None:
+        raise NarformerError("no candidate could be measured", hint=f"see {out_dir}/measurements.db")
+    for kind, path in result.files.items():
+        click.echo(f"{kind}: {path}")
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("--target", type=click.Choice(["llvm"]), default="llvm", show_default=True)
+@click.option("--trials", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Total trials, split evenly over the model's tasks.")
+@click.option("--cost-model", type=click.Choice(["narformer", "xgb", "random"]), default="narformer", show_default=True)
+@click.option("--pretrained", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="narformer: start from a cost model saved earlier (tunedb pretrain, or a previous tune).")
+@click.option("--frozen", is_flag=True, help="narformer: never retrain during tuning.")
+@click.option("--predict-only", is_flag=True,
+              help="Explore with the pre-trained cost model's predictions instead of builds and runs; measure "
+                   "only the --measure-top best predicted schedules of each task (needs --pretrained).")
+@click.option("--measure-top", type=click.IntRange(min=1), default=4, show_default=True,
+              help="predict-only: schedules per task built and run for real.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=str), required=True,
+              help="Where the tuning database and logs go.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="Cores (0 = physical cores).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@input_shape_option
+def tune(model, target, trials, cost_model, pretrained, frozen, predict_only, measure_top, work_dir, threads, seed,
+         input_shapes):
+    """Tune MODEL's TVM tasks with a cost model; report tuned vs untuned latency."""
+    from rich.table import Table
+
+    from narformer_tvm.graph.onnx_graph import parse_input_shapes
+    from narformer_tvm.integrations.tvm_tuning import tune_onnx
+
+    extra = {}
+    if cost_model == "narformer":
+        extra = {"pretrained": pretrained, "frozen": frozen}
+    elif pretrained or frozen or predict_only:
+        raise click.UsageError("--pretrained/--frozen/--predict-only apply to --cost-model narformer")
+    if predict_only and not pretrained:
+        raise click.UsageError("--predict-only needs --pretrained (a cost model trained with `tunedb pretrain`)")
+    with _progress() as bar:
+        task = bar.add_task("tuning", total=None, status="")
+        report = tune_onnx(model, work_dir, trials, cost_model, threads, parse_input_shapes(input_shapes), seed, extra,
+                           progress=lambda m: bar.update(task, status=m), predict_only=predict_only,
+                           measure_top_n=measure_top)
+    t = Table(title=f"{model}: {cost_model}, {trials} trials", title_justify="left")
+    for col in ("task", "weight", "trials", "best us", "time s", "status"):
+        t.add_column(col, justify="left" if col in ("task", "status") else "right")
+    for r in report.tasks:
+        t.add_row(r.name, str(r.weight), str(r.trials), f"{r.best_us:.2f}" if r.best_us else "", f"{r.seconds:.0f}",
+                  "[red]" + r.error + "[/red]" if r.error else "ok")
+    _console().print(t)
+    cm_s = sum(report.cost_model_seconds.values())
+    click.echo(f"untuned {report.untuned_ms:.4f} ms, tuned {report.tuned_ms:.4f} ms "
+               f"(x{report.untuned_ms / report.tuned_ms:.2f}); tuning {report.tuning_seconds:.0f} s, of which cost model "
+               f"{cm_s:.1f} s; database in {work_dir}")
+    if report.measured is not None:
+        click.echo(f"predict-only: {sum(r.trials for r in report.tasks)} schedules explored by prediction, "
+                   f"{report.measured} built and measured")
+    if any(r.error for r in report.tasks):
+        sys.exit(1)
+
+
+@click.group()
+def tunedb():
+    """Tensor-program tuning records: pre-train the cost model offline."""
+
+
+@tunedb.command("pretrain")
+@click.argument("work_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=str))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=str), required=True)
+@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def tunedb_pretrain(work_dirs, out, steps, seed):
+    """Train the NAR-Former cost model on MetaSchedule databases in WORK_DIRS (from `tune` runs)."""
+    from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel
+
+    cm = NARFormerCostModel(seed=seed)
+    n = cm.pretrain(list(work_dirs), steps)
+    if not n:
+        raise click.ClickException("no tuning records found")
+    cm.save(out)
+    click.echo(f"{n} records from {len(work_dirs)} databases; cost model written to {out}")

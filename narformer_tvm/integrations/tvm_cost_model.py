@@ -1,0 +1,206 @@
+"""NAR-Former V2 as a TVM MetaSchedule cost model, and the helpers tuning needs on this machine.
+
+    from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel
+    from narformer_tvm.integrations.tvm_env import fast_builder, meta_schedule
+    ms = meta_schedule()
+    ms.tune_tir(mod, target, work_dir, 64, cost_model=NARFormerCostModel(), builder=fast_builder())
+
+Each measure candidate (a scheduled TIR function) becomes a graph: one node per buffer store,
+with MetaSchedule's per-store features (loop structure, memory access, arithmetic; 164 numbers)
+plus a code of its position as tokens, and edges from each store to the next (program order, the
+data dependence of TIR blocks). Scores are normalised throughput per task (best latency / latency),
+failed runs score 0, as MetaSchedule's XGBoost model does.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from tvm.ir.utils import derived_object
+
+from narformer_tvm.integrations.tvm_env import meta_schedule
+from narformer_tvm.integrations.tvm_records import read_tuning_records
+
+ms = meta_schedule()  # this module is imported only where TVM is used (the registry, entry points)
+
+N_STORE_FEATURES = 164  # MetaSchedule's PerStoreFeature vector per buffer store
+
+
+N_POS_FREQS = 4
+
+
+def _candidate_graph(feat: np.ndarray):
+    from narformer_tvm.graph.tokens import EncodedGraph, sinusoid
+
+    n = feat.shape[0]
+    pos = sinusoid(np.arange(n, dtype=np.float64)[:, None], N_POS_FREQS, 100.0)
+    x = np.concatenate([feat.astype(np.float32), pos.astype(np.float32)], axis=1)
+    edges = np.array([(i, i + 1) for i in range(n - 1)], dtype=np.int64).reshape(-1, 2)
+    return EncodedGraph(x=x, edges=edges, static=np.ones(1, dtype=np.float32))
+
+
+@derived_object
+class NARFormerCostModel(ms.cost_model.PyCostModel):
+    """Graph-aided attention over the buffer stores of each candidate schedule.
+
+    ``pretrained``: a file written by ``save`` (e.g. after offline training on tuning records);
+    ``frozen``: never retrain (use a pre-trained model as is); ``update_steps``: gradient steps
+    per ``update`` call, which keeps retraining incremental and cheap.
+    """
+
+    def __init__(self, *, d_model: int = 64, n_layers: int = 2, n_groups: int = 4, pretrained: str | None = None,
+                 frozen: bool = False, num_warmup_samples: int = 16, update_steps: int = 40, batch_size: int = 64,
+                 lr: float = 2e-3, seed: int = 0):
+        import torch
+
+        from narformer_tvm.model.narformer import ModelConfig, NARFormer
+
+        super().__init__()
+        self.extractor = ms.feature_extractor.PerStoreFeature()
+        self.config = ModelConfig(n_features=N_STORE_FEATURES + 2 * N_POS_FREQS, n_static=1, d_model=d_model,
+                                  n_layers=n_layers, n_groups=n_groups, dropout=0.0)
+        torch.manual_seed(seed)
+        self.model = NARFormer(self.config)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=1e-4)
+        self.rng = np.random.default_rng(seed)
+        self.frozen, self.num_warmup_samples = frozen, num_warmup_samples
+        self.update_steps, self.batch_size = update_steps, batch_size
+        self.data: dict[str, dict] = {}  # task hash -> {"features": [...], "costs": [...]}
+        self.trained = False
+        self.seconds = {"predict": 0.0, "update": 0.0}
+        if pretrained:
+            self.load(pretrained)
+
+    # -- data --
+    @property
+    def data_size(self) -> int:
+        return sum(len(g["costs"]) for g in self.data.values())
+
+    def _features(self, context, candidates) -> list[np.ndarray]:
+        return [x.numpy().astype(np.float32) for x in self.extractor.extract_from(context, candidates)]
+
+    def add(self, task: str, features: list[np.ndarray], costs: list[float]) -> None:
+        g = self.data.setdefault(task, {"features": [], "costs": []})
+        for f, c in zip(features, costs):
+            if len(f):
+                g["features"].append(f)
+                g["costs"].append(c)
+
+    def _training_set(self):
+        xs, ys = [], []
+        for g in self.data.values():
+            costs = np.array(g["costs"], dtype=np.float64)
+            ok = np.isfinite(costs) & (costs > 0)
+            best = costs[ok].min() if ok.any() else 1.0
+            ys.extend(np.where(ok, best / np.where(ok, costs, 1.0), 0.0))  # failed runs score 0
+            xs.extend(g["features"])
+        return xs, np.array(ys, dtype=np.float32)
+
+    def train_steps(self, steps: int) -> float:
+        """``steps`` minibatch steps on everything seen so far; returns the last loss."""
+        import torch
+
+        from narformer_tvm.model.batching import collate
+
+        xs, ys = self._training_set()
+        if not xs:
+            return float("nan")
+        graphs = [_candidate_graph(f) for f in xs]
+        self.model.train()
+        loss_value = float("nan")
+        for _ in range(steps):
+            idx = self.rng.choice(len(graphs), size=min(self.batch_size, len(graphs)), replace=False)
+            batch = collate([graphs[i] for i in idx], ys[idx])
+            pred = self.model(*batch.inputs())
+            loss = ((pred - batch.y) ** 2).mean()
+            dp, dy = pred[:, None] - pred[None, :], batch.y[:, None] - batch.y[None, :]
+            pairs = dy > 0.01
+            if pairs.any():
+                loss = loss + torch.nn.functional.softplus(-10.0 * dp[pairs]).mean() * 0.1
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            loss_value = float(loss.item())
+        self.model.eval()
+        self.trained = True
+        return loss_value
+
+    def predict_features(self, features: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        from narformer_tvm.model.batching import collate, size_buckets
+
+        out = np.zeros(len(features))
+        valid = [i for i, f in enumerate(features) if len(f)]
+        graphs = [_candidate_graph(features[i]) for i in valid]
+        with torch.no_grad():
+            for idx in size_buckets([g.n for g in graphs], 256):
+                out[np.array(valid)[idx]] = self.model(*collate([graphs[i] for i in idx]).inputs()).numpy()
+        return out
+
+    def pretrain(self, work_dirs: list[str], steps: int = 500) -> int:
+        """Learn offline from MetaSchedule JSON databases of earlier tuning runs; returns the
+        number of records read. Tuning then fine-tunes online (unless frozen)."""
+        n = 0
+        for d in work_dirs:
+            for task, feats, costs in read_tuning_records(d):
+                self.add(task, feats, costs)
+                n += len(costs)
+        if n:
+            self.train_steps(steps)
+        return n
+
+    # -- MetaSchedule's contract --
+    def predict(self, context, candidates) -> np.ndarray:
+        import time
+
+        t0 = time.perf_counter()
+        if not self.trained and self.data_size < self.num_warmup_samples:
+            scores = self.rng.uniform(0, 1, len(candidates))  # cold start with no data and no pre-training
+        else:
+            scores = self.predict_features(self._features(context, candidates))
+        self.seconds["predict"] += time.perf_counter() - t0
+        return scores.astype("float64")
+
+    def update(self, context, candidates, results) -> None:
+        import time
+
+        t0 = time.perf_counter()
+        costs = [float(np.median([float(s) for s in r.run_secs])) if r.run_secs and r.error_msg is None
+                 else math.inf for r in results]
+        self.add(ms.utils.shash2hex(context.mod), self._features(context, candidates), costs)
+        if not self.frozen and self.data_size >= self.num_warmup_samples:
+            self.train_steps(self.update_steps)
+        self.seconds["update"] += time.perf_counter() - t0
+
+    def save(self, path: str) -> None:
+        import torch
+
+        from narformer_tvm.fileio import write_atomically
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        state = {"format": "narformer-tvm-cost-model", "version": 1, "config": self.config.to_dict(),
+                 "state_dict": self.model.state_dict(), "trained": self.trained,
+                 "data": {k: {"features": g["features"], "costs": g["costs"]} for k, g in self.data.items()}}
+        write_atomically(path, lambda tmp: torch.save(state, tmp))
+
+    def load(self, path: str) -> None:
+        import torch
+
+        from narformer_tvm.errors import CheckpointError
+        from narformer_tvm.model.narformer import ModelConfig, NARFormer
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise CheckpointError(f"{path}: not a readable cost model ({type(e).__name__})") from None
+        if not isinstance(state, dict) or state.get("format") != "narformer-tvm-cost-model":
+            raise CheckpointError(f"{path}: not a narformer-tvm cost model")
+        self.config = ModelConfig(**state["config"])
+        self.model = NARFormer(self.config)
+        self.model.load_state_dict(state["state_dict"])
+        self.model.eval()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.opt.param_groups[0]["lr"], weight_decay=1e-4)
+        self.data = state["data"]
+        self.trained = state["trained"]

@@ -1,0 +1,153 @@
+"""MetaSchedule tuning records: reading them, and exploring by prediction then measuring the best few."""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from narformer_tvm.integrations.tvm_env import fast_builder, meta_schedule
+
+
+def read_tuning_records(work_dir: str):
+    """(task hash, per-store features, costs in s) for each workload of a MetaSchedule JSON database
+    (``database_workload.json`` + ``database_tuning_record.json`` in ``work_dir``)."""
+    import tvm
+
+    ms = meta_schedule()
+    from narformer_tvm.errors import InputError
+
+    wl, tr = Path(work_dir) / "database_workload.json", Path(work_dir) / "database_tuning_record.json"
+    if not wl.is_file() or not tr.is_file():
+        raise InputError(f"{work_dir}: no MetaSchedule database (database_workload.json, database_tuning_record.json)",
+                         hint="point at the --work-dir of `narformer-tvm tune` or of a tune_tir/tune_relax run")
+    db = ms.database.JSONDatabase(str(wl), str(tr), allow_missing=False)
+    extractor = ms.feature_extractor.PerStoreFeature()
+    by_task: dict[str, tuple[list, list]] = {}
+    for rec in db.get_all_tuning_records():
+        mod = rec.workload.mod
+        sch = tvm.s_tir.Schedule(mod)
+        try:
+            rec.trace.apply_to_schedule(sch, remove_postproc=False)
+        except Exception:  # a record whose trace no longer applies: skip it
+            continue
+        ctx = ms.TuneContext(mod=mod, target=rec.target)
+        cand = ms.MeasureCandidate(sch, rec.args_info)
+        feat = extractor.extract_from(ctx, [cand])[0].numpy().astype(np.float32)
+        cost = float(np.median([float(s) for s in rec.run_secs])) if rec.run_secs else math.inf
+        key = ms.utils.shash2hex(mod)
+        by_task.setdefault(key, ([], []))
+        by_task[key][0].append(feat)
+        by_task[key][1].append(cost)
+    return [(k, f, c) for k, (f, c) in by_task.items()]
+
+
+PREDICTED_SUFFIX = ".predicted"
+
+
+PREDICTED_UNIT_S = 1e-6  # pseudo run time of a score-1.0 candidate; only the order within a task matters
+
+
+def predict_only(cost_model):
+    """(builder, runner) that score each candidate with ``cost_model`` instead of compiling and running
+    it: tuning explores with predictions only. The cost model must be trained (pre-trained, e.g. with
+    ``tunedb pretrain``) and is frozen, since learning from its own predictions would be circular.
+    Measure the best predicted schedules afterwards with ``measure_top``."""
+    import tvm
+    from tvm.ir.utils import derived_object
+
+    ms = meta_schedule()
+    if not getattr(cost_model, "trained", False):
+        from narformer_tvm.errors import InputError
+
+        raise InputError("predict-only tuning needs a trained cost model",
+                         hint="pre-train one with `narformer-tvm tunedb pretrain WORK_DIR --out cm.pt` and pass it")
+    cost_model.frozen = True
+
+    @derived_object
+    class PredictBuilder(ms.builder.PyBuilder):
+        def build(self, build_inputs):
+            out = []
+            for inp in build_inputs:
+                try:
+                    ctx = ms.TuneContext(mod=inp.mod, target=inp.target)
+                    cand = ms.MeasureCandidate(tvm.s_tir.Schedule(inp.mod),
+                                               ms.arg_info.ArgInfo.from_entry_func(inp.mod, remove_preproc=True))
+                    score = float(cost_model.predict(ctx, [cand])[0])
+                    # A real (empty) artifact folder: MetaSchedule's clean-up callback removes it.
+                    path = os.path.join(tempfile.mkdtemp(prefix="narformer-predicted-"), f"{score!r}{PREDICTED_SUFFIX}")
+                    out.append(ms.builder.BuilderResult(path, None))
+                except Exception as e:  # an unscorable candidate is a failed build, as in real tuning
+                    out.append(ms.builder.BuilderResult(None, f"{type(e).__name__}: {e}"))
+            return out
+
+    @derived_object
+    class PredictedResult(ms.runner.PyRunnerFuture):
+        def __init__(self, result):
+            super().__init__()
+            self.res = result
+
+        def done(self):
+            return True
+
+        def result(self):
+            return self.res
+
+    @derived_object
+    class PredictRunner(ms.runner.PyRunner):
+        def run(self, runner_inputs):
+            futures = []
+            for inp in runner_inputs:
+                score = float(os.path.basename(str(inp.artifact_path))[:-len(PREDICTED_SUFFIX)])
+                secs = PREDICTED_UNIT_S / score if score > 1e-9 and math.isfinite(score) else None
+                futures.append(PredictedResult(ms.runner.RunnerResult([secs] if secs else None,
+                                                                      None if secs else "predicted to fail")))
+            return futures
+
+    return PredictBuilder(), PredictRunner()
+
+
+def measure_top(predicted, database, target, top_n: int = 4, builder=None, runner=None) -> int:
+    """Build and run the ``top_n`` best predicted schedules of every workload in the ``predicted``
+    database; commit the real measurements to ``database``. Returns how many were measured."""
+    import tvm
+
+    ms = meta_schedule()
+    builder = builder or fast_builder()
+    runner = runner or ms.runner.LocalRunner()
+    n = 0
+    for rec0 in _workload_heads(predicted):
+        workload = database.commit_workload(rec0.workload.mod)
+        records = predicted.get_top_k(rec0.workload, top_n)
+        schedules = []
+        for rec in records:
+            sch = tvm.s_tir.Schedule(rec.workload.mod)
+            rec.trace.apply_to_schedule(sch, remove_postproc=False)
+            schedules.append((rec, sch))
+        built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in schedules])
+        run_inputs, keep = [], []
+        for (rec, sch), b in zip(schedules, built):
+            if b.error_msg is None:
+                run_inputs.append(ms.runner.RunnerInput(b.artifact_path, "cuda" if target.kind.name == "cuda" else "cpu",
+                                                        ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
+                keep.append(rec)
+        for rec, fut in zip(keep, runner.run(run_inputs)):
+            res = fut.result()
+            database.commit_tuning_record(ms.database.TuningRecord(
+                rec.trace, workload, [float(s) for s in res.run_secs] if res.error_msg is None else None, target,
+                rec.args_info))
+            n += 1
+    return n
+
+
+def _workload_heads(db):
+    """One tuning record per workload of a database (its best)."""
+    seen, heads = set(), []
+    for rec in db.get_all_tuning_records():
+        key = meta_schedule().utils.shash2hex(rec.workload.mod)
+        if key not in seen:
+            seen.add(key)
+            heads.append(rec)
+    return heads

@@ -1,0 +1,83 @@
+"""Training samples read from a dataset, labelled as a predictor's profile says."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from narformer_tvm.data.labels import (
+    CORRECTED_LABELS,
+    MEAN_OVER_PASSES,
+    SITTING_CORRECTED_LABELS,
+)
+from narformer_tvm.data.store import Store
+from narformer_tvm.errors import InputError
+from narformer_tvm.graph.tokens import (
+    GraphTable,
+)
+
+
+@dataclass
+class Sample:
+    key: str
+    name: str
+    family: str
+    table: GraphTable
+    latency_ms: float
+    model_id: int = 0
+    split: str | None = None  # fixed split tag from an import, if any
+    candidate: object = None  # tune_ort.Candidate it was measured under (configuration-aware samples)
+
+
+def load_samples(db: str | Path, runtime: str | None = None, target: str | None = None,
+                 config_id: int | None = None, include_noisy: bool = False,
+                 regime_correct: bool | str = True, mean_passes: bool = False) -> tuple[list[Sample], dict]:
+    """Successful main-pass measurements of one configuration (the only one, or the one selected).
+
+    Rows flagged noisy are left out unless asked for: on this machine they disagreed with a quiet
+    re-measurement by 158% on average, against 11% for unflagged rows (profiles/cpu-onnxruntime).
+    Gated rows' labels are divided by their dataset.regime_factor unless ``regime_correct`` is off, or
+    by their dataset.sitting_factor where it is "sitting";
+    with ``mean_passes`` a model is labelled by the geometric mean of its main row and its clean rows of
+    every repeat pass (dataset.repeat_pass_name). The returned configuration's ``labels`` says which
+    labels the samples carry."""
+    with Store(db, readonly=True) as store:
+        configs = store.configs()
+        chosen = [c for c in configs if (config_id is None or c["id"] == config_id)
+                  and (runtime is None or c["config"].get("runtime") == runtime)
+                  and (target is None or c["config"].get("target") == target)]
+        if not chosen:
+            raise InputError(f"{db}: no measurements for runtime={runtime or 'any'} target={target or 'any'}",
+                             hint="see `narformer-tvm dataset info` for what the dataset holds")
+        if len(chosen) > 1:
+            names = "; ".join(f"{c['id']}: {json.dumps(c['config'])}" for c in chosen)
+            raise InputError(f"{db}: several configurations match ({names})",
+                             hint="narrow it down with --runtime/--target (or --config-id)")
+        cfg = chosen[0]
+        rows = store.rows(cfg["id"])
+        repeats: dict[str, list[dict]] = {}  # key -> clean rows of the repeat passes
+        for pass_ in [p for p in store.pass_names(cfg["id"]) if p != "main"] if mean_passes else []:
+            for r in store.rows(cfg["id"], pass_):
+                if not r["noisy"] and r["latency_ms"] > 0:
+                    repeats.setdefault(r["key"], []).append(r)
+    rows = [r for r in rows if r["latency_ms"] and r["latency_ms"] > 0 and (include_noisy or not r["noisy"])]
+    if not rows:
+        raise InputError(f"{db}: the configuration has no successful measurements")
+
+    factor = "sitting_factor" if regime_correct == "sitting" else "regime_factor" if regime_correct else None
+
+    def label(r: dict) -> float:
+        return r["latency_ms"] / (r[factor] if factor else 1.0)
+
+    def mean_label(r: dict) -> float:
+        passes = [r, *repeats.get(r["key"], ())]
+        return label(r) if len(passes) == 1 else math.exp(sum(math.log(label(x)) for x in passes) / len(passes))
+
+    labels = [mean_label(r) for r in rows]
+    samples = [Sample(r["key"], r["name"], r["family"] or "user", GraphTable.from_bytes(r["graph"], r["name"]),
+                      y, r["model_id"], r["split"]) for r, y in zip(rows, labels)]
+    corrected = factor and any(r[factor] != 1.0 for r in rows)
+    kind = ((SITTING_CORRECTED_LABELS if factor == "sitting_factor" else CORRECTED_LABELS) if corrected else "raw") \
+        + (MEAN_OVER_PASSES if mean_passes else "")
+    return samples, {**cfg, "labels": kind}

@@ -1,0 +1,111 @@
+"""The hardware-profile registry: where profiles live, which one fits this machine, what they name."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from narformer_tvm.errors import PredictorNotFoundError
+
+# ONNX Runtime's default CPU configuration, one profile per CPU generation measured; `estimate` takes the
+# one whose hardware matches this machine, else the first (and warns).
+DEFAULT_PROFILES = ("cpu-onnxruntime", "cpu-onnxruntime-zen5")
+DEFAULT_PROFILE = DEFAULT_PROFILES[0]
+
+
+def profile_dirs() -> list[Path]:
+    """Where hardware profiles are looked up, first match wins."""
+    dirs = []
+    if os.environ.get("NARFORMER_PROFILES"):
+        dirs += [Path(p) for p in os.environ["NARFORMER_PROFILES"].split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "profiles")  # source checkout / editable install
+    dirs.append(Path(__file__).resolve().parent / "shipped_profiles")  # a wheel's package data
+    return dirs
+
+
+def list_profiles() -> dict[str, Path]:
+    """Profile name -> its folder, for every folder holding a profile.json."""
+    found: dict[str, Path] = {}
+    for d in profile_dirs():
+        if d.is_dir():
+            for p in sorted(d.glob("*/profile.json")):
+                found.setdefault(p.parent.name, p.parent)
+    return found
+
+
+def default_profile() -> str:
+    """The first of DEFAULT_PROFILES trained on hardware like this machine's, else the first installed."""
+    profiles = list_profiles()
+    installed = [name for name in DEFAULT_PROFILES if name in profiles] or [DEFAULT_PROFILE]
+    for name in installed:
+        fp = json.loads((profiles[name] / "profile.json").read_text()).get("fingerprint")
+        if fp and not hardware_differences(fp):
+            return name
+    return installed[0]
+
+
+def _profile_file(spec: str | None, fields: tuple[str, ...], missing, default: str | None = None) -> Path:
+    """The file ``spec`` names: a file, or the first existing one that a hardware profile's ``fields``
+    name (``default`` where the last is absent; None = the default profile). ``missing(folder, name)``
+    is the error when the profile has none of them."""
+    spec = spec or (default_profile() if "predictor" in fields else DEFAULT_PROFILE)
+    if Path(spec).is_file():
+        return Path(spec)
+    profiles = list_profiles()
+    if spec in profiles:
+        meta = json.loads((profiles[spec] / "profile.json").read_text())
+        names = [meta.get(f) for f in fields[:-1]] + [meta.get(fields[-1], default)]
+        for name in names:
+            if name and (profiles[spec] / name).is_file():
+                return profiles[spec] / name
+        raise missing(profiles[spec], names[-1])
+    names = ", ".join(profiles) or "none installed"
+    raise PredictorNotFoundError(
+        f"no predictor {spec!r}: not a file, and no hardware profile of that name (profiles: {names})",
+        hint="train one on measured latencies (`narformer-tvm profile` then `narformer-tvm train --out "
+             "predictor.pt`) and pass --predictor predictor.pt")
+
+
+def resolve_predictor(spec: str | None, checkpoint: bool = False) -> Path:
+    """A predictor file from ``--predictor`` (a file or a profile name; None = the default profile): the
+    profile's ONNX export where it has one (it predicts without torch), else its torch checkpoint;
+    with ``checkpoint``, always the torch checkpoint that training and fine-tuning need."""
+    def missing(folder, name):
+        hint = ("a wheel install ships the ONNX predictor only; training from a profile needs a source checkout"
+                if checkpoint else "reinstall narformer-tvm or retrain the profile")
+        return PredictorNotFoundError(f"profile {folder.name!r} names {folder / str(name)}, which does not exist",
+                                      hint=hint)
+
+    fields = ("predictor",) if checkpoint else ("onnx", "predictor")
+    return _profile_file(spec, fields, missing, default="predictor.pt")
+
+
+def resolve_ort_predictor(spec: str | None) -> Path:
+    """The configuration-aware predictor behind ``tune-ort``: a file, or a profile's ``ort_configs``."""
+    return _profile_file(spec, ("ort_configs",), lambda folder, name: PredictorNotFoundError(
+        f"hardware profile {folder.name!r} has no configuration-aware predictor for tune-ort",
+        hint="collect data with `narformer-tvm profile --zoo all --ort-candidates 3 --db D` and train it with "
+             f"`narformer-tvm train --task ort-configs --db D --out P --profile-dir {folder}`"))
+
+
+EXTRA_PREDICTORS = ("ort_configs",)  # profile.json fields naming further checkpoints in the folder
+
+
+def hardware_differences(fp: dict) -> list[str]:
+    """How this machine differs from the one a fingerprint describes (keys it lacks are not compared)."""
+    from narformer_tvm.measure.hardware import gpu_name, hardware
+
+    here = hardware()
+    if "gpu" in fp:
+        here["gpu"] = gpu_name()
+    return [f"{k}: trained on {fp[k]!r}, this machine {v!r}" for k, v in here.items() if fp.get(k) not in (None, v)]
+
+
+def fingerprint_mismatch(predictor) -> str | None:
+    """A warning when this machine differs from the one the predictor's training data came from."""
+    fp = predictor.profile.get("fingerprint")
+    diffs = hardware_differences(fp) if fp else []
+    if not diffs:
+        return None
+    return (f"predictor {predictor.profile.get('name', '')!r} was trained for other hardware ({'; '.join(diffs)}); "
+            "latencies are for that hardware, not this machine")
