@@ -80,6 +80,17 @@ def resolve_predictor(spec: str | None, checkpoint: bool = False) -> Path:
     return _profile_file(spec, fields, missing, default="predictor.pt")
 
 
+def profile_fields(spec: str | None, fields: tuple[str, ...]) -> dict:
+    """Those fields of the profile.json that ``spec`` names (nothing for a file): a profile's own
+    record of its dataset and labels outranks what its predictor files were saved with."""
+    spec = spec or default_profile()
+    profiles = list_profiles()
+    if Path(spec).is_file() or spec not in profiles:
+        return {}
+    meta = json.loads((profiles[spec] / "profile.json").read_text())
+    return {k: meta[k] for k in fields if k in meta}
+
+
 def resolve_ort_predictor(spec: str | None) -> Path:
     """The configuration-aware predictor behind ``tune-ort``: a file, or a profile's ``ort_configs``."""
     return _profile_file(spec, ("ort_configs",), lambda folder, name: PredictorNotFoundError(

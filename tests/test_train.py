@@ -463,3 +463,26 @@ def test_optimizer_warms_up_linearly_then_decays_to_zero():
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # 10 warm-up steps
     assert lrs[10] == pytest.approx(1e-3) and lrs[55] == pytest.approx(5e-4, rel=0.02)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-6
+
+
+def test_evaluate_refuses_a_model_option_its_methods_would_overrule(tmp_path, capsys):
+    from narformer_tvm.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--db", str(SAMPLE_DB), "--methods", "narformer_flops_mac", "--readout", "sum",
+              "--out", str(tmp_path / "r")])
+    assert exc.value.code == 2 and "narformer_flops_mac fixes readout='flops_mac'" in capsys.readouterr().err
+
+
+def test_graph_identical_models_are_one_sample_and_never_on_both_sides(tmp_path):
+    from narformer_tvm.learn.samples import load_samples, merge_graph_duplicates
+
+    samples, _ = load_samples(SAMPLE_DB)  # its duplicates merged already
+    twin = replace(samples[-1], key="twin", name="twin", model_id=10**6, latency_ms=samples[-1].latency_ms * 4)
+    merged, n = merge_graph_duplicates([*samples, twin])
+    assert n == 1 and len(merged) == len(samples)
+    kept = [s for s in merged if s.key == samples[-1].key][0]
+    assert kept.latency_ms == pytest.approx(samples[-1].latency_ms * 2)  # geometric mean of x and 4x
+    train, test = split_same_distribution(merged)
+    digests = lambda idx: {merged[i].table.digest() for i in idx}  # noqa: E731
+    assert not digests(train) & digests(test)

@@ -55,3 +55,21 @@ def test_zoo_cli_writes_files_and_manifest_and_resumes(tmp_path, capsys):
     files = sorted(p.name for p in tmp_path.glob("*.onnx"))
     assert files == ["nb201-s0-00000.onnx", "nb201-s0-00001.onnx", "squeezenet-s0-00000.onnx", "squeezenet-s0-00001.onnx"]
     assert len((tmp_path / "manifest.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("family", list(zoo.FAMILIES))
+def test_variants_differ_as_graphs(family, tmp_path):
+    """Distinct samples that build the same network (a design variable without effect) would put one
+    graph on both sides of a split."""
+    from narformer_tvm.graph.tokens import table
+
+    digests = {table(build_graph(v.export(tmp_path / f"{v.index}.onnx"))).digest()
+               for v in zoo.variants(family, seed=0, count=6)}
+    assert len(digests) == 6
+
+
+def test_alexnet_variants_sampled_before_mid_width_rebuild_as_measured():
+    old = zoo.Variant("alexnet", 0, 0, {"width": 64, "mid": 0.5, "fc": 4096, "resolution": 224, "batch": 1})
+    assert old.kwargs() == zoo.standard_names()["alexnet"].kwargs()  # "mid" never changed the network
+    new = zoo.Variant("alexnet", 0, 0, {"width": 64, "mid_width": 0.5, "fc": 4096, "resolution": 224, "batch": 1})
+    assert new.kwargs()["widths"] == (64, 96, 192, 128, 128)

@@ -76,20 +76,31 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         noise_floors,
     )
     from narformer_tvm.data.store import Store
-    from narformer_tvm.learn.evaluate import cap_per_family, method_names, write_report
+    from narformer_tvm.learn.evaluate import (
+        cap_per_family,
+        conflicting_overrides,
+        method_names,
+        write_report,
+    )
     from narformer_tvm.learn.evaluate import evaluate as run_eval
     from narformer_tvm.learn.samples import load_samples
 
     model, feats, fit = _train_options(kw)
     if feats:
         raise click.UsageError("--op-encoding/--attr-encoding are set per method in evaluate (see ablations)")
+    if predictor_spec is not None and model:
+        raise click.UsageError(f"--predictor scores a trained predictor: model options ({', '.join(model)}) do not apply")
+    if predictor_spec is None and (conflicts := conflicting_overrides(method_names(methods_spec), model)):
+        raise click.UsageError("a model option would be ignored: " + "; ".join(conflicts) +
+                               ". Drop it, or choose methods that leave it open (e.g. --methods narformer)")
     regime_correct, mean_passes = _regime_correct(kw), kw["mean_passes"]
     if predictor_spec is not None:
         from narformer_tvm.data.labels import label_options
         from narformer_tvm.model.load import load_predictor
-        from narformer_tvm.profiles import resolve_predictor
+        from narformer_tvm.profiles import profile_fields, resolve_predictor
 
         scored = load_predictor(resolve_predictor(predictor_spec))
+        scored.profile = {**scored.profile, **profile_fields(predictor_spec, ("dataset", "labels"))}
         learned = label_options(scored.profile)
         regime_correct = _regime_correct(kw, learned["regime_correct"])
         mean_passes = learned["mean_passes"] if mean_passes is None else mean_passes
@@ -106,14 +117,25 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     later_nf = {p: n[statistic]["mape"] for p, n in later.items() if statistic in n}
     command = "narformer-tvm evaluate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     if predictor_spec is not None:
+        from narformer_tvm.errors import InputError
         from narformer_tvm.learn.evaluate import score_predictor
+        from narformer_tvm.learn.samples import unseen_in_training
         from narformer_tvm.learn.splits import split_same_distribution
 
+        left_out = ""
         if test_split:
             samples = [samples[i] for i in split_same_distribution(samples)[1]]
+        else:  # another dataset: models graph-identical to ones it trained on are no test
+            samples, seen = unseen_in_training(samples, scored.profile)
+            left_out = ("; its training dataset is not here, so models it trained on may be among them" if seen is None
+                        else f"; {seen} graph-identical to its training models left out")
+        if not samples:
+            raise InputError(f"{db_path}: every model is graph-identical to one the predictor trained on",
+                             hint="score it on models it never saw")
         results = [score_predictor(scored, samples, "predictor")]
         which = "the held-out models (each family's last 10%)" if test_split else "every model"
-        title = f"predictor {predictor_spec} on {which} of {db_path} ({cfg['labels']} labels)"
+        title = (f"predictor {predictor_spec} on {which} of {db_path} ({cfg['labels']} labels; "
+                 f"{cfg['graph_duplicates']} graph duplicates merged{left_out})")
         path = write_report(results, out, title, nf, command, later_nf)
         click.echo(path.read_text())
         click.echo(f"report: {path}")
@@ -133,7 +155,8 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
                            checkpoint=Path(out) / "finished.json", notice=_warn_above(bar),
                            hold_out=[f.strip() for f in hold_out.split(",") if f.strip()] if hold_out else None,
                            on_trained=keep if save_predictors else None)
-    path = write_report(results, out, f"{protocol} split on {db_path} ({cfg['labels']} labels)", nf, command, later_nf)
+    title = f"{protocol} split on {db_path} ({cfg['labels']} labels; {cfg['graph_duplicates']} graph duplicates merged)"
+    path = write_report(results, out, title, nf, command, later_nf)
     click.echo(path.read_text())
     click.echo(f"report: {path}")
 

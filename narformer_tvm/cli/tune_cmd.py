@@ -66,7 +66,6 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_s
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=str))
-@click.option("--target", type=click.Choice(["llvm"]), default="llvm", show_default=True)
 @click.option("--trials", type=click.IntRange(min=1), default=64, show_default=True,
               help="Total trials, split evenly over the model's tasks.")
 @click.option("--cost-model", type=click.Choice(["narformer", "xgb", "random"]), default="narformer", show_default=True)
@@ -83,9 +82,9 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_s
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Cores (0 = physical cores).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @input_shape_option
-def tune(model, target, trials, cost_model, pretrained, frozen, predict_only, measure_top, work_dir, threads, seed,
+def tune(model, trials, cost_model, pretrained, frozen, predict_only, measure_top, work_dir, threads, seed,
          input_shapes):
-    """Tune MODEL's TVM tasks with a cost model; report tuned vs untuned latency."""
+    """Tune MODEL's TVM tasks for this CPU with a cost model; report tuned vs untuned latency."""
     from rich.table import Table
 
     from narformer_tvm.graph.onnx_graph import parse_input_shapes

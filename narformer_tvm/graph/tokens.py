@@ -189,6 +189,13 @@ class GraphTable:
                          self.scalars.astype(np.int64).tobytes(), self.edges.astype(np.int32).tobytes()])
         return struct.pack("<I", len(header)) + header + zlib.compress(body, 9)
 
+    def digest(self) -> str:
+        """Identity of the encoded graph (operators, attributes, shapes, edges, batch; not the name):
+        two models with the same digest are the same input to every predictor."""
+        import hashlib
+
+        return hashlib.sha1(self.to_bytes()).hexdigest()
+
     @classmethod
     def from_bytes(cls, blob: bytes, name: str = "") -> "GraphTable":
         (hlen,) = struct.unpack("<I", blob[:4])

@@ -72,6 +72,17 @@ def method_names(spec: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def conflicting_overrides(methods: list[str], model_overrides: dict) -> list[str]:
+    """Where a run's model options would be silently overruled: methods that fix the same setting."""
+    out = []
+    for name in methods:
+        opts = METHODS[name]
+        if isinstance(opts, TrainOptions):
+            out += [f"{name} fixes {k}={opts.model[k]!r}" for k, v in model_overrides.items()
+                    if k in opts.model and opts.model[k] != v]
+    return out
+
+
 def run_method(name: str, train: list[Sample], val: list[Sample], test: list[Sample], fit: FitConfig,
                model_overrides: dict, progress: Callable[[str], None] | None):
     """(predictions on ``test``, the trained Predictor or None for the regressions)."""

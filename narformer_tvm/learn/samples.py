@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from narformer_tvm.data.labels import (
@@ -32,7 +32,8 @@ class Sample:
 
 def load_samples(db: str | Path, runtime: str | None = None, target: str | None = None,
                  config_id: int | None = None, include_noisy: bool = False,
-                 regime_correct: bool | str = True, mean_passes: bool = False) -> tuple[list[Sample], dict]:
+                 regime_correct: bool | str = True, mean_passes: bool = False,
+                 merge_duplicates: bool = True) -> tuple[list[Sample], dict]:
     """Successful main-pass measurements of one configuration (the only one, or the one selected).
 
     Rows flagged noisy are left out unless asked for: on this machine they disagreed with a quiet
@@ -77,7 +78,52 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
     labels = [mean_label(r) for r in rows]
     samples = [Sample(r["key"], r["name"], r["family"] or "user", GraphTable.from_bytes(r["graph"], r["name"]),
                       y, r["model_id"], r["split"]) for r, y in zip(rows, labels)]
+    merged = 0
+    if merge_duplicates:
+        samples, merged = merge_graph_duplicates(samples)
     corrected = factor and any(r[factor] != 1.0 for r in rows)
     kind = ((SITTING_CORRECTED_LABELS if factor == "sitting_factor" else CORRECTED_LABELS) if corrected else "raw") \
         + (MEAN_OVER_PASSES if mean_passes else "")
-    return samples, {**cfg, "labels": kind}
+    return samples, {**cfg, "labels": kind, "graph_duplicates": merged}
+
+
+def merge_graph_duplicates(samples: list[Sample]) -> tuple[list[Sample], int]:
+    """One sample per encoded graph: the first measured, labelled by the geometric mean of all of them."""
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(s.table.digest(), []).append(s)
+    out = []
+    for s in samples:
+        group = groups[s.table.digest()]
+        if group[0] is not s:
+            continue
+        if len(group) > 1:
+            s = replace(s, latency_ms=math.exp(sum(math.log(x.latency_ms) for x in group) / len(group)))
+        out.append(s)
+    return out, len(samples) - len(out)
+
+
+def training_graphs(profile: dict) -> set[str] | None:
+    """Encoded-graph digests of every model in the dataset a predictor was trained on (its profile's
+    ``dataset``, as a path or relative to the source checkout); None where that dataset is not here."""
+    ds = profile.get("dataset")
+    if not ds:
+        return None
+    for path in (Path(ds), Path(__file__).resolve().parents[2] / ds):
+        if path.exists():
+            try:
+                samples, _ = load_samples(path, merge_duplicates=False, include_noisy=True, regime_correct=False)
+            except InputError:
+                return None
+            return {s.table.digest() for s in samples}
+    return None
+
+
+def unseen_in_training(samples: list[Sample], profile: dict) -> tuple[list[Sample], int | None]:
+    """The samples whose graphs the predictor never trained on, and how many were left out (None: its
+    training dataset is not here to compare with, and nothing was left out)."""
+    seen = training_graphs(profile)
+    if seen is None:
+        return samples, None
+    kept = [s for s in samples if s.table.digest() not in seen]
+    return kept, len(samples) - len(kept)

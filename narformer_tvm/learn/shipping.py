@@ -55,9 +55,11 @@ def write_profile(predictor: Predictor, folder: str | Path, name: str | None = N
             meta[key] = predictor.metadata[key]
     if (folder / PUBLISHED_DB).exists():
         from narformer_tvm.learn.evaluate import score_predictor
-        from narformer_tvm.learn.samples import load_samples
+        from narformer_tvm.learn.samples import load_samples, unseen_in_training
 
         samples, _ = load_samples(folder / PUBLISHED_DB, **label_options(predictor.profile))
-        meta["published"] = {"dataset": PUBLISHED_DB, **score_predictor(predictor, samples, "published").metrics()}
+        samples, seen = unseen_in_training(samples, predictor.profile)
+        meta["published"] = {"dataset": PUBLISHED_DB, "left_out_as_in_training": seen,
+                             **score_predictor(predictor, samples, "published").metrics()}
     (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return folder / "profile.json"

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from narformer_tvm.measure import convnets as C
 from narformer_tvm.measure import families as F
 
 BATCHES = (1, 1, 1, 1, 1, 1, 2, 4)  # batch 1 mostly; repeated values weight the draw
@@ -62,7 +63,9 @@ def _alexnet(r):
     size = (r["resolution"] + 4 - 11) // 4 + 1
     for _ in range(3):
         size = (size - 3) // 2 + 1
-    return {"pool": _pool(size, 6),"widths": _scaled(r["width"], (1, 3, 6, 4, 4)), "fc": r["fc"]}
+    # Variants sampled before mid_width carry a "mid" that was never used: they rebuild as measured.
+    m = r.get("mid_width", 1.0)
+    return {"pool": _pool(size, 6), "widths": _scaled(r["width"], (1, 3 * m, 6 * m, 4 * m, 4 * m)), "fc": r["fc"]}
 
 
 def _squeezenet(r):
@@ -115,7 +118,7 @@ def _std(raw: dict, res=224) -> dict:
 
 def _googlenet(r):
     rows, n = [], 0
-    for row in F.GOOGLENET_CFG:  # the first r["blocks"] inception modules, with the pools between them
+    for row in C.GOOGLENET_CFG:  # the first r["blocks"] inception modules, with the pools between them
         if n == r["blocks"]:
             break
         rows.append(row)
@@ -124,7 +127,7 @@ def _googlenet(r):
 
 
 def _effnet(r):
-    stages = [(t, c, n, s, k, r["se"], act) for t, c, n, s, k, se, act in F.EFFNET_STAGES]
+    stages = [(t, c, n, s, k, r["se"], act) for t, c, n, s, k, se, act in C.EFFNET_STAGES]
     return {"stages": stages, "width": r["width"], "depth": r["depth"]}
 
 
@@ -160,9 +163,9 @@ NB201_ARCHS = tuple(
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
-    Family("alexnet", "alexnet", _with_res({"width": (32, 48, 64, 80, 96), "mid": (0.5, 0.75, 1.0, 1.25),
+    Family("alexnet", "alexnet", _with_res({"width": (32, 48, 64, 80, 96), "mid_width": (0.5, 0.75, 1.0, 1.25),
                                             "fc": (1024, 2048, 4096)}, (128, 160, 192, 224)),
-           _alexnet, {"alexnet": _std({"width": 64, "mid": 1.0, "fc": 4096})}),
+           _alexnet, {"alexnet": _std({"width": 64, "mid_width": 1.0, "fc": 4096})}),
     Family("vgg", "vgg", _with_res({**{f"d{i}": (1, 2, 3, 4) for i in range(1, 6)},
                                     "width": (0.25, 0.5, 0.75, 1.0), "bn": (False, True), "fc": (1024, 2048, 4096)},
                                    (64, 96, 128, 160, 224)),
@@ -180,8 +183,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
                          "squeezenet1_1": _std({"version": "1.1", "base": 128, "sr": 0.125, "n_fire": 8})}),
     Family("mobilenetv2", "mobilenetv2", _with_res(_mobile_choices(F.MBV2_STAGES, (1, 2, 3, 4))),
            _mobile(F.MBV2_STAGES), {"mobilenet_v2": _std(_mobile_standard(F.MBV2_STAGES))}),
-    Family("mnasnet", "mnasnet", _with_res(_mobile_choices(F.MNAS_STAGES, (1, 2, 3, 4))),
-           _mobile(F.MNAS_STAGES), {"mnasnet1_0": _std(_mobile_standard(F.MNAS_STAGES))}),
+    Family("mnasnet", "mnasnet", _with_res(_mobile_choices(C.MNAS_STAGES, (1, 2, 3, 4))),
+           _mobile(C.MNAS_STAGES), {"mnasnet1_0": _std(_mobile_standard(C.MNAS_STAGES))}),
     Family("mobilenetv3", "mobilenetv3", _with_res({"size": ("small", "large"), "width": (0.5, 0.75, 1.0, 1.25),
                                                     "expand": (0.75, 1.0, 1.25), "extra": (-1, 0, 1),
                                                     "kernel": (3, 5, 7), "se": (False, True)}),
@@ -228,6 +231,13 @@ class Variant:
     def kwargs(self) -> dict:
         return FAMILIES[self.family].make(self.raw)
 
+    @property
+    def arch_key(self) -> str:
+        """Identity of the network as built: raw samples that build the same network share it."""
+        blob = json.dumps({"family": self.family, "kwargs": self.kwargs(), "resolution": self.raw.get("resolution"),
+                           "batch": self.raw.get("batch")}, sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
     def build(self):
         return F.build(FAMILIES[self.family].builder, **self.kwargs())
 
@@ -262,7 +272,7 @@ def variant(family: str, seed: int, index: int) -> Variant:
 
 
 def variants(family: str, seed: int, count: int) -> Iterator[Variant]:
-    """The first ``count`` distinct variants of a family: reproducible and duplicate-free."""
+    """The first ``count`` distinct variants of a family: reproducible, and no two build the same network."""
     fam = FAMILIES[family]
     fam_tag = int(hashlib.sha1(family.encode()).hexdigest()[:8], 16)
     seen: set[str] = set()
@@ -271,11 +281,11 @@ def variants(family: str, seed: int, count: int) -> Iterator[Variant]:
         rng = np.random.default_rng([seed, fam_tag, draw])
         draw += 1
         v = Variant(family, seed, made, fam.sample(rng))
-        if v.key in seen:
+        if v.arch_key in seen:
             if draw > 50 * count + 1000:
                 raise ValueError(f"family {family} has fewer than {count} distinct variants")
             continue
-        seen.add(v.key)
+        seen.add(v.arch_key)
         made += 1
         yield v
 
