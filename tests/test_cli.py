@@ -208,3 +208,22 @@ def test_progress_in_a_log_file_prints_plain_lines(capsys):
     assert any(line.endswith("training 1/3 [0:00:00] epoch 1 val tau 0.5") for line in lines), lines
     assert not any("epoch 2" in line for line in lines), lines
     assert any("training 3/3" in line and line.endswith("epoch 3 val tau 0.5") for line in lines), lines
+
+
+def test_profiles_list_names_every_shipped_profile_and_the_default(capsys):
+    import json as _json
+
+    from narformer_tvm.profiles import DEFAULT_PROFILES, default_profile
+
+    with pytest.raises(SystemExit) as exc:
+        main(["profiles", "list", "--json"])
+    assert exc.value.code == 0
+    rows = {r["name"]: r for r in _json.loads(capsys.readouterr().out)}
+    assert set(DEFAULT_PROFILES) <= set(rows) and rows[default_profile()]["default"]
+    assert all(0 < rows[n]["held_out"]["mape"] < 0.1 and rows[n]["published"]["n"] == 18 for n in DEFAULT_PROFILES)
+
+
+def test_profiles_rescore_refuses_an_unknown_profile(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["profiles", "rescore", "no-such-profile"])
+    assert exc.value.code == 2 and "profiles list" in capsys.readouterr().err

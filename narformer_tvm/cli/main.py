@@ -15,6 +15,7 @@ from narformer_tvm.cli.evaluate_cmd import evaluate
 from narformer_tvm.cli.inspect_cmd import estimate, inspect
 from narformer_tvm.cli.nas_cmd import nas
 from narformer_tvm.cli.profile_cmd import profile, zoo
+from narformer_tvm.cli.profiles_cmd import profiles
 from narformer_tvm.cli.train_cmd import export, train
 from narformer_tvm.cli.tune_cmd import tune, tune_ort_cmd, tunedb
 from narformer_tvm.cli.ui import _report, _terminate
@@ -27,7 +28,7 @@ def cli():
     """Predict how fast a neural network runs on given hardware, without running it."""
 
 
-for _command in (inspect, estimate, zoo, profile, dataset, train, export, evaluate, tune, tune_ort_cmd, tunedb, nas):
+for _command in (inspect, estimate, profiles, zoo, profile, dataset, train, export, evaluate, tune, tune_ort_cmd, tunedb, nas):
     cli.add_command(_command)
 
 

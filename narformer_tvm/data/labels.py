@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -51,16 +52,37 @@ def block_spread(blocks: list[list[float]]) -> float:
 REGIME_EXPONENT = 0.5
 
 
-CORRECTED_LABELS = "regime-corrected"  # load_samples' and profiles' ``labels`` when labels were divided by it
+CORRECTED_LABELS = "regime-corrected"  # LabelSpec names: labels divided by regime_factor
+SITTING_CORRECTED_LABELS = "sitting-corrected"  # ... divided by sitting_factor instead
+MEAN_OVER_PASSES = ", mean over passes"  # ... then the geometric mean over a model's clean passes
 
 
-SITTING_CORRECTED_LABELS = "sitting-corrected"  # ... when divided by sitting_factor instead
+@dataclass(frozen=True)
+class LabelSpec:
+    """What a label is, as datasets, predictors and reports name it: the statistic over timing blocks,
+    the correction for the machine's regime, and whether a model's passes are averaged (k passes on
+    different sittings divide a sitting's offset and the measurement noise by about sqrt(k))."""
 
+    correction: str = "none"  # "none" | "regime" (regime_factor) | "sitting" (sitting_factor)
+    mean_passes: bool = False
+    statistic: str = "min_block_median"  # LABEL_STATISTIC
 
-# appended to ``labels`` when a model measured more than once (main and repeat passes, each clean) is labelled
-# by the geometric mean of its passes: k passes on different sittings divide a sitting's offset and the
-# measurement noise by about sqrt(k)
-MEAN_OVER_PASSES = ", mean over passes"
+    @property
+    def name(self) -> str:
+        base = {"none": "raw", "regime": CORRECTED_LABELS, "sitting": SITTING_CORRECTED_LABELS}[self.correction]
+        return base + (MEAN_OVER_PASSES if self.mean_passes else "")
+
+    @classmethod
+    def parse(cls, name: str) -> "LabelSpec":
+        """From a name as ``name`` writes it (profiles' and load_samples' ``labels``); unknown = raw."""
+        correction = ("sitting" if name.startswith(SITTING_CORRECTED_LABELS) else
+                      "regime" if name.startswith(CORRECTED_LABELS) else "none")
+        return cls(correction, name.endswith(MEAN_OVER_PASSES))
+
+    def load_options(self) -> dict:
+        """load_samples' keyword arguments for these labels."""
+        return {"regime_correct": {"none": False, "regime": True, "sitting": "sitting"}[self.correction],
+                "mean_passes": self.mean_passes}
 
 
 def repeat_pass_name(round_: int) -> str:
@@ -149,15 +171,13 @@ def labels_corrected(profile: dict) -> bool | str:
     (dataset.regime_factor: True; dataset.sitting_factor: "sitting"), as load_samples' ``regime_correct``
     takes it: a predictor's metrics are on the labels it learned."""
 
-    labels = profile.get("labels", "")
-    return "sitting" if labels.startswith(SITTING_CORRECTED_LABELS) else labels.startswith(CORRECTED_LABELS)
+    return LabelSpec.parse(profile.get("labels", "")).load_options()["regime_correct"]
 
 
 def label_options(profile: dict) -> dict:
     """load_samples' keyword arguments for the labels a predictor learned (its profile's ``labels``)."""
 
-    return {"regime_correct": labels_corrected(profile),
-            "mean_passes": profile.get("labels", "").endswith(MEAN_OVER_PASSES)}
+    return LabelSpec.parse(profile.get("labels", "")).load_options()
 
 
 REGIME_CORRECTED = f"{LABEL_STATISTIC}, regime-corrected"  # noise_floor's entry for the labels training uses

@@ -7,9 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from narformer_tvm.data.labels import (
-    CORRECTED_LABELS,
-    MEAN_OVER_PASSES,
-    SITTING_CORRECTED_LABELS,
+    LabelSpec,
 )
 from narformer_tvm.data.store import Store
 from narformer_tvm.errors import InputError
@@ -82,8 +80,8 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
     if merge_duplicates:
         samples, merged = merge_graph_duplicates(samples)
     corrected = factor and any(r[factor] != 1.0 for r in rows)
-    kind = ((SITTING_CORRECTED_LABELS if factor == "sitting_factor" else CORRECTED_LABELS) if corrected else "raw") \
-        + (MEAN_OVER_PASSES if mean_passes else "")
+    correction = ("sitting" if factor == "sitting_factor" else "regime") if corrected else "none"
+    kind = LabelSpec(correction, mean_passes).name
     return samples, {**cfg, "labels": kind, "graph_duplicates": merged}
 
 

@@ -54,12 +54,43 @@ def write_profile(predictor: Predictor, folder: str | Path, name: str | None = N
         if key in predictor.metadata:
             meta[key] = predictor.metadata[key]
     if (folder / PUBLISHED_DB).exists():
-        from narformer_tvm.learn.evaluate import score_predictor
-        from narformer_tvm.learn.samples import load_samples, unseen_in_training
-
-        samples, _ = load_samples(folder / PUBLISHED_DB, **label_options(predictor.profile))
-        samples, seen = unseen_in_training(samples, predictor.profile)
-        meta["published"] = {"dataset": PUBLISHED_DB, "left_out_as_in_training": seen,
-                             **score_predictor(predictor, samples, "published").metrics()}
+        meta["published"] = published_metrics(predictor, folder)
     (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return folder / "profile.json"
+
+
+def published_metrics(predictor, folder: Path) -> dict:
+    """The predictor on the profile's published networks that are no graph of its training data."""
+    from narformer_tvm.learn.evaluate import score_predictor
+    from narformer_tvm.learn.samples import load_samples, unseen_in_training
+
+    samples, _ = load_samples(folder / PUBLISHED_DB, **label_options(predictor.profile))
+    samples, seen = unseen_in_training(samples, predictor.profile)
+    return {"dataset": PUBLISHED_DB, "left_out_as_in_training": seen,
+            **score_predictor(predictor, samples, "published").metrics()}
+
+
+def rescore_profile(folder: str | Path) -> dict:
+    """profile.json's metrics recomputed for the predictor beside it, as the rules stand now (graph
+    duplicates merged, training graphs left out of the published networks): the held-out split of its
+    dataset and the published networks. The predictor files are not touched."""
+    from narformer_tvm.learn.evaluate import score_predictor
+    from narformer_tvm.learn.samples import load_samples, training_graphs
+    from narformer_tvm.learn.splits import split_same_distribution
+    from narformer_tvm.model.load import load_predictor
+
+    folder = Path(folder)
+    meta = json.loads((folder / "profile.json").read_text())
+    predictor = load_predictor(folder / meta.get("onnx", meta["predictor"]))
+    predictor.profile = {**predictor.profile, **{k: meta[k] for k in ("dataset", "labels") if k in meta}}
+    if training_graphs(predictor.profile) is not None:
+        dataset = Path(meta["dataset"])
+        dataset = dataset if dataset.exists() else Path(__file__).resolve().parents[2] / dataset
+        samples, cfg = load_samples(dataset, **label_options(meta))
+        test = [samples[i] for i in split_same_distribution(samples)[1]]
+        meta["metrics"] = {"split": "same", "graph_duplicates_merged": cfg["graph_duplicates"],
+                           **score_predictor(predictor, test, "held-out").metrics()}
+    if (folder / PUBLISHED_DB).exists():
+        meta["published"] = published_metrics(predictor, folder)
+    (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    return meta
