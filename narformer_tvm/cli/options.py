@@ -169,8 +169,7 @@ task_options = [
                       "the mean of the raw node embeddings, as the reference code does."),
     click.option("--head", type=click.Choice(["gelu", "reference"]), default=None,
                  help="accuracy task: reference (default): the reference code's two hidden layers of the model "
-                      "width, ReLU and dropout 0.05; gelu: one hidden layer of width/2, GELU (the default before "
-                      "2026-11-29 16:00)."),
+                      "width, ReLU and dropout 0.05; gelu: one hidden layer of width/2, GELU."),
     click.option("--rank-weight", type=click.FloatRange(min=0), default=None,
                  help="accuracy task: weight of the pairwise term (default 1; the reference code's 0.1)."),
     click.option("--consistency-weight", type=click.FloatRange(min=0), default=None,

@@ -45,10 +45,8 @@ def block_spread(blocks: list[list[float]]) -> float:
     return max(meds) / min(meds) - 1.0 if meds and min(meds) > 0 else math.inf
 
 
-# Labels move with the probe's slowdown to this power: chosen on the Zen 5 profile's first 71 pairs of
-# measurements (0.5 against 0, 0.25, 0.75, 1); on the 232 measured later it gave 2.97% against 2.91%
-# at 0.75 and 3.45% raw (docs/results/regime-correction.md). The probe, a network of small operators,
-# is slowed more than most.
+# Labels move with the probe's slowdown to this power, not in full: the probe, a network of small
+# operators, is slowed more than most networks (the choice and its check: docs/profiling.md).
 REGIME_EXPONENT = 0.5
 
 
@@ -105,8 +103,8 @@ def regime_factor(info: dict | None, reference_ms: float | None, exponent: float
     and accepts the row while both probes stay within REGIME_MARGIN of the fastest probe of that sweep,
     so a label still carries up to 15% of drift, plus whatever the fast level itself moved between
     sittings. The factor is the quicker probe over ``reference_ms`` (Store.probe_reference), to the
-    REGIME_EXPONENT: dividing labels by it took the Zen 5 profile's main-vs-repeat disagreement from
-    3.34% to 2.74% over 303 pairs, and its published networks' from 1.74% to 1.29% (docs/profiling.md)."""
+    REGIME_EXPONENT: dividing labels by it brings two measurements of the same models closer
+    (docs/profiling.md)."""
     probes = (info or {}).get("probe_ms")
     if not probes or not reference_ms:
         return 1.0

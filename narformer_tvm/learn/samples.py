@@ -34,8 +34,8 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
                  merge_duplicates: bool = True) -> tuple[list[Sample], dict]:
     """Successful main-pass measurements of one configuration (the only one, or the one selected).
 
-    Rows flagged noisy are left out unless asked for: on this machine they disagreed with a quiet
-    re-measurement by 158% on average, against 11% for unflagged rows (profiles/cpu-onnxruntime).
+    Rows flagged noisy are left out unless asked for: they disagree with a quiet re-measurement many
+    times more than unflagged rows do (docs/profiling.md).
     Gated rows' labels are divided by their dataset.regime_factor unless ``regime_correct`` is off, or
     by their dataset.sitting_factor where it is "sitting";
     with ``mean_passes`` a model is labelled by the geometric mean of its main row and its clean rows of

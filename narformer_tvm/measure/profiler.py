@@ -122,8 +122,7 @@ class RegimeGate:
     def __init__(self, backend, cfg: MeasureConfig, folder: Path, calibrate_s: float = REGIME_CALIBRATE_S,
                  wait_s: float = REGIME_WAIT_S, known_fast_ms: float | None = None):
         """``known_fast_ms``: the fast level earlier sweeps of this dataset saw (Store.probe_reference). Without
-        it a sweep that starts in the slow regime and stays there takes the slow level for the fast one
-        (on 2026-11-30 one did, for 45 rows measured 80% slow by the probe, until the regime flipped)."""
+        it a sweep that starts in the slow regime and stays there takes the slow level for the fast one."""
         from narformer_tvm.measure.zoo import Variant
 
         self.backend, self.cfg, self.wait_s = backend, cfg, wait_s
