@@ -197,9 +197,9 @@ def test_seed_lists_counts_and_ranges():
 
 
 def test_progress_in_a_log_file_prints_plain_lines(capsys):
-    from narformer_tvm.cli.ui import _progress
+    from narformer_tvm.cli.ui import progress_bar
 
-    with _progress(log_every_s=3600) as bar:  # capsys: stderr is not a terminal, as in `cmd 2> log`
+    with progress_bar(log_every_s=3600) as bar:  # capsys: stderr is not a terminal, as in `cmd 2> log`
         task = bar.add_task("training", total=3, status="")
         for epoch in (1, 2, 3):
             bar.update(task, completed=epoch, status=f"epoch {epoch} val tau 0.5")

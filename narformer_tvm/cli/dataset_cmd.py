@@ -7,7 +7,7 @@ import sys
 import click
 
 from narformer_tvm.cli.profile_cmd import _print_noise
-from narformer_tvm.cli.ui import _console, _progress
+from narformer_tvm.cli.ui import make_console, progress_bar
 
 
 @click.group()
@@ -34,7 +34,7 @@ def dataset_info(db, as_json):
         return
     from rich.table import Table
 
-    con = _console()
+    con = make_console()
     for cfg in summary:
         t = Table(title=f"{cfg['platform']}  ({json.dumps(cfg['config'])})", title_justify="left")
         for col in ("family", "models", "failed", "noisy", "median ms", "min ms", "max ms"):
@@ -76,7 +76,7 @@ def dataset_sittings(db, pass_, as_json):
         off = f"{100 * sit['probe_vs_typical']:+.1f}%" if sit["probe_vs_typical"] is not None else "-"
         t.add_row(str(sit["config_id"]), sit["start"], sit["end"], str(sit["rows"]), str(sit["noisy"]),
                   str(sit["failed"]), probe, off)
-    _console().print(t)
+    make_console().print(t)
     click.echo("to measure one sitting again: narformer-tvm profile ... --measured-between START END --repeat-pass 1")
 
 
@@ -125,7 +125,7 @@ def dataset_regraph(db, families):
     from narformer_tvm.data.store import Store
     from narformer_tvm.measure.regraph import regraph
 
-    with Store(db, create=False) as store, _progress() as bar:
+    with Store(db, create=False) as store, progress_bar() as bar:
         task = bar.add_task("regraph", total=None, status="")
         counts = regraph(store, list(families) or None,
                          lambda i, n, name: bar.update(task, completed=i, total=n, status=name))

@@ -7,19 +7,19 @@ import click
 
 from narformer_tvm.cli.options import (
     SeedList,
-    _accuracy_args,
-    _accuracy_opts,
-    _model_options,
-    _regime_correct,
-    _task_options,
-    _train_options,
+    accuracy_args,
+    accuracy_options,
+    model_options,
+    parse_train_options,
+    regime_correct_from,
+    task_option_set,
 )
 from narformer_tvm.cli.train_cmd import _dataset_profile
-from narformer_tvm.cli.ui import _progress, _warn_above
+from narformer_tvm.cli.ui import progress_bar, warn_above
 
 
 @click.command()
-@_task_options
+@task_option_set
 @click.option("--db", "db_path", type=click.Path(path_type=str), default=None)
 @click.option("--runtime", default=None)
 @click.option("--target", default=None)
@@ -48,7 +48,7 @@ from narformer_tvm.cli.ui import _progress, _warn_above
 @click.option("--save-predictors", is_flag=True,
               help="Keep each model trained (NAR-Former, NNLP) as OUT/predictors/METHOD-runN-SPLIT.pt with its "
                    "dataset and test metrics, e.g. to ship the same-split winner without training it again.")
-@_model_options
+@model_options
 def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, seeds, protocol, methods_spec, runs,
              out, predictor_spec, test_split, per_family, hold_out, save_predictors, **kw):
     """Compare NAR-Former V2 with baselines on a dataset; writes a Markdown report and plots.
@@ -85,7 +85,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     from narformer_tvm.learn.evaluate import evaluate as run_eval
     from narformer_tvm.learn.samples import load_samples
 
-    model, feats, fit = _train_options(kw)
+    model, feats, fit = parse_train_options(kw)
     if feats:
         raise click.UsageError("--op-encoding/--attr-encoding are set per method in evaluate (see ablations)")
     if predictor_spec is not None and model:
@@ -93,7 +93,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     if predictor_spec is None and (conflicts := conflicting_overrides(method_names(methods_spec), model)):
         raise click.UsageError("a model option would be ignored: " + "; ".join(conflicts) +
                                ". Drop it, or choose methods that leave it open (e.g. --methods narformer)")
-    regime_correct, mean_passes = _regime_correct(kw), kw["mean_passes"]
+    regime_correct, mean_passes = regime_correct_from(kw), kw["mean_passes"]
     if predictor_spec is not None:
         from narformer_tvm.data.labels import label_options
         from narformer_tvm.model.load import load_predictor
@@ -102,7 +102,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         scored = load_predictor(resolve_predictor(predictor_spec))
         scored.profile = {**scored.profile, **profile_fields(predictor_spec, ("dataset", "labels"))}
         learned = label_options(scored.profile)
-        regime_correct = _regime_correct(kw, learned["regime_correct"])
+        regime_correct = regime_correct_from(kw, learned["regime_correct"])
         mean_passes = learned["mean_passes"] if mean_passes is None else mean_passes
     samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"],
                                 regime_correct=regime_correct, mean_passes=bool(mean_passes))
@@ -147,12 +147,12 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         pred.metadata["evaluated"] = {"protocol": result.protocol, "run": result.run, "split": result.split}
         pred.save(Path(out) / "predictors" / f"{result.method}-run{result.run}-{result.split}.pt")
 
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"evaluating ({protocol})", total=None, status="")
         Path(out).mkdir(parents=True, exist_ok=True)  # finished splits are kept there: a rerun resumes
         results = run_eval(samples, protocol, method_names(methods_spec), runs, fit, model,
                            progress=lambda msg: bar.update(task, status=msg[-110:]),
-                           checkpoint=Path(out) / "finished.json", notice=_warn_above(bar),
+                           checkpoint=Path(out) / "finished.json", notice=warn_above(bar),
                            hold_out=[f.strip() for f in hold_out.split(",") if f.strip()] if hold_out else None,
                            on_trained=keep if save_predictors else None)
     title = f"{protocol} split on {db_path} ({cfg['labels']} labels; {cfg['graph_duplicates']} graph duplicates merged)"
@@ -170,8 +170,8 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
     from narformer_tvm.graph.cells import load_benchmark
     from narformer_tvm.learn.nas import VALIDATION_CELLS, run_protocol
 
-    _accuracy_args(db_path, benchmark, data_path, train_size)
-    opts = _accuracy_opts(kw)
+    accuracy_args(db_path, benchmark, data_path, train_size)
+    opts = accuracy_options(kw)
     data = load_benchmark(benchmark, data_path)
     methods = ["narformer", "gnn"] if methods_spec in ("main", "all") else [m.strip() for m in methods_spec.split(",")]
     bad = [m for m in methods if m not in ("narformer", "gnn")]
@@ -186,7 +186,7 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("evaluating", total=len(methods) * len(seeds), status="")
         for m in methods:
             o = dc_replace(opts, backbone="gnn" if m == "gnn" else opts.backbone)
@@ -195,7 +195,7 @@ def _evaluate_accuracy(benchmark, data_path, train_size, seeds, methods_spec, ou
                 rows += run_protocol(data, train_size, [seed], o, VALIDATION_CELLS[benchmark],
                                      lambda msg, m=m, s=seed: bar.update(task, status=f"{m} seed {s}: {msg}"),
                                      checkpoint=out_dir / f"{m}.json",
-                                     notice=_warn_above(bar))
+                                     notice=warn_above(bar))
                 bar.advance(task)
             taus = [r["kendall_tau"] for r in rows]
             held = [r.get("kendall_tau_held_out") for r in rows]  # rows saved before it was recorded lack it

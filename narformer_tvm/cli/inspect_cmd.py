@@ -7,7 +7,7 @@ import sys
 import click
 
 from narformer_tvm.cli.options import batch_option, input_shape_option
-from narformer_tvm.cli.ui import _console, _report, _si
+from narformer_tvm.cli.ui import make_console, report_error, si_units
 
 
 @click.command()
@@ -34,14 +34,14 @@ def inspect(model, input_shapes, batch_size, as_json, layers):
         return
     from rich.table import Table
 
-    con = _console()
+    con = make_console()
     if layers:
         t = Table(title=f"{model}: layers", title_justify="left")
         for col in ("#", "name", "op", "output shape", "MACs", "params"):
             t.add_column(col, justify="right" if col in ("#", "MACs", "params") else "left")
         for i, n in enumerate(g.nodes):
             out = "x".join(map(str, n.output_shapes[0])) if n.output_shapes else ""
-            t.add_row(str(i), n.name, n.op_type, out, _si(n.macs) if n.macs else "", _si(n.params) if n.params else "")
+            t.add_row(str(i), n.name, n.op_type, out, si_units(n.macs) if n.macs else "", si_units(n.params) if n.params else "")
         con.print(t)
     h = Table(title="op histogram", title_justify="left")
     h.add_column("op")
@@ -51,8 +51,8 @@ def inspect(model, input_shapes, batch_size, as_json, layers):
     con.print(h)
     con.print(f"[bold]{model}[/bold]: opset {g.opset}, batch {g.batch_size}, {len(g.nodes)} layers, "
               f"{len(g.edges)} edges")
-    con.print(f"  MACs {_si(g.macs)}  FLOPs {_si(g.flops)}  params {_si(g.params)}  "
-              f"memory access {_si(g.memory, 'B')}")
+    con.print(f"  MACs {si_units(g.macs)}  FLOPs {si_units(g.flops)}  params {si_units(g.params)}  "
+              f"memory access {si_units(g.memory, 'B')}")
     if unknown:
         con.print(f"  [yellow]unknown ops (encoded in the shared 'unknown' slot): "
                   f"{', '.join(f'{k} x{v}' for k, v in unknown.items())}[/yellow]")
@@ -102,9 +102,9 @@ def estimate(models, predictor_spec, input_shapes, batch_size, as_json):
                 t.add_row(str(r.path), "[red]error[/red]", "", "", "")
             else:
                 t.add_row(str(r.path), f"{r.latency_ms:.3f}", f"{r.spread_ms:.3g}" if r.spread_ms else "",
-                          str(len(r.graph.nodes)), _si(r.graph.macs))
-        _console().print(t)
+                          str(len(r.graph.nodes)), si_units(r.graph.macs))
+        make_console().print(t)
     for r in failed:
-        _report(r.error)
+        report_error(r.error)
     if failed:
         sys.exit(max(r.error.exit_code for r in failed))

@@ -18,7 +18,7 @@ from narformer_tvm.cli.profile_cmd import profile, zoo
 from narformer_tvm.cli.profiles_cmd import profiles
 from narformer_tvm.cli.train_cmd import export, train
 from narformer_tvm.cli.tune_cmd import tune, tune_ort_cmd, tunedb
-from narformer_tvm.cli.ui import _report, _terminate
+from narformer_tvm.cli.ui import interrupt_on_term, report_error
 from narformer_tvm.errors import NarformerError
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     import threading
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGTERM, interrupt_on_term)
     try:
         rv = cli.main(args=argv, prog_name="narformer-tvm", standalone_mode=False)
     except click.exceptions.Abort:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except NarformerError as e:
-        _report(e)
+        report_error(e)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         extra = OPTIONAL_MODULES.get((e.name or "").split(".")[0])
         if extra is None:
             raise
-        _report(NarformerError(f"this command needs {e.name}, which is not installed",
+        report_error(NarformerError(f"this command needs {e.name}, which is not installed",
                                hint=f"pip install 'narformer-tvm[{extra}]'"))
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from narformer_tvm.cli.ui import _console, _progress
+from narformer_tvm.cli.ui import make_console, progress_bar
 
 
 @click.command()
@@ -33,7 +33,7 @@ def nas(data_path, accuracy_predictor, db_path, sample, seed, out):
 
     data = load_nb201(data_path)
     model, opts, state = load_cell_predictor(accuracy_predictor)
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("nas", total=None, status="")
         result = nas_pareto(data, model, opts, db_path, sample, seed, progress=lambda m: bar.update(task, status=m),
                             calibration=state.get("calibration"))
@@ -45,5 +45,5 @@ def nas(data_path, accuracy_predictor, db_path, sample, seed, out):
         m = result.measured_ms.get(result.archs[i])
         t.add_row(result.archs[i], f"{100 * result.predicted_accuracy[i]:.2f}%", f"{100 * result.table_accuracy[i]:.2f}%",
                   f"{result.predicted_ms[i]:.3f}", f"{m:.3f}" if m else "failed")
-    _console().print(t)
+    make_console().print(t)
     click.echo(f"report: {write_pareto_report(result, Path(out))}")

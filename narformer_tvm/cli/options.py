@@ -47,7 +47,7 @@ class SeedList(click.ParamType):
                       "one seed alone: 2-2)", param, ctx)
 
 
-def _model_options(f):
+def model_options(f):
     opts = [
         click.option("--d-model", type=click.IntRange(min=8), default=None, help="Hidden width (default 512)."),
         click.option("--layers", type=click.IntRange(min=1), default=None, help="Blocks (default 2)."),
@@ -93,7 +93,7 @@ def _model_options(f):
     return f
 
 
-def _regime_correct(kw: dict, learned: bool | str = True) -> bool | str:
+def regime_correct_from(kw: dict, learned: bool | str = True) -> bool | str:
     """load_samples' ``regime_correct`` from --regime-correction and --sitting-level; where neither is
     given, ``learned`` (what a scored predictor learned; train's default: the regime correction)."""
     on, sitting = kw["regime_correction"], kw["sitting_level"]
@@ -106,7 +106,7 @@ def _regime_correct(kw: dict, learned: bool | str = True) -> bool | str:
     return "sitting" if (learned == "sitting" if sitting is None else sitting) else True
 
 
-def _train_options(kw) -> tuple:
+def parse_train_options(kw) -> tuple:
     from narformer_tvm.learn.train import FitConfig
 
     for name, flag, _ in CELL_ONLY:
@@ -121,11 +121,11 @@ def _train_options(kw) -> tuple:
     if kw["no_type_enhance"]:
         model["type_enhance"] = False
     feats = {k: v for k, v in (("op_encoding", kw["op_encoding"]), ("attr_encoding", kw["attr_encoding"])) if v}
-    fit = FitConfig(**_given(kw), seed=kw["seed"], loss=kw["loss"])
+    fit = FitConfig(**given_options(kw), seed=kw["seed"], loss=kw["loss"])
     return model, feats, fit
 
 
-def _given(kw) -> dict:
+def given_options(kw) -> dict:
     """The training-loop options set on the command line (the others keep the task's defaults)."""
     names = {"epochs": "epochs", "lr": "lr", "train_batch": "batch_size", "patience": "patience"}
     return {field: kw[opt] for opt, field in names.items() if kw[opt] is not None}
@@ -187,23 +187,23 @@ CELL_ONLY = (("precision", "--precision", "precision"), ("ema", "--ema", "ema"),
              ("readout_norm", "--readout-norm/--no-readout-norm", "readout_norm"), ("head", "--head", "head"))
 
 
-def _task_options(f):
+def task_option_set(f):
     for o in reversed(task_options):
         f = o(f)
     return f
 
 
-def _accuracy_args(db_path, benchmark, data_path, train_size):
+def accuracy_args(db_path, benchmark, data_path, train_size):
     if db_path:
         raise click.UsageError("--db is for the latency task; the accuracy task reads --data")
     if not (benchmark and data_path and train_size):
         raise click.UsageError("the accuracy task needs --benchmark, --data and --train-size")
 
 
-def _accuracy_opts(kw):
+def accuracy_options(kw):
     from narformer_tvm.learn.nas import AccuracyOptions, resolved
 
     o = {k: v for k, v in (("d_model", kw["d_model"]), ("n_layers", kw["layers"]), ("n_groups", kw["groups"]),
                             ("backbone", kw["backbone"])) if v is not None}
     o.update({field: kw[name] for name, _, field in CELL_ONLY if kw[name] is not None})
-    return resolved(AccuracyOptions(**o, **_given(kw), seed=kw["seed"]))  # unset precision: the default, auto
+    return resolved(AccuracyOptions(**o, **given_options(kw), seed=kw["seed"]))  # unset precision: the default, auto

@@ -7,7 +7,7 @@ import sys
 import click
 
 from narformer_tvm.cli.options import batch_option, input_shape_option
-from narformer_tvm.cli.ui import _console, _progress
+from narformer_tvm.cli.ui import make_console, progress_bar
 
 
 @click.command()
@@ -39,7 +39,7 @@ def zoo(family_spec, count, seed, out, opset, standard):
         todo += [v for n, v in standard_names().items() if v.family in names]
     manifest = out_dir / "manifest.jsonl"
     written = 0
-    with _progress() as bar, open(manifest, "a") as mf:
+    with progress_bar() as bar, open(manifest, "a") as mf:
         task = bar.add_task("exporting", total=len(todo), status="")
         for v in todo:
             name = v.name if v.seed >= 0 else next(n for n, s in standard_names().items() if s == v)
@@ -150,7 +150,7 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
                                    f"in {db_path}: see `narformer-tvm dataset sittings {db_path}`")
     if note := env_threads_note():
         click.echo(f"warning: {note} is set and may change thread counts", err=True)
-    con = _console(stderr=True)
+    con = make_console(stderr=True)
     store = Store(db_path)
     summaries = []
     try:
@@ -158,7 +158,7 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
         for pass_, pass_jobs in (("main", jobs), (repeat, repeat_subset(jobs, repeat_pass))):
             if not pass_jobs:
                 continue
-            with _progress() as bar:
+            with progress_bar() as bar:
                 task = bar.add_task(f"{pass_} pass", total=len(pass_jobs), status="")
 
                 def report(kind, i, n, msg):

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from narformer_tvm.cli.ui import _console
+from narformer_tvm.cli.ui import make_console
 
 
 @click.group()
@@ -19,7 +19,11 @@ def profiles_list(as_json):
     """Every installed profile: hardware, configuration, training data, held-out and published MAPE."""
     from rich.table import Table
 
-    from narformer_tvm.profiles import default_profile, hardware_differences, list_profiles
+    from narformer_tvm.profiles import (
+        default_profile,
+        hardware_differences,
+        list_profiles,
+    )
 
     rows = []
     default = default_profile()
@@ -46,7 +50,7 @@ def profiles_list(as_json):
                   f"{100 * held['mape']:.2f}% (n={held['n']})" if "mape" in held else "",
                   f"{100 * pub['mape']:.2f}% (n={pub['n']})" if "mape" in pub else "",
                   "yes" if r["matches_this_machine"] else "no")
-    _console().print(t)
+    make_console().print(t)
 
 
 @profiles.command("rescore")

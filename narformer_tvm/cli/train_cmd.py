@@ -7,18 +7,18 @@ import click
 
 from narformer_tvm.cli.options import (
     SeedList,
-    _accuracy_args,
-    _accuracy_opts,
-    _model_options,
-    _regime_correct,
-    _task_options,
-    _train_options,
+    accuracy_args,
+    accuracy_options,
+    model_options,
+    parse_train_options,
+    regime_correct_from,
+    task_option_set,
 )
-from narformer_tvm.cli.ui import _console, _progress
+from narformer_tvm.cli.ui import make_console, progress_bar
 
 
 @click.command()
-@_task_options
+@task_option_set
 @click.option("--db", "db_path", type=click.Path(path_type=str), default=None,
               help="Dataset file (latency task).")
 @click.option("--runtime", default=None, help="Select the configuration by runtime.")
@@ -39,7 +39,7 @@ from narformer_tvm.cli.ui import _console, _progress
 @click.option("--limit", type=click.IntRange(min=2), default=None, help="Use only this many training samples (few-shot).")
 @click.option("--profile-dir", type=click.Path(file_okay=False, path_type=str), default=None,
               help="Also write a hardware profile (profile.json + predictor.pt) to this folder.")
-@_model_options
+@model_options
 def train(task, benchmark, data_path, train_size, db_path, runtime, target, out, split, ensemble, members, finetune,
           recalibrate, limit, profile_dir, **kw):
     """Train a latency predictor on a profiled dataset (resumable: rerun the same command), or with
@@ -66,16 +66,16 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
     from narformer_tvm.learn.train import TrainOptions, train_predictor
     from narformer_tvm.model.predictor import Predictor
 
-    model, feats, fit = _train_options(kw)
+    model, feats, fit = parse_train_options(kw)
     samples, cfg = load_samples(db_path, runtime, target, include_noisy=kw["include_noisy"],
-                                regime_correct=_regime_correct(kw), mean_passes=bool(kw["mean_passes"]))
+                                regime_correct=regime_correct_from(kw), mean_passes=bool(kw["mean_passes"]))
     train_idx, test_idx = split_same_distribution(samples) if split == "same" else (list(range(len(samples))), [])
     if limit:
         train_idx = sorted(np.random.default_rng(kw["seed"]).permutation(train_idx)[:limit].tolist())
     tr, val = carve_validation(train_idx, 0.1, kw["seed"])
     init = Predictor.load(finetune) if finetune else None
     opts = TrainOptions(model=model, features=feats, fit=fit, ensemble=ensemble)
-    con = _console(stderr=True)
+    con = make_console(stderr=True)
     con.print(f"{len(samples)} samples ({len(tr)} train, {len(val)} validation, {len(test_idx)} test) from "
               f"{db_path} [{json.dumps(cfg['config'])}]")
     if recalibrate:
@@ -84,7 +84,7 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
         pred = rescale(init, [samples[i] for i in tr + val])
         con.print(f"{finetune} recalibrated: predictions x {pred.metadata['recalibrated']['factor']:.4f}")
     else:
-        with _progress() as bar:
+        with progress_bar() as bar:
             task = bar.add_task("training", total=None, status="")
             pred = train_predictor([samples[i] for i in tr], [samples[i] for i in val], opts, checkpoint=out,
                                    progress=lambda msg: bar.update(task, status=msg), init=init, members=members)
@@ -132,15 +132,15 @@ def _train_ort_configs(db_path, target, out, split, ensemble, finetune, profile_
     from narformer_tvm.model.predictor import Predictor
     from narformer_tvm.profiles import resolve_predictor
 
-    _, _, fit = _train_options(kw)
+    _, _, fit = parse_train_options(kw)
     samples = load_config_samples(db_path, target, include_noisy=kw["include_noisy"])
     train_idx, test_idx = split_by_source(samples) if split == "same" else (list(range(len(samples))), [])
     base_path = resolve_predictor(finetune, checkpoint=True)
     base = Predictor.load(base_path)
-    con = _console(stderr=True)
+    con = make_console(stderr=True)
     con.print(f"{len(samples)} measurements under {len({s.candidate for s in samples})} configurations "
               f"({len(train_idx)} train+validation, {len(test_idx)} test) from {db_path}; starting from {base_path}")
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("training", total=None, status="")
         pred = train_config_predictor(samples, base, train_idx, TrainOptions(fit=fit), ensemble, checkpoint=out,
                                       progress=lambda msg: bar.update(task, status=msg))
@@ -166,11 +166,11 @@ def _train_accuracy(benchmark, data_path, train_size, out, kw):
         train_accuracy,
     )
 
-    _accuracy_args(None, benchmark, data_path, train_size)
-    opts = _accuracy_opts(kw)
+    accuracy_args(None, benchmark, data_path, train_size)
+    opts = accuracy_options(kw)
     data = load_benchmark(benchmark, data_path)
     tr, va = protocol_split(len(data.cells), train_size, VALIDATION_CELLS[benchmark], opts.seed)
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("training", total=None, status="")
         model, history = train_accuracy([data.cells[i] for i in tr], data.accuracy[tr], [data.cells[i] for i in va],
                                         data.accuracy[va], opts, lambda m: bar.update(task, status=m))

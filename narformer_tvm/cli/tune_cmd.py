@@ -6,7 +6,7 @@ import sys
 import click
 
 from narformer_tvm.cli.options import batch_option, input_shape_option
-from narformer_tvm.cli.ui import _console, _progress
+from narformer_tvm.cli.ui import make_console, progress_bar
 from narformer_tvm.errors import NarformerError
 
 
@@ -43,7 +43,7 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_s
     load_model(model, shapes, batch_size)  # a bad file fails here, with its name, before any work
     check_config(MeasureConfig(target=target))
     pred = Predictor.load(resolve_ort_predictor(predictor_spec))
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("measuring the chosen candidates", total=None, status="")
         result = tune_ort(model, pred, out_dir, top_k, explore, target, shapes, batch_size,
                           progress=lambda kind, i, n, msg: bar.update(task, completed=i, total=n, status=msg))
@@ -57,7 +57,7 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_s
         t.add_row(r.candidate.label + best, r.reason, f"{r.predicted_ms:.3f}",
                   f"{r.measured_ms:.3f}" if r.measured_ms else f"failed: {r.error}",
                   f"{ref / r.measured_ms:.2f}x" if ref and r.measured_ms else "-")
-    _console().print(t)
+    make_console().print(t)
     if result.best is None:
         raise NarformerError("no candidate could be measured", hint=f"see {out_dir}/measurements.db")
     for kind, path in result.files.items():
@@ -97,7 +97,7 @@ def tune(model, trials, cost_model, pretrained, frozen, predict_only, measure_to
         raise click.UsageError("--pretrained/--frozen/--predict-only apply to --cost-model narformer")
     if predict_only and not pretrained:
         raise click.UsageError("--predict-only needs --pretrained (a cost model trained with `tunedb pretrain`)")
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("tuning", total=None, status="")
         report = tune_onnx(model, work_dir, trials, cost_model, threads, parse_input_shapes(input_shapes), seed, extra,
                            progress=lambda m: bar.update(task, status=m), predict_only=predict_only,
@@ -108,7 +108,7 @@ def tune(model, trials, cost_model, pretrained, frozen, predict_only, measure_to
     for r in report.tasks:
         t.add_row(r.name, str(r.weight), str(r.trials), f"{r.best_us:.2f}" if r.best_us else "", f"{r.seconds:.0f}",
                   "[red]" + r.error + "[/red]" if r.error else "ok")
-    _console().print(t)
+    make_console().print(t)
     cm_s = sum(report.cost_model_seconds.values())
     click.echo(f"untuned {report.untuned_ms:.4f} ms, tuned {report.tuned_ms:.4f} ms "
                f"(x{report.untuned_ms / report.tuned_ms:.2f}); tuning {report.tuning_seconds:.0f} s, of which cost model "

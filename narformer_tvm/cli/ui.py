@@ -11,14 +11,14 @@ import click
 from narformer_tvm.errors import NarformerError
 
 
-def _console(stderr: bool = False):
+def make_console(stderr: bool = False):
     from rich.console import Console
     stream = sys.stderr if stderr else sys.stdout
     # Piped output is read by people and greps alike: do not cut names at 80 columns.
     return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 200)
 
 
-def _si(n: float, unit: str = "") -> str:
+def si_units(n: float, unit: str = "") -> str:
     for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(n) >= div:
             return f"{n / div:.2f} {suffix}{unit}"
@@ -28,7 +28,7 @@ def _si(n: float, unit: str = "") -> str:
 LOG_EVERY_S = 30.0  # a progress line at most this often where stderr is a log file, not a terminal
 
 
-def _progress(log_every_s: float | None = None):
+def progress_bar(log_every_s: float | None = None):
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -67,19 +67,19 @@ def _progress(log_every_s: float | None = None):
     last = {}
     return LoggedProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-                          console=_console(stderr=True), transient=False)
+                          console=make_console(stderr=True), transient=False)
 
 
-def _warn_above(bar):
+def warn_above(bar):
     """A warning printer that keeps the live progress bar intact (a results file moved aside)."""
     return lambda msg: bar.console.print(f"warning: {msg}", markup=False, highlight=False)
 
 
-def _report(err: NarformerError) -> None:
+def report_error(err: NarformerError) -> None:
     click.echo(f"error: {err.message}", err=True)
     if err.hint:
         click.echo(f"  hint: {err.hint}", err=True)
 
 
-def _terminate(signum, frame):
+def interrupt_on_term(signum, frame):
     raise KeyboardInterrupt  # `kill` (or a batch system's stop) ends a run as Ctrl-C does: saved, resumable
