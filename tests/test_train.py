@@ -486,3 +486,12 @@ def test_graph_identical_models_are_one_sample_and_never_on_both_sides(tmp_path)
     train, test = split_same_distribution(merged)
     digests = lambda idx: {merged[i].table.digest() for i in idx}  # noqa: E731
     assert not digests(train) & digests(test)
+
+
+def test_evaluate_records_validation_error_to_choose_by(real_samples):
+    from narformer_tvm.learn.evaluate import evaluate, markdown, validation_mape
+
+    results = evaluate(real_samples, "same", ["flops", "flops_mac"])
+    val = validation_mape(results)
+    assert set(val) == {"flops", "flops_mac"} and all(0 < v < 5 for v in val.values())
+    assert "| method | validation MAPE |" in markdown(results, "t") and "Choose between methods" in markdown(results, "t")

@@ -144,6 +144,7 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     def keep(result, pred):
         pred.profile = _dataset_profile(cfg, db_path)
         pred.metadata["test"] = result.metrics()
+        pred.metadata["validation"] = {"mape": result.val_mape}  # the number to choose a predictor to ship by
         pred.metadata["evaluated"] = {"protocol": result.protocol, "run": result.run, "split": result.split}
         pred.save(Path(out) / "predictors" / f"{result.method}-run{result.run}-{result.split}.pt")
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from narformer_tvm.errors import InputError
 from narformer_tvm.fileio import read_results, resume_results, write_atomically
-from narformer_tvm.learn.metrics import summary
+from narformer_tvm.learn.metrics import mape, summary
 from narformer_tvm.learn.samples import Sample
 from narformer_tvm.learn.splits import (
     carve_validation,
@@ -85,15 +85,15 @@ def conflicting_overrides(methods: list[str], model_overrides: dict) -> list[str
 
 def run_method(name: str, train: list[Sample], val: list[Sample], test: list[Sample], fit: FitConfig,
                model_overrides: dict, progress: Callable[[str], None] | None):
-    """(predictions on ``test``, the trained Predictor or None for the regressions)."""
+    """(predictions on ``test``, predictions on ``val``, the trained Predictor or None for the regressions)."""
     if name in ("flops", "flops_mac"):
         base = LinearBaseline(("flops",) if name == "flops" else ("flops", "memory")).fit(train + val)
-        return base.predict(test), None
+        return base.predict(test), base.predict(val), None
     opts = METHODS[name]
     # What defines a method (its backbone, readout, ablation switches) wins over the run's overrides.
     opts = replace(opts, fit=fit, model={**model_overrides, **opts.model})
     pred = train_predictor(train, val, opts, progress=progress)
-    return predict_samples(pred, test)[0], pred
+    return predict_samples(pred, test)[0], predict_samples(pred, val)[0] if val else [], pred
 
 
 @dataclass
@@ -106,6 +106,7 @@ class Result:
     families: list[str] = field(default_factory=list)
     pred: list[float] = field(default_factory=list)
     true: list[float] = field(default_factory=list)
+    val_mape: float | None = None  # on the validation part of training (what to choose a method by)
 
     def metrics(self) -> dict:
         return summary(self.pred, self.true)
@@ -154,10 +155,12 @@ def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int
                     continue
                 if progress:
                     progress(f"run {run + 1}/{runs} split {split}: {name}")
-                pred, model = run_method(name, train, val, test, replace(fit, seed=fit.seed + run),
-                                         model_overrides or {}, progress)
+                pred, val_pred, model = run_method(name, train, val, test, replace(fit, seed=fit.seed + run),
+                                                   model_overrides or {}, progress)
+                val_mape = mape(val_pred, [s.latency_ms for s in val]) if val else None
                 results.append(Result(name, protocol, run, split, [s.name for s in test], [s.family for s in test],
-                                      [float(p) for p in pred], [s.latency_ms for s in test]))
+                                      [float(p) for p in pred], [s.latency_ms for s in test],
+                                      float(val_mape) if val_mape is not None else None))
                 if on_trained and model is not None:
                     on_trained(results[-1], model)
                 if checkpoint:
@@ -240,6 +243,15 @@ def per_family(results: list[Result], method: str) -> dict[str, dict]:
     return {f: summary(p, t) for f, (p, t) in sorted(fams.items())}
 
 
+def validation_mape(results: list[Result]) -> dict[str, float | None]:
+    """Per method, the mean validation MAPE over its runs and splits (None where none was recorded)."""
+    out = {}
+    for method in dict.fromkeys(r.method for r in results):
+        vals = [r.val_mape for r in results if r.method == method and r.val_mape is not None]
+        out[method] = float(np.mean(vals)) if vals else None
+    return {m: v for m, v in out.items() if v is not None}
+
+
 def markdown(results: list[Result], title: str, noise_floor: float | None = None, command: str = "",
              later_floors: dict[str, float] | None = None) -> str:
     """``later_floors``: the MAPE between the main pass and each later repeat round (another sitting)."""
@@ -253,12 +265,17 @@ def markdown(results: list[Result], title: str, noise_floor: float | None = None
                         for p, v in (later_floors or {}).items())
         lines += [f"Dataset noise floor (MAPE between two measurements of the same models): {100 * noise_floor:.2f}%"
                   f"{later}", ""]
-    lines += ["| method | MAPE mean (best) | RMSPE | Acc(10%) | Acc(5%) | Kendall tau | runs |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    val = validation_mape(results)  # a column only where a run recorded one (scored predictors have none)
+    lines += ["| method |" + (" validation MAPE |" if val else "") + " MAPE mean (best) | RMSPE | Acc(10%) | Acc(5%) |"
+              " Kendall tau | runs |", "| --- |" + (" --- |" if val else "") + " --- | --- | --- | --- | --- | --- |"]
     for m, a in agg.items():
         mean, best = a["mean"], a["best"]
-        lines.append(f"| {m} | {100 * mean['mape']:.2f}% ({100 * best['mape']:.2f}%) | {100 * mean['rmspe']:.2f}% | "
+        v = (f" {100 * val[m]:.2f}% |" if val.get(m) is not None else " |") if val else ""
+        lines.append(f"| {m} |{v} {100 * mean['mape']:.2f}% ({100 * best['mape']:.2f}%) | {100 * mean['rmspe']:.2f}% | "
                      f"{100 * mean['acc10']:.1f}% | {100 * mean['acc5']:.1f}% | {mean['kendall_tau']:.3f} | {a['runs']} |")
+    if val:
+        lines += ["", "Choose between methods by validation MAPE (the part of training held back for early stopping; "
+                  "the regressions are fitted on it); the test columns are reported, not chosen on."]
     methods = list(dict.fromkeys(r.method for r in results))
     main = "narformer" if "narformer" in methods else methods[-1]  # the full model comes last in a list
     ens = ensembles.get(main, [])
