@@ -343,7 +343,7 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
         with pytest.raises(SystemExit) as exc:
             main(["evaluate", "--db", str(published), "--predictor", str(out), "--out", str(tmp_path / labels), *extra])
         assert exc.value.code == 0
-        assert f"({labels} labels)" in (tmp_path / labels / "report.md").read_text()
+        assert f"({labels} labels;" in (tmp_path / labels / "report.md").read_text()
         true = json.loads((tmp_path / labels / "results.json").read_text())[0]["true"]
         expected = load_samples(published, regime_correct=correct)[0]
         np.testing.assert_allclose(true, [s.latency_ms for s in expected])

@@ -119,12 +119,14 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     if predictor_spec is not None:
         from narformer_tvm.errors import InputError
         from narformer_tvm.learn.evaluate import score_predictor
-        from narformer_tvm.learn.samples import unseen_in_training
+        from narformer_tvm.learn.samples import same_dataset, unseen_in_training
         from narformer_tvm.learn.splits import split_same_distribution
 
         left_out = ""
         if test_split:
             samples = [samples[i] for i in split_same_distribution(samples)[1]]
+        elif same_dataset(db_path, scored.profile.get("dataset")):
+            left_out = "; the dataset it was trained on: in-sample"
         else:  # another dataset: models graph-identical to ones it trained on are no test
             samples, seen = unseen_in_training(samples, scored.profile)
             left_out = ("; its training dataset is not here, so models it trained on may be among them" if seen is None

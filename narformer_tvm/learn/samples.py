@@ -101,20 +101,29 @@ def merge_graph_duplicates(samples: list[Sample]) -> tuple[list[Sample], int]:
     return out, len(samples) - len(out)
 
 
+def dataset_path(ds: str | Path) -> Path | None:
+    """A dataset named as given, or relative to the source checkout (how shipped profiles name theirs)."""
+    for path in (Path(ds), Path(__file__).resolve().parents[2] / ds):
+        if path.exists():
+            return path.resolve()
+    return None
+
+
+def same_dataset(a: str | Path | None, b: str | Path | None) -> bool:
+    return bool(a and b) and dataset_path(a) is not None and dataset_path(a) == dataset_path(b)
+
+
 def training_graphs(profile: dict) -> set[str] | None:
     """Encoded-graph digests of every model in the dataset a predictor was trained on (its profile's
     ``dataset``, as a path or relative to the source checkout); None where that dataset is not here."""
-    ds = profile.get("dataset")
-    if not ds:
+    path = dataset_path(profile["dataset"]) if profile.get("dataset") else None
+    if path is None:
         return None
-    for path in (Path(ds), Path(__file__).resolve().parents[2] / ds):
-        if path.exists():
-            try:
-                samples, _ = load_samples(path, merge_duplicates=False, include_noisy=True, regime_correct=False)
-            except InputError:
-                return None
-            return {s.table.digest() for s in samples}
-    return None
+    try:
+        samples, _ = load_samples(path, merge_duplicates=False, include_noisy=True, regime_correct=False)
+    except InputError:
+        return None
+    return {s.table.digest() for s in samples}
 
 
 def unseen_in_training(samples: list[Sample], profile: dict) -> tuple[list[Sample], int | None]:

@@ -75,7 +75,7 @@ def rescore_profile(folder: str | Path) -> dict:
     duplicates merged, training graphs left out of the published networks): the held-out split of its
     dataset and the published networks. The predictor files are not touched."""
     from narformer_tvm.learn.evaluate import score_predictor
-    from narformer_tvm.learn.samples import load_samples, training_graphs
+    from narformer_tvm.learn.samples import dataset_path, load_samples, training_graphs
     from narformer_tvm.learn.splits import split_same_distribution
     from narformer_tvm.model.load import load_predictor
 
@@ -84,9 +84,7 @@ def rescore_profile(folder: str | Path) -> dict:
     predictor = load_predictor(folder / meta.get("onnx", meta["predictor"]))
     predictor.profile = {**predictor.profile, **{k: meta[k] for k in ("dataset", "labels") if k in meta}}
     if training_graphs(predictor.profile) is not None:
-        dataset = Path(meta["dataset"])
-        dataset = dataset if dataset.exists() else Path(__file__).resolve().parents[2] / dataset
-        samples, cfg = load_samples(dataset, **label_options(meta))
+        samples, cfg = load_samples(dataset_path(meta["dataset"]), **label_options(meta))
         test = [samples[i] for i in split_same_distribution(samples)[1]]
         meta["metrics"] = {"split": "same", "graph_duplicates_merged": cfg["graph_duplicates"],
                            **score_predictor(predictor, test, "held-out").metrics()}
