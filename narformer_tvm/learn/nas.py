@@ -52,8 +52,8 @@ class AccuracyOptions:
     gffn_norm: bool = False  # the reference code's GFFN: LayerNorm per group after each group linear, ReLU
     enhance_first: bool = False  # the reference code's order: the degree gate on each block's input, not its output
     readout_norm: bool = True  # LayerNorm each node before the readout sum (False: the reference code's raw mean)
-    head: str = "reference"  # the reference code's head, two hidden layers of d_model, ReLU, dropout 0.05: NB201 5%
-    #   tau +0.005 over "gelu" (one hidden layer of 256, the latency model's head) on each of 5 paired seeds
+    head: str = "reference"  # the reference code's head, two hidden layers of d_model, ReLU, dropout 0.05; ranked
+    #   cells better than "gelu" (the latency model's head) on paired seeds (docs/results/nas.md)
     loss_form: str = "logistic"  # "logistic": logistic loss over ordered pairs, squared relative consistency gap
     #   | "reference": the reference code's L1 of shuffled-pair differences and L1 consistency gap (its weights 0.1, 0.5)
     seed: int = 0
@@ -72,8 +72,8 @@ def cpu_has_bf16() -> bool:
 
 
 def resolved(opts: AccuracyOptions) -> AccuracyOptions:
-    """``opts`` with "auto" precision replaced by what this machine uses (bf16: 16% less time per
-    epoch here, Kendall's tau unchanged: docs/results/nas.md)."""
+    """``opts`` with "auto" precision replaced by what this machine uses (bf16 where the CPU has it:
+    faster, Kendall's tau unchanged; docs/results/nas.md)."""
     if opts.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {opts.precision!r}")
     if opts.precision != "auto":

@@ -81,8 +81,7 @@ def optimizer(model, lr: float, weight_decay: float, steps: int, warmup: float =
     """AdamW with linear warm-up over ``warmup`` of the steps, then cosine decay to zero."""
     import torch
 
-    # fused: one kernel for all parameters, 9.8 ms instead of 54.5 ms per step for the 8.9M-parameter cell model
-    # on one thread; 7% of a cell training epoch (docs/results/nas.md)
+    # fused: one kernel for all parameters; several times faster per step for the cell model (docs/results/nas.md)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     warm = max(1, int(warmup * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(

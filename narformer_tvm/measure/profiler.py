@@ -44,12 +44,10 @@ REFERENCE = {"family": "resnet", "seed": -2, "index": 0,
                      "resolution": 96, "batch": 1}}  # a small fixed network re-measured to detect drift
 
 
-# Two-thread CPU latencies on these VMs flip between two regimes for seconds to minutes at a time:
-# networks of many small operators run up to 1.7x slower in one, large convolutions ~10% faster (the
-# host seems to move the two vCPUs between sibling and separate cores). No statistic of one
-# measurement removes that, and one label per regime disagrees by 9-22% between passes. The gate
-# measures this depthwise-heavy probe (1.7x between regimes) before and after each model and keeps
-# only measurements taken in its fast regime.
+# Two-thread CPU latencies on small VMs flip between two regimes for seconds to minutes at a time:
+# networks of many small operators run much slower in one (docs/profiling.md). No statistic of one
+# measurement removes that. The gate measures this depthwise-heavy probe, which the slow regime slows
+# most, before and after each model and keeps only measurements taken in its fast regime.
 PROBE = {"family": "mobilenetv3", "seed": -3, "index": 0,
          "raw": {"size": "small", "width": 1.0, "expand": 1.0, "extra": -1, "kernel": 3, "se": True,
                  "resolution": 128, "batch": 1}}
