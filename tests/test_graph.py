@@ -223,3 +223,32 @@ def test_parse_input_shapes():
     for bad in ["input", "input=1x-3", "=1x3", "x=axb"]:
         with pytest.raises(ModelLoadError, match="bad --input-shape"):
             parse_input_shapes([bad])
+
+
+def test_one_node_the_reference_runtime_cannot_fold_leaves_the_rest_folded():
+    """Transformer exports compute shapes from constants beside nodes onnx's reference runtime fails on
+    (GatherElements over position ids): the shapes must still fold, or every MatMul counts 0 MACs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name, value):
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.asarray(value), name))
+
+    nodes = [
+        const("target", np.array([1, 32], np.int64)), const("rank", np.array([2], np.int64)),
+        helper.make_node("ConstantOfShape", ["rank"], ["ones"],
+                         value=numpy_helper.from_array(np.array([1], np.int64))),
+        const("minus", np.array(-1, np.int64)), helper.make_node("Mul", ["ones", "minus"], ["neg"]),
+        helper.make_node("Equal", ["target", "neg"], ["eq"]), helper.make_node("Where", ["eq", "ones", "target"], ["shape"]),
+        helper.make_node("Expand", ["x", "shape"], ["x2"]),  # (1, 32) once "shape" is folded
+        const("positions", np.zeros((1, 512), np.int64)), const("idx", np.arange(32, dtype=np.int64)[None]),
+        helper.make_node("GatherElements", ["positions", "idx"], ["gathered"], axis=1),
+        helper.make_node("Cast", ["gathered"], ["gathered_f"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["x2", "gathered_f"], ["x3"]),
+        helper.make_node("MatMul", ["x3", "w"], ["y"]),
+    ]
+    w = numpy_helper.from_array(np.ones((32, 16), np.float32), "w")
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    g = build_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    (matmul,) = [n for n in g.nodes if n.op_type == "MatMul"]
+    assert matmul.output_shapes == [(1, 16)] and g.macs == 32 * 16

@@ -49,8 +49,6 @@ def _initializer_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 def _fold_pass(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """Evaluate every node whose inputs are all known constants; return the new model and count."""
-    from onnx.reference import ReferenceEvaluator
-
     g = model.graph
     shapes = _static_shapes(model)
     known = _initializer_values(model)
@@ -95,23 +93,24 @@ def _fold_pass(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     if not fold_ids:
         return model, 0
     if to_eval:
-        needed = {x for n in to_eval for x in n.input if x}
-        produced = {o for n in to_eval for o in n.output}
-        inits = [numpy_helper.from_array(v if isinstance(v, np.ndarray) else np.asarray(v), name)
-                 for name, v in {**known, **folded}.items() if name in needed and name not in produced]
-        outputs = [onnx.helper.make_empty_tensor_value_info(o) for n in to_eval for o in n.output if o]
-        sub = onnx.helper.make_model(
-            onnx.helper.make_graph(to_eval, "fold", [], outputs, inits), opset_imports=model.opset_import)
-        sub.ir_version = model.ir_version
+        values = {**known, **folded}
         try:
-            results = ReferenceEvaluator(sub).run(None, {})
+            folded.update(_evaluate(to_eval, values, model))
         except Exception:
-            # Something the reference runtime cannot evaluate: fold only Constant/Shape this pass.
-            fold_ids -= {i for i, n in enumerate(g.node) if n in to_eval}
-            results = []
-            outputs = []
-        for vi, value in zip(outputs, results):
-            folded[vi.name] = np.asarray(value)
+            # One node the reference runtime cannot evaluate would leave the whole chain unfolded (a
+            # transformer export's position ids, say): evaluate node by node and keep what works.
+            failed: set[str] = set()
+            for node in to_eval:
+                if any(x in failed for x in node.input):
+                    failed.update(node.output)
+                    continue
+                try:
+                    out = _evaluate([node], {**values, **folded}, model)
+                except Exception:
+                    failed.update(node.output)
+                    continue
+                folded.update(out)
+            fold_ids -= {i for i, n in enumerate(g.node) if n in to_eval and any(o in failed for o in n.output)}
     consumers = {x for i, n in enumerate(g.node) if i not in fold_ids for x in n.input}
     # np.array, not np.ascontiguousarray: the latter turns 0-d scalars into 1-d arrays
 
@@ -124,6 +123,22 @@ def _fold_pass(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     # Drop stale value_info of folded tensors; shape inference recomputes the rest.
     del g.value_info[:]
     return model, len(fold_ids)
+
+
+def _evaluate(nodes: list[onnx.NodeProto], values: dict[str, np.ndarray], model: onnx.ModelProto) -> dict:
+    """The outputs of ``nodes``, whose inputs are all in ``values``, by ONNX's reference runtime."""
+    from onnx.reference import ReferenceEvaluator
+
+    needed = {x for n in nodes for x in n.input if x}
+    produced = {o for n in nodes for o in n.output}
+    inits = [numpy_helper.from_array(v if isinstance(v, np.ndarray) else np.asarray(v), name)
+             for name, v in values.items() if name in needed and name not in produced]
+    outputs = [onnx.helper.make_empty_tensor_value_info(o) for n in nodes for o in n.output if o]
+    sub = onnx.helper.make_model(onnx.helper.make_graph(nodes, "fold", [], outputs, inits),
+                                 opset_imports=model.opset_import)
+    sub.ir_version = model.ir_version
+    results = ReferenceEvaluator(sub).run(None, {})
+    return {vi.name: np.asarray(value) for vi, value in zip(outputs, results)}
 
 
 def _fold(model: onnx.ModelProto) -> onnx.ModelProto:
