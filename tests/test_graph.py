@@ -9,6 +9,7 @@ from onnx import TensorProto, helper
 
 from narformer_tvm.errors import InputShapeError, ModelLoadError, UnsupportedOpsetError
 from narformer_tvm.graph.onnx_graph import OpGraph, build_graph, parse_input_shapes
+from narformer_tvm.graph.tokens import unknown_ops
 from narformer_tvm.measure import families
 
 BOOKKEEPING = {"Shape", "Constant", "Identity", "Dropout", "ConstantOfShape"}
@@ -252,3 +253,95 @@ def test_one_node_the_reference_runtime_cannot_fold_leaves_the_rest_folded():
     g = build_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     (matmul,) = [n for n in g.nodes if n.op_type == "MatMul"]
     assert matmul.output_shapes == [(1, 16)] and g.macs == 32 * 16
+
+
+# Tiny configurations of real architectures from Hugging Face transformers (the `test` extra pins it):
+# the exporters' graphs must count the compute torch counts while running the same module.
+HF_MODELS = {
+    "bert": ("BertModel", "BertConfig", "text", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                     intermediate_size=128, vocab_size=100)),
+    "distilbert": ("DistilBertModel", "DistilBertConfig", "text", dict(dim=64, n_layers=2, n_heads=4, hidden_dim=128,
+                                                                       vocab_size=100)),
+    "gpt2": ("GPT2Model", "GPT2Config", "text", dict(n_embd=64, n_layer=2, n_head=4, vocab_size=100)),
+    "llama": ("LlamaModel", "LlamaConfig", "text", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                        num_key_value_heads=2, intermediate_size=128, vocab_size=100)),
+    "vit": ("ViTModel", "ViTConfig", "vision", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                    intermediate_size=128, image_size=64, patch_size=16)),
+    "convnext": ("ConvNextModel", "ConvNextConfig", "vision", dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1])),
+    "mobilevit": ("MobileViTModel", "MobileViTConfig", "vision", dict(image_size=64)),
+    "swin": ("SwinModel", "SwinConfig", "vision", dict(image_size=64, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+                                                       window_size=4)),
+}
+
+
+def _hf_model(name):
+    import torch
+
+    transformers = pytest.importorskip("transformers")
+    model_cls, config_cls, kind, kw = HF_MODELS[name]
+    config = getattr(transformers, config_cls)(**kw)
+    config._attn_implementation = "eager"  # attention as MatMuls, which torch's FLOP counter sees
+    model = getattr(transformers, model_cls)(config).eval()
+
+    class Hidden(torch.nn.Module):  # the last hidden state alone: what a deployment exports
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            out = self.m(x)
+            return out[0] if isinstance(out, tuple) else out.last_hidden_state
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 100, (1, 32)) if kind == "text" else torch.randn(1, 3, 64, 64)
+    return Hidden(model).eval(), x
+
+
+def _torch_macs(module, x) -> int:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(x)
+    return counter.get_total_flops() // 2
+
+
+@pytest.mark.parametrize("name", list(HF_MODELS))
+def test_transformers_exports_count_the_compute_torch_runs(name, tmp_path):
+    import torch
+
+    module, x = _hf_model(name)
+    path = tmp_path / f"{name}.onnx"
+    torch.onnx.export(module, (x,), path, input_names=["x"], opset_version=17, dynamo=False)
+    g = build_graph(path)
+    # BERT and ViT compute a pooler the hidden state does not use: torch runs it, the export drops it
+    assert g.macs == pytest.approx(_torch_macs(module, x), rel=0.01) and g.macs > 0
+    assert not unknown_ops(g)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["bert", "llama", "swin"])
+def test_the_dynamo_exporter_gives_the_same_macs(name, tmp_path):
+    import torch
+
+    module, x = _hf_model(name)
+    torch.onnx.export(module, (x,), tmp_path / "ts.onnx", input_names=["x"], opset_version=17, dynamo=False)
+    torch.onnx.export(module, (x,), tmp_path / "dynamo.onnx", input_names=["x"], opset_version=18, dynamo=True)
+    assert build_graph(tmp_path / "dynamo.onnx").macs == build_graph(tmp_path / "ts.onnx").macs > 0
+
+
+def test_external_data_fp16_and_dynamic_sequence_length(tmp_path):
+    import torch
+    module, x = _hf_model("bert")
+    torch.onnx.export(module, (x,), tmp_path / "m.onnx", input_names=["x"], opset_version=17, dynamo=False,
+                      dynamic_axes={"x": {0: "batch", 1: "sequence"}})
+    with pytest.raises(InputShapeError, match="--input-shape x=1xN"):
+        build_graph(tmp_path / "m.onnx")
+    ref = build_graph(tmp_path / "m.onnx", {"x": (1, 32)})
+    model = onnx.load(tmp_path / "m.onnx")
+    onnx.save_model(model, tmp_path / "ext.onnx", save_as_external_data=True, location="ext.bin", size_threshold=0)
+    assert build_graph(tmp_path / "ext.onnx", {"x": (1, 32)}).macs == ref.macs
+    torch.onnx.export(module.half(), (x,), tmp_path / "half.onnx", input_names=["x"], opset_version=17, dynamo=False)
+    g = build_graph(tmp_path / "half.onnx")
+    assert g.memory == pytest.approx(ref.memory / 2, rel=0.01)  # float16: half the bytes moved
+    assert g.macs == ref.macs and g.params == ref.params
