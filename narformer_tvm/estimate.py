@@ -1,7 +1,7 @@
 """Predicting latency of ONNX files with a shipped hardware profile or a checkpoint."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -23,6 +23,51 @@ def collect_models(paths: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+RARE_OP_MODELS = 5  # an op type in fewer training models than this is one the predictor barely knows
+RANGE_MARGIN = 2.0  # MACs or operator counts this far beyond the training range: extrapolation
+
+
+def coverage(graphs) -> dict:
+    """What a predictor's training models spanned (GraphTables or OpGraphs): per op type the number
+    of models holding it, and the range of MACs and of operator counts."""
+    from narformer_tvm.graph.tokens import STATIC, static_count
+
+    ops: dict[str, int] = {}
+    macs, nodes = [], []
+    for g in graphs:
+        kinds = set(g.ops) if hasattr(g, "ops") else {n.op_type for n in g.nodes}
+        for op in kinds:
+            ops[op] = ops.get(op, 0) + 1
+        if hasattr(g, "ops"):  # a stored table: MACs back from the static features
+            macs.append(int(static_count(float(g.static[STATIC.index("log_macs")]))))
+            nodes.append(len(g.ops))
+        else:
+            macs.append(g.macs)
+            nodes.append(len(g.nodes))
+    return {"models": len(macs), "op_types": dict(sorted(ops.items())), "macs": [min(macs), max(macs)],
+            "nodes": [min(nodes), max(nodes)]}
+
+
+def outside_training(graph: OpGraph, cov: dict | None) -> list[str]:
+    """Why a prediction for ``graph`` extrapolates beyond the predictor's training models (empty: it
+    does not, or the predictor records no coverage)."""
+    if not cov:
+        return []
+    reasons = []
+    ops = {n.op_type for n in graph.nodes}
+    unseen = sorted(op for op in ops if op not in cov["op_types"])
+    rare = sorted(op for op in ops if 0 < cov["op_types"].get(op, 0) < RARE_OP_MODELS)
+    if unseen:
+        reasons.append(f"op types never seen in training: {', '.join(unseen)}")
+    if rare:
+        reasons.append(f"op types in fewer than {RARE_OP_MODELS} training models: {', '.join(rare)}")
+    for key, value, unit in (("macs", graph.macs, "MACs"), ("nodes", len(graph.nodes), "operators")):
+        lo, hi = cov[key]
+        if value > RANGE_MARGIN * hi or value < lo / RANGE_MARGIN:
+            reasons.append(f"{value:,} {unit}, training spanned {lo:,}-{hi:,}")
+    return reasons
+
+
 @dataclass
 class Estimate:
     path: Path
@@ -30,6 +75,7 @@ class Estimate:
     spread_ms: float | None = None  # ensemble std (0 for a single model)
     graph: OpGraph | None = None
     error: NarformerError | None = None
+    outside: list[str] = field(default_factory=list)  # why the prediction extrapolates, if it does
 
     def to_dict(self) -> dict:
         d = {"model": str(self.path), "latency_ms": self.latency_ms, "spread_ms": self.spread_ms}
@@ -38,13 +84,16 @@ class Estimate:
                      batch_size=self.graph.batch_size)
         if self.error is not None:
             d["error"] = str(self.error)
+        if self.outside:
+            d["outside_training"] = self.outside
         return d
 
 
 def estimate(paths: Sequence[str | Path], predictor, input_shapes: dict | None = None,
-             batch_size: int | None = None) -> list[Estimate]:
+             batch_size: int | None = None, training: dict | None = None) -> list[Estimate]:
     """Predict every model with a loaded predictor (``model.load.load_predictor``); a model that cannot
-    be read gets its error, the others still run."""
+    be read gets its error, the others still run. ``training``: the predictor's coverage, to say which
+    predictions extrapolate."""
     results = [Estimate(Path(p)) for p in paths]
     ok = []
     for r in results:
@@ -57,4 +106,5 @@ def estimate(paths: Sequence[str | Path], predictor, input_shapes: dict | None =
         mean, std = predictor.predict_encoded(predictor.encode([r.graph for r in ok]))
         for r, m, s in zip(ok, mean, std):
             r.latency_ms, r.spread_ms = float(m), float(s)
+            r.outside = outside_training(r.graph, training)
     return results

@@ -131,3 +131,40 @@ def test_a_rewritten_profile_scores_its_new_predictor_on_the_published_networks(
                            [s.latency_ms for s in samples])
         assert block["dataset"] == PUBLISHED_DB and block["n"] == 22
         assert block["mape"] == pytest.approx(expected["mape"], rel=1e-6)
+
+
+def test_estimate_warns_when_a_model_lies_outside_the_training_data(tmp_path, capsys):
+    """An op type no training model had (Tanh after the convolution) makes the prediction an extrapolation."""
+    import onnx
+    from conftest import conv_model
+    from onnx import helper
+
+    from narformer_tvm.cli.main import main
+
+    model = conv_model()
+    model.graph.node.append(helper.make_node("Tanh", ["y"], ["z"]))
+    model.graph.output[0].name = "z"
+    onnx.save(model, tmp_path / "tanh.onnx")
+    onnx.save(conv_model(), tmp_path / "plain.onnx")
+    with pytest.raises(SystemExit) as exc:
+        main(["estimate", str(tmp_path / "tanh.onnx"), str(tmp_path / "plain.onnx"), "--predictor", "cpu-onnxruntime",
+              "--json"])
+    assert exc.value.code == 0
+    captured = capsys.readouterr()
+    rows = {Path(r["model"]).name: r for r in json.loads(captured.out)["results"]}
+    assert "op types never seen in training: Tanh" in rows["tanh.onnx"]["outside_training"][0]
+    assert "Tanh" not in str(rows["plain.onnx"].get("outside_training"))
+    assert "tanh.onnx: outside what the predictor was trained on" in captured.err
+
+
+def test_coverage_counts_op_types_per_model_and_the_ranges():
+    from narformer_tvm.estimate import coverage, outside_training
+    from narformer_tvm.graph.onnx_graph import OpGraph
+
+    samples, _ = load_samples(PROFILES / "cpu-onnxruntime" / "published")
+    cov = coverage([s.table for s in samples])
+    assert cov["models"] == 22
+    assert cov["op_types"] == {op: sum(op in s.table.ops for s in samples) for op in {o for s in samples for o in s.table.ops}}
+    assert cov["op_types"]["Conv"] == 22 and cov["op_types"]["Gemm"] < 22
+    assert cov["macs"][0] < cov["macs"][1] and cov["nodes"][0] < cov["nodes"][1]
+    assert outside_training(OpGraph("g", [], []), None) == []

@@ -72,16 +72,21 @@ def estimate(models, predictor_spec, input_shapes, batch_size, as_json):
     from narformer_tvm.estimate import estimate as run_estimate
     from narformer_tvm.graph.onnx_graph import parse_input_shapes
     from narformer_tvm.model.load import load_predictor
-    from narformer_tvm.profiles import fingerprint_mismatch, resolve_predictor
+    from narformer_tvm.profiles import (
+        fingerprint_mismatch,
+        profile_fields,
+        resolve_predictor,
+    )
 
     shapes = parse_input_shapes(input_shapes)
     files = collect_models(models)
     path = resolve_predictor(predictor_spec)
     predictor = load_predictor(path)
+    training = profile_fields(predictor_spec, ("coverage",)).get("coverage") or predictor.metadata.get("coverage")
 
     if warning := fingerprint_mismatch(predictor):
         click.echo(f"warning: {warning}", err=True)
-    results = run_estimate(files, predictor, shapes, batch_size)
+    results = run_estimate(files, predictor, shapes, batch_size, training)
     failed = [r for r in results if r.error is not None]
     if as_json:
         click.echo(json.dumps({"predictor": str(path), "profile": predictor.profile,
@@ -104,6 +109,10 @@ def estimate(models, predictor_spec, input_shapes, batch_size, as_json):
                 t.add_row(str(r.path), f"{r.latency_ms:.3f}", f"{r.spread_ms:.3g}" if r.spread_ms else "",
                           str(len(r.graph.nodes)), si_units(r.graph.macs))
         make_console().print(t)
+    for r in results:
+        if r.outside:
+            click.echo(f"warning: {r.path}: outside what the predictor was trained on ({'; '.join(r.outside)}): "
+                       "expect a larger error", err=True)
     for r in failed:
         report_error(r.error)
     if failed:

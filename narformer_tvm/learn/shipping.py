@@ -55,6 +55,8 @@ def write_profile(predictor: Predictor, folder: str | Path, name: str | None = N
             meta[key] = predictor.metadata[key]
     if (folder / PUBLISHED_DB).exists():
         meta["published"] = published_metrics(predictor, folder)
+    if (cov := dataset_coverage(predictor.profile)) is not None:
+        meta["coverage"] = cov  # what `estimate` compares a model with, to warn of extrapolation
     (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return folder / "profile.json"
 
@@ -68,6 +70,18 @@ def published_metrics(predictor, folder: Path) -> dict:
     samples, seen = unseen_in_training(samples, predictor.profile)
     return {"dataset": PUBLISHED_DB, "left_out_as_in_training": seen,
             **score_predictor(predictor, samples, "published").metrics()}
+
+
+def dataset_coverage(profile: dict) -> dict | None:
+    """``estimate.coverage`` of the dataset a profile's predictor trained on (None: not here)."""
+    from narformer_tvm.estimate import coverage
+    from narformer_tvm.learn.samples import dataset_path, load_samples
+
+    path = dataset_path(profile["dataset"]) if profile.get("dataset") else None
+    if path is None:
+        return None
+    samples, _ = load_samples(path, **label_options(profile))
+    return coverage([s.table for s in samples])
 
 
 def rescore_profile(folder: str | Path) -> dict:
@@ -90,5 +104,7 @@ def rescore_profile(folder: str | Path) -> dict:
                            **score_predictor(predictor, test, "held-out").metrics()}
     if (folder / PUBLISHED_DB).exists():
         meta["published"] = published_metrics(predictor, folder)
+    if (cov := dataset_coverage(predictor.profile)) is not None:
+        meta["coverage"] = cov
     (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return meta
