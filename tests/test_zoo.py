@@ -14,7 +14,7 @@ def test_ten_nnlqp_families_plus_two_others():
         zoo.family_names("resnet,bogus")
 
 
-@pytest.mark.parametrize("family", list(zoo.FAMILIES))
+@pytest.mark.parametrize("family", list(zoo.ZOO))
 def test_variants_are_reproducible_distinct_and_valid(family, tmp_path):
     first = list(zoo.variants(family, seed=3, count=25))
     again = list(zoo.variants(family, seed=3, count=25))
@@ -57,7 +57,7 @@ def test_zoo_cli_writes_files_and_manifest_and_resumes(tmp_path, capsys):
     assert len((tmp_path / "manifest.jsonl").read_text().splitlines()) == 4
 
 
-@pytest.mark.parametrize("family", list(zoo.FAMILIES))
+@pytest.mark.parametrize("family", list(zoo.ZOO))
 def test_variants_differ_as_graphs(family, tmp_path):
     """Distinct samples that build the same network (a design variable without effect) would put one
     graph on both sides of a split."""
@@ -73,3 +73,41 @@ def test_alexnet_variants_sampled_before_mid_width_rebuild_as_measured():
     assert old.kwargs() == zoo.standard_names()["alexnet"].kwargs()  # "mid" never changed the network
     new = zoo.Variant("alexnet", 0, 0, {"width": 64, "mid_width": 0.5, "fc": 4096, "resolution": 224, "batch": 1})
     assert new.kwargs()["widths"] == (64, 96, 192, 128, 128)
+
+
+def test_family_groups_combine_and_unknown_names_list_the_valid_ones():
+    assert zoo.family_names("corpus") == list(zoo.CORPUS) and len(zoo.CORPUS) >= 15
+    assert zoo.family_names("resnet,corpus,resnet")[0] == "resnet" and len(zoo.family_names("all,corpus")) == 12 + len(
+        zoo.CORPUS)
+    with pytest.raises(InputError, match="corpus"):
+        zoo.family_names("bertt")
+
+
+@pytest.mark.parametrize("family", list(zoo.CORPUS))
+def test_corpus_families_sample_valid_configurations_of_real_architectures(family):
+    variants = list(zoo.variants(family, seed=0, count=20))
+    assert len({v.arch_key for v in variants}) == 20
+    assert all(zoo.FAMILIES[family].contains(v.raw) for v in variants)
+    for name, v in zoo.standard_names(zoo.CORPUS).items():
+        assert zoo.FAMILIES[v.family].contains(v.raw), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", list(zoo.CORPUS))
+def test_corpus_variants_export_and_count_their_compute(family, tmp_path):
+    """The first variant of each real-architecture family: exported, analysed, its MACs those torch counts."""
+    pytest.importorskip("transformers")
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from narformer_tvm.graph.tokens import unknown_ops
+    from narformer_tvm.measure import hf_models
+
+    v = zoo.variant(family, 0, 0)
+    g = build_graph(v.export(tmp_path / "v.onnx"))
+    module = v.build()
+    x = hf_models.example_input(v._hf_type, v.raw["batch"], v.raw.get("seq") or v.raw["resolution"])
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(x)
+    assert g.macs == pytest.approx(counter.get_total_flops() // 2, rel=0.02) and g.macs > 0
+    assert g.batch_size == v.raw["batch"] and not unknown_ops(g)

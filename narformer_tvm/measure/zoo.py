@@ -9,35 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
 from narformer_tvm.measure import convnets as C
 from narformer_tvm.measure import families as F
-
-BATCHES = (1, 1, 1, 1, 1, 1, 2, 4)  # batch 1 mostly; repeated values weight the draw
-
-
-RES_IMAGENET = (96, 128, 160, 192, 224)
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    builder: str  # key of families.BUILDERS
-    choices: dict[str, tuple]  # raw design variable -> allowed values
-    make: Callable[[dict], dict]  # raw sample -> builder kwargs
-    standard: dict[str, dict] = field(default_factory=dict)  # published networks as raw samples
-    nnlqp: bool = True  # one of NNLQP's ten families
-
-    def sample(self, rng: np.random.Generator) -> dict:
-        return {k: v[int(rng.integers(len(v)))] for k, v in self.choices.items()}
-
-    def contains(self, raw: dict) -> bool:
-        return set(raw) == set(self.choices) and all(raw[k] in self.choices[k] for k in raw)
+from narformer_tvm.measure.corpus import CORPUS
+from narformer_tvm.measure.design_space import BATCHES, RES_IMAGENET, Family
 
 
 def _scaled(base, mults):
@@ -162,7 +143,7 @@ NB201_ARCHS = tuple(
     for f in _NB201_OPS)
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in [
+ZOO: dict[str, Family] = {f.name: f for f in [
     Family("alexnet", "alexnet", _with_res({"width": (32, 48, 64, 80, 96), "mid_width": (0.5, 0.75, 1.0, 1.25),
                                             "fc": (1024, 2048, 4096)}, (128, 160, 192, 224)),
            _alexnet, {"alexnet": _std({"width": 64, "mid_width": 1.0, "fc": 4096})}),
@@ -209,6 +190,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            _convnext, {"convnext_tiny": _std({"d1": 3, "d2": 3, "d3": 9, "d4": 3, "width": 96, "kernel": 7, "ratio": 4})},
            nnlqp=False),
 ]}
+FAMILIES: dict[str, Family] = {**ZOO, **CORPUS}  # every family a variant can name
 
 
 @dataclass(frozen=True)
@@ -238,10 +220,24 @@ class Variant:
                            "batch": self.raw.get("batch")}, sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
+    @property
+    def _hf_type(self) -> str | None:
+        builder = FAMILIES[self.family].builder
+        return builder[3:] if builder.startswith("hf:") else None
+
     def build(self):
+        if self._hf_type:
+            from narformer_tvm.measure import hf_models
+
+            return hf_models.build(self._hf_type, self.kwargs())
         return F.build(FAMILIES[self.family].builder, **self.kwargs())
 
     def export(self, path: str | Path, opset: int = 17) -> Path:
+        if self._hf_type:
+            from narformer_tvm.measure import hf_models
+
+            size = self.raw.get("seq") or self.raw["resolution"]
+            return hf_models.export(self._hf_type, self.kwargs(), path, self.raw["batch"], size, opset)
         F.export_onnx(self.build(), path, self.raw["resolution"], self.raw["batch"], opset=opset)
         return Path(path)
 
@@ -249,19 +245,22 @@ class Variant:
         return {"family": self.family, "seed": self.seed, "index": self.index, "raw": self.raw}
 
 
+GROUPS = {"all": lambda: list(ZOO), "nnlqp": lambda: [f for f in ZOO if ZOO[f].nnlqp], "corpus": lambda: list(CORPUS)}
+
+
 def family_names(spec: str = "all") -> list[str]:
-    """'all', 'nnlqp', or a comma-separated list of family names."""
-    if spec == "all":
-        return list(FAMILIES)
-    if spec == "nnlqp":
-        return [f for f in FAMILIES if FAMILIES[f].nnlqp]
-    names = [s.strip() for s in spec.split(",") if s.strip()]
+    """A comma-separated list of family names and groups: 'all' (the twelve hand-written families),
+    'nnlqp' (NNLQP's ten), 'corpus' (real architectures from transformers)."""
+    names = []
+    for item in (s.strip() for s in spec.split(",")):
+        if item:
+            names += GROUPS[item]() if item in GROUPS else [item]
     unknown = [n for n in names if n not in FAMILIES]
     if unknown:
         from narformer_tvm.errors import InputError
         raise InputError(f"unknown family {', '.join(unknown)}",
-                         hint=f"choose from: all, nnlqp, {', '.join(FAMILIES)}")
-    return names
+                         hint=f"choose from: {', '.join(GROUPS)}, {', '.join(FAMILIES)}")
+    return list(dict.fromkeys(names))
 
 
 def variant(family: str, seed: int, index: int) -> Variant:
@@ -290,14 +289,15 @@ def variants(family: str, seed: int, count: int) -> Iterator[Variant]:
         yield v
 
 
-def standard_variants() -> list[Variant]:
-    """The published networks of every family, as zoo variants."""
-    return [Variant(f.name, -1, i, raw) for f in FAMILIES.values() for i, raw in enumerate(f.standard.values())]
+def standard_variants(families: dict[str, Family] = ZOO) -> list[Variant]:
+    """The published networks of the hand-written families (or of ``families``), as zoo variants."""
+    return [Variant(f.name, -1, i, raw) for f in families.values() for i, raw in enumerate(f.standard.values())]
 
 
-def standard_names() -> dict[str, Variant]:
+def standard_names(families: dict[str, Family] = FAMILIES) -> dict[str, Variant]:
+    """Published network name -> its variant, for every family."""
     out = {}
-    for f in FAMILIES.values():
+    for f in families.values():
         for i, (name, raw) in enumerate(f.standard.items()):
             out[name] = Variant(f.name, -1, i, raw)
     return out
