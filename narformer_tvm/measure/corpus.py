@@ -48,7 +48,7 @@ def _distilbert(r):
 
 def _gpt2(r):
     return {"n_embd": r["width"], "n_layer": r["depth"], "n_head": _heads(r["width"]), "n_inner": r["width"] * r["ffn"],
-            "vocab_size": VOCAB, "n_positions": 512}
+            "vocab_size": VOCAB, "n_positions": 512, "bos_token_id": 0, "eos_token_id": 0}
 
 
 def _opt(r):
