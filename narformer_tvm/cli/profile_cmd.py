@@ -12,7 +12,8 @@ from narformer_tvm.cli.ui import make_console, progress_bar
 
 @click.command()
 @click.option("--family", "family_spec", default="all", show_default=True,
-              help="Family name, a comma-separated list, 'nnlqp' (NNLQP's ten) or 'all'.")
+              help="Families and groups, comma-separated: 'all' (the twelve hand-written families), 'nnlqp' "
+                   "(NNLQP's ten), 'corpus' (real architectures from transformers: bert, gpt2, swin, ...), or names.")
 @click.option("--count", type=click.IntRange(min=1), default=10, show_default=True, help="Variants per family.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=str), required=True, help="Output folder.")
@@ -56,7 +57,7 @@ def zoo(family_spec, count, seed, out, opset, standard):
 @click.command()
 @click.argument("models", nargs=-1, type=click.Path(path_type=str))
 @click.option("--zoo", "zoo_spec", default=None, metavar="FAMILIES",
-              help="Measure zoo variants instead of (or besides) files: 'all', 'nnlqp' or names.")
+              help="Measure zoo variants instead of (or besides) files: 'all', 'nnlqp', 'corpus' or names.")
 @click.option("--count", type=click.IntRange(min=1), default=10, show_default=True, help="Zoo variants per family.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Zoo seed.")
 @click.option("--target", type=click.Choice(["llvm", "cuda"]), default="llvm", show_default=True)
