@@ -76,9 +76,8 @@ def zoo(family_spec, count, seed, out, opset, standard):
               help="Which repeat pass --repeat-pass writes: 1, the noise-floor pass; 2, 3, ... measure the models "
                    "again on later sittings (passes repeat2, ...), averaged into --mean-passes labels.")
 @click.option("--measured-between", nargs=2, default=None, metavar="START END",
-              help="Only models whose main pass was measured in [START, END) (UTC ISO times as `dataset sittings` "
-                   "lists them, e.g. 2026-11-30T04:18 2026-11-30T04:45); with --repeat-pass 1, re-measures one "
-                   "sitting.")
+              help="Only models whose main pass was measured in [START, END) (UTC ISO times, YYYY-MM-DDTHH:MM, "
+                   "as `dataset sittings` lists them); with --repeat-pass 1, re-measures one sitting.")
 @click.option("--regime-gate/--no-regime-gate", default=None,
               help="Measure only while a probe network shows the machine's fast regime (default: on for "
                    "multi-threaded CPU runs, whose latencies flip between two regimes on shared VMs).")
