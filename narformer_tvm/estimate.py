@@ -27,23 +27,18 @@ RARE_OP_MODELS = 5  # an op type in fewer training models than this is one the p
 RANGE_MARGIN = 2.0  # MACs or operator counts this far beyond the training range: extrapolation
 
 
-def coverage(graphs) -> dict:
-    """What a predictor's training models spanned (GraphTables or OpGraphs): per op type the number
-    of models holding it, and the range of MACs and of operator counts."""
+def coverage(tables) -> dict:
+    """What a predictor's training models spanned (their GraphTables): per op type the number of
+    models holding it, and the range of MACs and of operator counts."""
     from narformer_tvm.graph.tokens import STATIC, static_count
 
     ops: dict[str, int] = {}
     macs, nodes = [], []
-    for g in graphs:
-        kinds = set(g.ops) if hasattr(g, "ops") else {n.op_type for n in g.nodes}
-        for op in kinds:
+    for t in tables:
+        for op in set(t.ops):
             ops[op] = ops.get(op, 0) + 1
-        if hasattr(g, "ops"):  # a stored table: MACs back from the static features
-            macs.append(int(static_count(float(g.static[STATIC.index("log_macs")]))))
-            nodes.append(len(g.ops))
-        else:
-            macs.append(g.macs)
-            nodes.append(len(g.nodes))
+        macs.append(int(static_count(float(t.static[STATIC.index("log_macs")]))))  # back from the static features
+        nodes.append(len(t.ops))
     return {"models": len(macs), "op_types": dict(sorted(ops.items())), "macs": [min(macs), max(macs)],
             "nodes": [min(nodes), max(nodes)]}
 

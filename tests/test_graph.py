@@ -257,44 +257,27 @@ def test_one_node_the_reference_runtime_cannot_fold_leaves_the_rest_folded():
 
 # Tiny configurations of real architectures from Hugging Face transformers (the `test` extra pins it):
 # the exporters' graphs must count the compute torch counts while running the same module.
-HF_MODELS = {
-    "bert": ("BertModel", "BertConfig", "text", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                                     intermediate_size=128, vocab_size=100)),
-    "distilbert": ("DistilBertModel", "DistilBertConfig", "text", dict(dim=64, n_layers=2, n_heads=4, hidden_dim=128,
-                                                                       vocab_size=100)),
-    "gpt2": ("GPT2Model", "GPT2Config", "text", dict(n_embd=64, n_layer=2, n_head=4, vocab_size=100)),
-    "llama": ("LlamaModel", "LlamaConfig", "text", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                                        num_key_value_heads=2, intermediate_size=128, vocab_size=100)),
-    "vit": ("ViTModel", "ViTConfig", "vision", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                                    intermediate_size=128, image_size=64, patch_size=16)),
-    "convnext": ("ConvNextModel", "ConvNextConfig", "vision", dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1])),
-    "mobilevit": ("MobileViTModel", "MobileViTConfig", "vision", dict(image_size=64)),
-    "swin": ("SwinModel", "SwinConfig", "vision", dict(image_size=64, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
-                                                       window_size=4)),
+HF_MODELS = {  # hf_models.MODEL_TYPES name -> configuration
+    "bert": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128),
+    "distilbert": dict(dim=64, n_layers=2, n_heads=4, hidden_dim=128),
+    "gpt2": dict(n_embd=64, n_layer=2, n_head=4),
+    "llama": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  intermediate_size=128),
+    "hf_vit": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=64,
+                   patch_size=16),
+    "convnext": dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1]),
+    "mobilevit": dict(image_size=64),
+    "swin": dict(image_size=64, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4),
 }
 
 
 def _hf_model(name):
-    import torch
+    pytest.importorskip("transformers")
+    from narformer_tvm.measure import hf_models
 
-    transformers = pytest.importorskip("transformers")
-    model_cls, config_cls, kind, kw = HF_MODELS[name]
-    config = getattr(transformers, config_cls)(**kw)
-    config._attn_implementation = "eager"  # attention as MatMuls, which torch's FLOP counter sees
-    model = getattr(transformers, model_cls)(config).eval()
-
-    class Hidden(torch.nn.Module):  # the last hidden state alone: what a deployment exports
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            out = self.m(x)
-            return out[0] if isinstance(out, tuple) else out.last_hidden_state
-
-    torch.manual_seed(0)
-    x = torch.randint(0, 100, (1, 32)) if kind == "text" else torch.randn(1, 3, 64, 64)
-    return Hidden(model).eval(), x
+    kind = hf_models.MODEL_TYPES[name].kind
+    config = {**HF_MODELS[name], **({"vocab_size": hf_models.VOCAB} if kind == "text" else {})}
+    return hf_models.build(name, config), hf_models.example_input(name, 1, 32 if kind == "text" else 64)
 
 
 def _torch_macs(module, x) -> int:

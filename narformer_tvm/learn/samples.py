@@ -87,12 +87,13 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
 
 def merge_graph_duplicates(samples: list[Sample]) -> tuple[list[Sample], int]:
     """One sample per encoded graph: the first measured, labelled by the geometric mean of all of them."""
+    digests = [s.table.digest() for s in samples]
     groups: dict[str, list[Sample]] = {}
-    for s in samples:
-        groups.setdefault(s.table.digest(), []).append(s)
+    for s, d in zip(samples, digests):
+        groups.setdefault(d, []).append(s)
     out = []
-    for s in samples:
-        group = groups[s.table.digest()]
+    for s, d in zip(samples, digests):
+        group = groups[d]
         if group[0] is not s:
             continue
         if len(group) > 1:

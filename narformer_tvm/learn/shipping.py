@@ -88,8 +88,9 @@ def rescore_profile(folder: str | Path) -> dict:
     """profile.json's metrics recomputed for the predictor beside it, as the rules stand now (graph
     duplicates merged, training graphs left out of the published networks): the held-out split of its
     dataset and the published networks. The predictor files are not touched."""
+    from narformer_tvm.estimate import coverage
     from narformer_tvm.learn.evaluate import score_predictor
-    from narformer_tvm.learn.samples import dataset_path, load_samples, training_graphs
+    from narformer_tvm.learn.samples import dataset_path, load_samples
     from narformer_tvm.learn.splits import split_same_distribution
     from narformer_tvm.model.load import load_predictor
 
@@ -97,14 +98,17 @@ def rescore_profile(folder: str | Path) -> dict:
     meta = json.loads((folder / "profile.json").read_text())
     predictor = load_predictor(folder / meta.get("onnx", meta["predictor"]))
     predictor.profile = {**predictor.profile, **{k: meta[k] for k in ("dataset", "labels") if k in meta}}
-    if training_graphs(predictor.profile) is not None:
-        samples, cfg = load_samples(dataset_path(meta["dataset"]), **label_options(meta))
+    path = dataset_path(meta["dataset"]) if meta.get("dataset") else None
+    try:
+        samples, cfg = load_samples(path, **label_options(meta)) if path else (None, None)
+    except InputError:  # not one configuration's dataset: nothing to score on
+        samples = None
+    if samples:  # one read serves the held-out score and the coverage
         test = [samples[i] for i in split_same_distribution(samples)[1]]
         meta["metrics"] = {"split": "same", "graph_duplicates_merged": cfg["graph_duplicates"],
                            **score_predictor(predictor, test, "held-out").metrics()}
+        meta["coverage"] = coverage([s.table for s in samples])
     if (folder / PUBLISHED_DB).exists():
         meta["published"] = published_metrics(predictor, folder)
-    if (cov := dataset_coverage(predictor.profile)) is not None:
-        meta["coverage"] = cov
     (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return meta

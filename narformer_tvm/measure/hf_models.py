@@ -36,6 +36,7 @@ MODEL_TYPES: dict[str, ModelType] = {
     "hf_vit": ModelType("ViTModel", "ViTConfig", "vision"),
     "deit": ModelType("DeiTModel", "DeiTConfig", "vision"),
     "swin": ModelType("SwinModel", "SwinConfig", "vision"),
+    "convnext": ModelType("ConvNextModel", "ConvNextConfig", "vision"),
     "convnextv2": ModelType("ConvNextV2Model", "ConvNextV2Config", "vision"),
     "mobilevit": ModelType("MobileViTModel", "MobileViTConfig", "vision"),
     "regnet": ModelType("RegNetModel", "RegNetConfig", "vision"),
