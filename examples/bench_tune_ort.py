@@ -20,42 +20,75 @@ import sys
 import time
 from pathlib import Path
 
-# Shorter than the dataset's method (7 blocks of >= 0.2 s): 64 candidates per network, int8 ones up to
-# 10x slower than fp32 on this CPU. Still warm-up + blocks + min of block medians.
+# Shorter than the dataset's method (7 blocks of >= 0.2 s): up to 80 candidates per network, int8 ones up to
+# 10x slower than fp32 on this CPU. Still warm-up + blocks + min of block medians, behind the regime gate.
 METHOD = dict(warmup_s=0.1, blocks=5, min_runs=3, max_runs=10, min_block_s=0.1)
-MODELS = ("squeezenet1_1", "mobilenet_v2", "mobilenet_v3_small", "mnasnet1_0", "efficientnet_b0", "resnet18",
-          "googlenet", "shufflenet_v2_x1_0", "regnetx_400mf", "densenet121")
+CNNS = ("squeezenet1_1", "mobilenet_v2", "mobilenet_v3_small", "mnasnet1_0", "efficientnet_b0", "resnet18",
+        "shufflenet_v2_x1_0", "regnetx_400mf", "densenet121")
+# Hugging Face transformers models of the real-architecture corpus (zoo variant: family, seed, index),
+# seed 21: never measured into any dataset.
+TRANSFORMERS = {"bert-s21-1": ("bert", 21, 1), "distilbert-s21-5": ("distilbert", 21, 5), "gpt2-s21-1": ("gpt2", 21, 1),
+                "deit-s21-2": ("deit", 21, 2), "mobilevit-s21-0": ("mobilevit", 21, 0), "swin-s21-4": ("swin", 21, 4),
+                "segformer-s21-1": ("segformer", 21, 1)}
+MODELS = CNNS + tuple(TRANSFORMERS)
 
 
 def export(work: Path, names=MODELS) -> list[Path]:
-    from narformer_tvm.measure import families
+    from narformer_tvm.measure import families, zoo
 
     paths = []
     for name in names:
         path = work / "models" / f"{name}.onnx"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            model, res = families.build_standard(name)
-            families.export_onnx(model, path, res)
+            if name in TRANSFORMERS:
+                family, seed, index = TRANSFORMERS[name]
+                variant = next(v for v in zoo.variants(family, seed, index + 1) if v.index == index)
+                variant.export(path)
+            else:
+                model, res = families.build_standard(name)
+                families.export_onnx(model, path, res)
         paths.append(path)
     return paths
+
+
+def training_digests() -> dict[str, str]:
+    """Encoded-graph digest -> the dataset holding it, over every dataset a shipped predictor trained on
+    (each profile's training set and the configuration-aware predictor's)."""
+    from narformer_tvm.data.store import Store
+    from narformer_tvm.graph.tokens import GraphTable
+    from narformer_tvm.learn.samples import dataset_path
+
+    root = Path(__file__).resolve().parents[1] / "profiles"
+    out = {}
+    for folder in sorted(p for p in root.glob("*/*") if p.name in ("train", "ort-configs")):
+        with Store(dataset_path(str(folder)), readonly=True) as store:
+            for (blob,) in store.db.execute("SELECT graph FROM models"):
+                if blob:
+                    out.setdefault(GraphTable.from_bytes(blob).digest(), str(folder.relative_to(root.parent)))
+    return out
 
 
 def measure(work: Path, names=MODELS) -> None:
     from narformer_tvm.data.store import Store
     from narformer_tvm.integrations.ort_tuning import candidate_jobs
     from narformer_tvm.measure.backends import MeasureConfig
-    from narformer_tvm.measure.profiler import jobs_from_paths, sweep
+    from narformer_tvm.measure.profiler import gate_settings, jobs_from_paths, sweep
 
     jobs = candidate_jobs(jobs_from_paths(export(work, names)), 0, exhaustive=True)
+    cfg = MeasureConfig(**METHOD)
+    gate = gate_settings(cfg, wait_s=30)
+    t0 = time.time()
 
     def progress(kind, i, n, msg):
         if kind == "done":
-            print(f"[{i}/{n}] {msg}", flush=True)
+            eta = (time.time() - t0) / max(i, 1) * (n - i)
+            print(f"[{i}/{n}] {msg}  (ETA {eta / 60:.0f} min)", flush=True)
 
     with Store(work / "exhaustive.db") as store:
-        s = sweep(jobs, store, MeasureConfig(**METHOD), reference_every=0, progress=progress)
-        s2 = sweep(jobs, store, MeasureConfig(**METHOD), reference_every=0, remeasure_noisy=True, progress=progress)
+        # one try per row first (a high spread retries up to 3 times otherwise), then the noisy ones again
+        s = sweep(jobs, store, cfg, reference_every=0, progress=progress, gate=gate, tries=1)
+        s2 = sweep(jobs, store, cfg, reference_every=0, remeasure_noisy=True, progress=progress, gate=gate)
     print(f"measured {s.measured} (+{s2.measured} noisy re-measured), failed {s.failed + s2.failed}, "
           f"skipped {s.skipped}")
 

@@ -16,13 +16,15 @@ from narformer_tvm.integrations.ort_config_predictor import (
     load_config_samples,
 )
 from narformer_tvm.integrations.ort_tuning import (
-    DEFAULT,
     N_CONFIG,
     Candidate,
     Ranked,
     choose_to_measure,
     config_vector,
+    fidelity_checker,
+    is_default,
     open_session,
+    predict_candidates,
     search_space,
     tune_ort,
 )
@@ -51,7 +53,20 @@ def small_net(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    """A transformer-like block (LayerNorm, Linear on a sequence: MatMuls) with real weights."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.LayerNorm(32), nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32)).eval()
+    path = tmp_path_factory.mktemp("enc") / "enc.onnx"
+    torch.onnx.export(net, (torch.randn(1, 16, 32),), str(path), opset_version=17, dynamo=False)
+    return path
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "int8-dynamic-matmul"])
 def test_each_variant_runs_and_matches_the_original(small_net, tmp_path, variant):
     ref_sess = ort.InferenceSession(str(small_net), providers=["CPUExecutionProvider"])
     feeds = random_feeds(ref_sess, seed=7)
@@ -72,22 +87,50 @@ def test_unknown_variant_is_an_input_error(small_net, tmp_path):
         make_variant(small_net, "int4", tmp_path / "x.onnx")
 
 
+def test_matmul_only_dynamic_int8_quantises_the_matmuls_of_transformers(small_net, tiny_encoder, tmp_path):
+    from narformer_tvm.measure.ort_variants import applies
+
+    assert applies(tiny_encoder, "int8-dynamic-matmul") and not applies(small_net, "int8-dynamic-matmul")
+    with pytest.raises(InputError, match="no MatMul"):
+        make_variant(small_net, "int8-dynamic-matmul", tmp_path / "x.onnx")
+    path = make_variant(tiny_encoder, "int8-dynamic-matmul", tmp_path / "m.onnx")
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "MatMulInteger" in ops and "MatMul" not in ops and "LayerNormalization" in ops
+    feeds = {"input": np.random.default_rng(0).standard_normal((1, 16, 32)).astype(np.float32)}
+    name = ort.InferenceSession(str(tiny_encoder)).get_inputs()[0].name
+    ref, out = (ort.InferenceSession(str(p)).run(None, {name: feeds["input"]})[0] for p in (tiny_encoder, path))
+    # coarse (about 20% here, on random weights): the reason every lossy candidate is checked before use
+    assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 0.5
+
+
 def test_search_space_and_configuration_features():
     cpu = search_space("llvm", cores=2)
-    assert len(cpu) == len(set(cpu)) == 4 * 2 * 4 * 2
-    assert DEFAULT.resolved() in [c.resolved() for c in cpu] or replace(DEFAULT, threads=2) in cpu
+    # 5 variants x (1 or 2 intra-op threads, sequential or parallel with 2 inter-op) x 4 levels
+    assert len(cpu) == len(set(cpu)) == 5 * 4 * 4
+    assert sum(is_default(c) for c in cpu) == 1
+    assert not any(c.execution_mode == "parallel" and c.resolved().inter_threads < 2 for c in cpu)
+    safe = search_space("llvm", cores=2, lossy=False)
+    assert {c.variant for c in safe} == {"fp32", "ort-optimized"} and len(safe) == 2 * 16
+    assert len(search_space("llvm", cores=8)) == 5 * (2 + 2 * 2) * 4  # inter-op {2, 8} on 8 cores
     assert not any(c.variant.startswith("int8") for c in search_space("cuda", cores=2))
+    assert {c.variant for c in search_space("cuda", cores=2, lossy=False)} == {"fp32", "ort-optimized"}
+    with pytest.raises(InputError, match="TensorRT"):
+        search_space("tensorrt", cores=2, providers=["CPUExecutionProvider"])
+    trt = search_space("tensorrt", cores=2, providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"])
+    assert {c.variant for c in trt} == {"fp32"} and trt[0].session_options()["providers"] == ["TensorrtExecutionProvider"]
+    # int8-dynamic-matmul shares int8-dynamic's configuration features (the graph tells them apart)
     vectors = {tuple(config_vector(c, 2)) for c in cpu}
-    assert len(vectors) == len(cpu) and all(len(v) == N_CONFIG for v in vectors)
+    assert len(vectors) == len(cpu) - 16 and all(len(v) == N_CONFIG for v in vectors)
     with pytest.raises(InputError):
         search_space("opencl")
-    opts = Candidate("int8-qdq", 1, "basic", "parallel").session_options()
+    opts = Candidate("int8-qdq", 1, "basic", "parallel", inter_threads=2).session_options()
     assert opts["graph_optimization_level"] == "ORT_ENABLE_BASIC" and opts["execution_mode"] == "ORT_PARALLEL"
+    assert (opts["intra_op_num_threads"], opts["inter_op_num_threads"]) == (1, 2)
 
 
 def test_choose_to_measure_takes_top_k_the_hopeful_uncertain_and_the_default():
     space = search_space("llvm", cores=2)
-    default = next(c for c in space if c.resolved() == DEFAULT.resolved())
+    default = next(c for c in space if is_default(c))
     others = [c for c in space if c is not default]
     ranked = [Ranked(others[0], 1.0, 0.0), Ranked(others[1], 1.1, 0.0), Ranked(others[2], 1.2, 0.0),
               Ranked(others[3], 1.5, 0.01),  # certain and worse: not measured
@@ -96,6 +139,11 @@ def test_choose_to_measure_takes_top_k_the_hopeful_uncertain_and_the_default():
     chosen = choose_to_measure(ranked, top_k=3, explore=2)
     assert [r.candidate for r in chosen] == [others[0], others[1], others[2], others[4], default]
     assert [r.reason for r in chosen] == ["top-k"] * 3 + ["uncertain", "default"]
+    for r in ranked:
+        r.reason = ""
+    refused = {others[1]}  # the output check refuses the second best: the next one takes its place
+    chosen = choose_to_measure(ranked, top_k=3, explore=0, accept=lambda r: r.candidate not in refused)
+    assert [r.candidate for r in chosen] == [others[0], others[2], others[3], default]
 
 
 @pytest.fixture(scope="module")
@@ -128,17 +176,90 @@ def test_config_predictor_starts_from_the_base_and_sees_the_configuration(small_
 def test_tune_ort_measures_only_the_chosen_and_writes_a_usable_configuration(small_config_predictor, small_net,
                                                                               tmp_path):
     result = tune_ort(small_net, small_config_predictor, tmp_path / "out", top_k=2, explore=1,
-                      cfg=MeasureConfig(**FAST))
-    assert len(result.ranked) == 64
+                      cfg=MeasureConfig(**FAST), rounds=2)
+    assert len(result.ranked) == 32 and not any(r.candidate.lossy for r in result.ranked)  # lossless by default
     assert 3 <= len(result.measured) <= 4 and result.measured[-1].reason == "default"
     assert all(r.measured_ms and r.measured_ms > 0 for r in result.measured), [r.error for r in result.measured]
+    assert all(r.fidelity["passed"] and r.fidelity["rel_error"] < 1e-4 for r in result.measured)
     assert result.best.measured_ms == min(r.measured_ms for r in result.measured)
     assert result.speedup is not None and result.speedup >= 1.0
+    from narformer_tvm.data.store import Store
+
+    with Store(tmp_path / "out" / "measurements.db", readonly=True) as store:  # two interleaved passes
+        passes = [p for (p,) in store.db.execute("SELECT pass FROM measurements")]
+    assert sorted(set(passes)) == ["main", "repeat1"] and len(passes) == 2 * len(result.measured)
     spec = json.loads((tmp_path / "out" / "session_options.json").read_text())
     assert spec["variant"] == result.best.candidate.variant
+    fid = spec["fidelity"]
+    assert fid["random_inputs"] and "random inputs" in fid["data"] and fid["max_error"] == 0.01
+    assert fid["result"]["passed"] and not fid["lossy_variants_considered"] and fid["validated"]
+    assert spec["measurement"]["rounds"] == 2
     sess = open_session(tmp_path / "out" / "session_options.json")
     assert sess.run(None, random_feeds(sess))[0].shape == (1, 10)
-    assert len(json.loads((tmp_path / "out" / "candidates.json").read_text())) == 64
+    assert len(json.loads((tmp_path / "out" / "candidates.json").read_text())) == 32
+
+
+@pytest.fixture(scope="module")
+def int8_breaker(tmp_path_factory):
+    """Static per-tensor int8 cannot hold this network: one channel of its activations is 10^4 times
+    the others, and the output reads only the small ones."""
+    import torch
+    from torch import nn
+
+    from narformer_tvm.measure.families import export_onnx
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with torch.no_grad():
+        net[0].weight[0] *= 1e4
+        net[0].bias[0] = 1e4
+        net[2].weight[:, 0] = 0.0  # the huge channel does not reach the output
+    path = tmp_path_factory.mktemp("breaker") / "breaker.onnx"
+    export_onnx(net.eval(), path, resolution=8)
+    return path
+
+
+def test_int8_that_breaks_the_outputs_is_rejected_under_a_tight_tolerance_and_accepted_under_a_loose_one(
+        small_config_predictor, int8_breaker, tmp_path):
+    from narformer_tvm.measure import fidelity
+    from narformer_tvm.measure.eval_data import random_data
+
+    data = random_data(int8_breaker)
+    reference = fidelity.run(int8_breaker, data.feeds)
+    qdq = make_variant(int8_breaker, "int8-qdq", tmp_path / "q.onnx", calibration=data.feeds)
+    broken = fidelity.check(qdq, data.feeds, reference)
+    assert not broken.passed and broken.rel_error > 0.1, broken
+    assert fidelity.check(qdq, data.feeds, reference, max_error=10.0).passed
+    assert fidelity.check(int8_breaker, data.feeds, reference).passed  # the fp32 model itself
+
+    # tune-ort's choice with a ranking that puts static int8 first: the check stops it under 0.01, not under 10
+    ranked = predict_candidates(int8_breaker, small_config_predictor, search_space("llvm", 2), tmp_path / "v",
+                                calibration=data.feeds)
+    ranked.sort(key=lambda r: (r.candidate.variant != "int8-qdq", r.predicted_ms or 0))
+    tight = choose_to_measure(ranked, 2, 0, accept=fidelity_checker(int8_breaker, data, max_error=0.01))
+    assert not any(r.candidate.variant == "int8-qdq" for r in tight)
+    assert all("fidelity check failed" in r.error for r in ranked[:16] if r.fidelity)
+    for r in ranked:
+        r.error, r.fidelity, r.reason = None, None, ""
+    loose = choose_to_measure(ranked, 2, 0, accept=fidelity_checker(int8_breaker, data, max_error=10.0))
+    assert [r.candidate.variant for r in loose[:2]] == ["int8-qdq", "int8-qdq"]
+
+
+def test_tune_ort_records_rejected_lossy_candidates_and_the_data_checked(small_config_predictor, int8_breaker,
+                                                                         tmp_path):
+    from narformer_tvm.measure.eval_data import random_data
+
+    data = random_data(int8_breaker)
+    data.source = str(tmp_path / "samples")  # as if they were the user's: then int8 counts as validated
+    result = tune_ort(int8_breaker, small_config_predictor, tmp_path / "out", top_k=64, explore=0,
+                      cfg=MeasureConfig(**FAST), lossy=True, rounds=1, data=data, gate=None)
+    assert any(r.candidate.variant == "int8-qdq" for r in result.rejected)
+    assert result.best.candidate.variant != "int8-qdq" and result.best.fidelity["passed"]
+    spec = json.loads((tmp_path / "out" / "session_options.json").read_text())
+    fid = spec["fidelity"]
+    assert fid["lossy_variants_considered"] and not fid["random_inputs"] and fid["validated"]
+    assert "8 samples" in fid["data"] and str(tmp_path / "samples") in fid["data"]
+    assert any(r["candidate"].startswith("int8-qdq") and not r["passed"] for r in fid["rejected"])
 
 
 def test_profile_collects_candidate_rows_that_train_a_config_predictor(small_net, tmp_path):

@@ -12,7 +12,7 @@ from narformer_tvm.errors import NarformerError
 
 @click.command("tune-ort")
 @click.argument("model", type=click.Path(path_type=str))
-@click.option("--target", type=click.Choice(["llvm", "cuda"]), default="llvm", show_default=True)
+@click.option("--target", type=click.Choice(["llvm", "cuda", "tensorrt"]), default="llvm", show_default=True)
 @click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
               help="Measure this many best-predicted candidates (plus uncertain ones and the default).")
 @click.option("--explore", type=click.IntRange(min=0), default=2, show_default=True,
@@ -21,45 +21,88 @@ from narformer_tvm.errors import NarformerError
               help="Folder for session_options.json, the chosen model variant and the measurements.")
 @click.option("--predictor", "predictor_spec", default=None,
               help="A configuration-aware predictor (.pt) or a hardware profile name (default: cpu-onnxruntime).")
+@click.option("--allow-lossy", is_flag=True,
+              help="Also consider int8 (dynamic, static QDQ) and fp16 variants; each is checked against the "
+                   "original model's outputs first and rejected beyond --max-output-error.")
+@click.option("--calibration-data", default=None, metavar="FOLDER|MODULE:FUNCTION",
+              help="Real inputs for static quantisation and the output check: a folder of .npy files (one "
+                   "array per sample) or .npz files (arrays keyed by input name), or a function returning "
+                   "such samples. Without it, random inputs are used and int8 outputs are not validated.")
+@click.option("--max-output-error", type=click.FloatRange(min=0), default=None,
+              help="Largest relative L2 error of any output against the original model (and smallest "
+                   "top-1 agreement, as 1 - this, for class scores)  [default: 0.01]")
+@click.option("--accuracy-check", default=None, metavar="MODULE:FUNCTION",
+              help="Your own check instead: fn(inputs, reference, outputs), lists per sample, returns "
+                   "True/False or a deviation held to --max-output-error.")
+@click.option("--rounds", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Interleaved measuring passes over the chosen candidates (each keeps its lowest).")
+@click.option("--regime-wait", type=click.FloatRange(min=0), default=30, show_default=True,
+              help="Seconds the regime gate waits for the machine's fast regime before each measurement "
+                   "(multi-thread CPU only; 0 = one probe, no waiting).")
 @input_shape_option
 @batch_option
-def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, input_shapes, batch_size):
+def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, allow_lossy, calibration_data,
+                 max_output_error, accuracy_check, rounds, regime_wait, input_shapes, batch_size):
     """Pick the fastest ONNX Runtime configuration of MODEL by prediction, measuring only the best few.
 
-    Candidates: the original model, ONNX Runtime's optimised graph, dynamic and static (QDQ) int8
-    quantisation (fp16 on CUDA), each under every intra-op thread count, execution mode and graph
-    optimisation level. Writes session_options.json (load it with narformer_tvm.integrations.ort_tuning.open_session).
+    Candidates: the original model and ONNX Runtime's optimised graph (with --allow-lossy also dynamic
+    and static int8, fp16 on CUDA), under every intra- and inter-op thread count, execution mode and
+    graph optimisation level. Every measured candidate's outputs are first checked against the original
+    model; failing ones are reported and never chosen. Writes session_options.json (load it with
+    narformer_tvm.integrations.ort_tuning.open_session).
     """
     from rich.table import Table
 
     from narformer_tvm.graph.onnx_graph import load_model, parse_input_shapes
     from narformer_tvm.integrations.ort_tuning import tune_ort
     from narformer_tvm.measure.backends import MeasureConfig
-    from narformer_tvm.measure.profiler import check_config
+    from narformer_tvm.measure.eval_data import load_callable, load_eval_data
+    from narformer_tvm.measure.fidelity import DEFAULT_MAX_ERROR
+    from narformer_tvm.measure.profiler import check_config, gate_settings
     from narformer_tvm.model.predictor import Predictor
     from narformer_tvm.profiles import resolve_ort_predictor
 
     shapes = parse_input_shapes(input_shapes)
     load_model(model, shapes, batch_size)  # a bad file fails here, with its name, before any work
-    check_config(MeasureConfig(target=target))
+    cfg = MeasureConfig(target=target)
+    check_config(cfg)
+    data = load_eval_data(calibration_data, model) if calibration_data else None
+    user_check = load_callable(accuracy_check) if accuracy_check else None
     pred = Predictor.load(resolve_ort_predictor(predictor_spec))
+    console = make_console()
     with progress_bar() as bar:
         task = bar.add_task("measuring the chosen candidates", total=None, status="")
         result = tune_ort(model, pred, out_dir, top_k, explore, target, shapes, batch_size,
-                          progress=lambda kind, i, n, msg: bar.update(task, completed=i, total=n, status=msg))
+                          progress=lambda kind, i, n, msg: bar.update(task, completed=i, total=n, status=msg),
+                          lossy=allow_lossy, data=data, max_error=max_output_error, user_check=user_check,
+                          user_check_name=accuracy_check or "", rounds=rounds,
+                          gate=gate_settings(cfg, wait_s=regime_wait))
     t = Table(title=f"tune-ort: {model} ({len(result.ranked)} candidates predicted, {len(result.measured)} measured)",
               title_justify="left")
-    for col in ("candidate", "why measured", "predicted ms", "measured ms", "speedup vs default"):
-        t.add_column(col, justify="left" if col in ("candidate", "why measured") else "right")
+    for col in ("candidate", "why measured", "predicted ms", "measured ms", "speedup vs default", "output check"):
+        t.add_column(col, justify="left" if col in ("candidate", "why measured", "output check") else "right")
     ref = result.default.measured_ms if result.default else None
     for r in sorted(result.measured, key=lambda r: r.measured_ms or float("inf")):
         best = " [bold green]<- best[/bold green]" if r is result.best else ""
+        passed = (r.fidelity or {}).get("passed")
+        check = "-" if r.fidelity is None else ("pass" if passed else "[red]FAIL[/red]") + \
+            f" ({r.fidelity.get('rel_error', float('nan')):.1e})"
         t.add_row(r.candidate.label + best, r.reason, f"{r.predicted_ms:.3f}",
-                  f"{r.measured_ms:.3f}" if r.measured_ms else f"failed: {r.error}",
-                  f"{ref / r.measured_ms:.2f}x" if ref and r.measured_ms else "-")
-    make_console().print(t)
+                  f"{r.measured_ms:.3f}" + (" (noisy)" if r.noisy else "") if r.measured_ms else f"failed: {r.error}",
+                  f"{ref / r.measured_ms:.2f}x" if ref and r.measured_ms else "-", check)
+    console.print(t)
+    tolerance = DEFAULT_MAX_ERROR if max_output_error is None else max_output_error
+    console.print(f"Output check on {result.data}; tolerance {tolerance:g}.")
+    for r in result.rejected:
+        console.print(f"  [red]rejected[/red] {r.candidate.label}: {r.error}")
+    if not allow_lossy:
+        console.print("Lossy variants (int8, fp16) not considered: --allow-lossy adds them, each checked first.")
+    elif result.best is not None and result.best.candidate.lossy and (data is None):
+        console.print("[yellow]warning:[/yellow] the chosen variant changes numerics and was checked on random "
+                      "inputs only: its outputs on real data are not validated. Pass --calibration-data.")
     if result.best is None:
-        raise NarformerError("no candidate could be measured", hint=f"see {out_dir}/measurements.db")
+        raise NarformerError("no candidate passed the output check and could be measured",
+                             hint=f"see {out_dir}/candidates.json and {out_dir}/measurements.db")
     for kind, path in result.files.items():
         click.echo(f"{kind}: {path}")
 

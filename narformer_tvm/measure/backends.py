@@ -35,6 +35,7 @@ class MeasureConfig:
     threads: int = 0  # intra-op threads; 0 = physical cores
     opt_level: str = "all"  # ORT graph optimisation: disabled|basic|extended|all (ORT's default: all)
     execution_mode: str = "sequential"  # ORT: sequential|parallel
+    inter_threads: int = 0  # ORT parallel mode's inter-op threads; 0 = as many as intra-op threads
     tuned: bool = False  # TVM: whether the build was tuned (profiling builds are not)
     warmup_s: float = 0.2  # warm-up time before timing (at least 3 runs)
     blocks: int = 7  # timed blocks
@@ -53,6 +54,8 @@ class MeasureConfig:
         keys = ("runtime", "target", "threads", "opt_level", "execution_mode", "tuned", "rpc_key")
         d = {k: getattr(self, k) for k in keys}
         d["threads"] = self.resolved_threads()
+        if self.inter_threads:  # only when set, so that datasets measured before it keep their keys
+            d["inter_threads"] = self.inter_threads
         return d
 
     def to_dict(self) -> dict:

@@ -6,7 +6,8 @@ import numpy as np
 from narformer_tvm.measure.backends import MeasureConfig
 
 OPT_LEVELS = ("disabled", "basic", "extended", "all")
-PROVIDERS = {"llvm": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+PROVIDERS = {"llvm": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+             "tensorrt": "TensorrtExecutionProvider"}
 DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
           "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
           "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
@@ -17,8 +18,8 @@ def session_options(cfg: MeasureConfig):
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = cfg.resolved_threads()
-    # The parallel executor runs independent branches on the inter-op pool: give it the same threads.
-    so.inter_op_num_threads = cfg.resolved_threads() if cfg.execution_mode == "parallel" else 1
+    # The parallel executor runs independent branches on the inter-op pool (default: the same threads).
+    so.inter_op_num_threads = (cfg.inter_threads or cfg.resolved_threads()) if cfg.execution_mode == "parallel" else 1
     so.graph_optimization_level = {
         "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,

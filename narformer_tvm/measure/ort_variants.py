@@ -5,20 +5,28 @@ from pathlib import Path
 
 from narformer_tvm.errors import InputError
 
-VARIANTS = ("fp32", "ort-optimized", "int8-dynamic", "int8-qdq", "fp16")
+VARIANTS = ("fp32", "ort-optimized", "int8-dynamic", "int8-dynamic-matmul", "int8-qdq", "fp16")
+
+# Variants whose numerics differ from the fp32 model beyond float rounding: opt-in, and checked.
+LOSSY = frozenset({"int8-dynamic", "int8-dynamic-matmul", "int8-qdq", "fp16"})
+
+# The kind a variant is to the configuration-aware predictor (its one-hot); the graph shows the rest.
+KIND = {"int8-dynamic-matmul": "int8-dynamic"}
+KINDS = ("fp32", "ort-optimized", "int8-dynamic", "int8-qdq", "fp16")
 
 
-CALIBRATION_SAMPLES = 8  # random-input batches for static quantisation (deployments should use real data)
+CALIBRATION_SAMPLES = 8  # random-input batches for static quantisation when the user gives no data
 
 
-def _calibration_reader(path: str, input_shapes: dict | None, batch_size: int | None):
+def _calibration_reader(path: str, input_shapes: dict | None, batch_size: int | None, feeds: list | None = None):
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader
 
     from narformer_tvm.measure.ort_session import random_feeds
 
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    feeds = [random_feeds(sess, input_shapes, batch_size or 1, seed=i) for i in range(CALIBRATION_SAMPLES)]
+    if feeds is None:
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        feeds = [random_feeds(sess, input_shapes, batch_size or 1, seed=i) for i in range(CALIBRATION_SAMPLES)]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -41,9 +49,19 @@ def _preprocess(src: str, out: Path) -> str:
         return src
 
 
+def applies(src: str | Path, variant: str) -> bool:
+    """Whether ``variant`` is a different model from ``src`` (int8-dynamic-matmul needs MatMuls)."""
+    if variant != "int8-dynamic-matmul":
+        return True
+    import onnx
+
+    return any(n.op_type == "MatMul" for n in onnx.load(str(src), load_external_data=False).graph.node)
+
+
 def make_variant(src: str | Path, variant: str, out: str | Path, input_shapes: dict | None = None,
-                 batch_size: int | None = None, target: str = "llvm") -> Path:
-    """Write ``variant`` of the ONNX model ``src`` to ``out`` (fp32: ``src`` itself) and return its path."""
+                 batch_size: int | None = None, target: str = "llvm", calibration: list | None = None) -> Path:
+    """Write ``variant`` of the ONNX model ``src`` to ``out`` (fp32: ``src`` itself) and return its path.
+    ``calibration``: input feeds for static quantisation (default: CALIBRATION_SAMPLES random ones)."""
     import onnx
     import onnxruntime as ort
     from onnxruntime import quantization as q
@@ -65,9 +83,14 @@ def make_variant(src: str | Path, variant: str, out: str | Path, input_shapes: d
         ort.InferenceSession(src, so, providers=[PROVIDERS[target]])
     elif variant == "int8-dynamic":
         q.quantize_dynamic(_preprocess(src, out.with_suffix(".pre.onnx")), str(out), weight_type=q.QuantType.QInt8)
+    elif variant == "int8-dynamic-matmul":  # transformers: only the MatMuls, convolutions stay fp32
+        if not applies(src, variant):
+            raise InputError(f"{src}: no MatMul to quantise", hint="int8-dynamic-matmul applies to transformer models")
+        q.quantize_dynamic(_preprocess(src, out.with_suffix(".pre.onnx")), str(out), weight_type=q.QuantType.QInt8,
+                           op_types_to_quantize=["MatMul"])
     elif variant == "int8-qdq":
         pre = _preprocess(src, out.with_suffix(".pre.onnx"))
-        q.quantize_static(pre, str(out), _calibration_reader(pre, input_shapes, batch_size),
+        q.quantize_static(pre, str(out), _calibration_reader(pre, input_shapes, batch_size, calibration),
                           quant_format=q.QuantFormat.QDQ, activation_type=q.QuantType.QUInt8,
                           weight_type=q.QuantType.QInt8)
     elif variant == "fp16":

@@ -201,32 +201,30 @@ def measure_with_retries(backend, path: str, cfg: MeasureConfig, input_shapes, b
     return best[1], best[2], attempt
 
 
-def run_job(task: dict, gate: RegimeGate | None = None) -> dict:
-    """Inside the worker: export (zoo), extract the graph, measure. Never raises."""
+def run_job(task: dict, gate: RegimeGate | None = None, made: dict | None = None, made_dir: Path | None = None) -> dict:
+    """Inside the worker: export (zoo), extract the graph, measure. Never raises.
+
+    ``made`` (with ``made_dir``) keeps the files and graphs made for the last model, so that the same
+    model under many session options (tune-ort's candidates) is exported and quantised once."""
     from narformer_tvm.graph.onnx_graph import build_graph
     from narformer_tvm.graph.tokens import table
 
     job, cfg = Job(**task["job"]), MeasureConfig(**task["cfg"])
     out: dict = {}
+    model_ident = json.dumps([job.onnx_path, job.variant, task.get("input_shapes"), task.get("batch_size")],
+                             sort_keys=True, default=str)
+    if made is not None and made.get("model") != model_ident:
+        made.clear()
+        made["model"] = model_ident
     with tempfile.TemporaryDirectory() as tmp:
+        folder = made_dir if made is not None and made_dir is not None else Path(tmp)
         try:
-            path = job.onnx_path
-            if job.variant:
-                from narformer_tvm.measure.zoo import Variant
-
-                path = str(Variant(**job.variant).export(Path(tmp) / "model.onnx"))
-            graph_path = path
-            if job.transform:
-                from narformer_tvm.measure.ort_variants import (
-                    graph_source,
-                    make_variant,
-                )
-
-                source = path
-                path = str(make_variant(source, job.transform, Path(tmp) / "variant.onnx", task.get("input_shapes"),
-                                        task.get("batch_size")))
-                graph_path = graph_source(source, path, job.transform)
-            g = build_graph(graph_path, task.get("input_shapes"), task.get("batch_size"), name=job.name)
+            if made is not None and job.transform in made:
+                path, g = made[job.transform]
+            else:
+                path, g = _make_job_model(job, task, folder, made)
+                if made is not None:
+                    made[job.transform] = (path, g)
             if task.get("need_graph", True):
                 out["graph"] = table(g).to_bytes()
                 out["stats"] = {"macs": g.macs, "flops": g.flops, "params": g.params, "memory": g.memory,
@@ -242,6 +240,29 @@ def run_job(task: dict, gate: RegimeGate | None = None) -> dict:
     return out
 
 
+def _make_job_model(job: Job, task: dict, folder: Path, made: dict | None):
+    """The file a job runs (exported, transformed) and the graph its row records."""
+    from narformer_tvm.graph.onnx_graph import build_graph
+
+    path = job.onnx_path
+    if job.variant:
+        if made is not None and None in made and job.transform:  # the untransformed export of this model
+            path = made[None][0]
+        else:
+            from narformer_tvm.measure.zoo import Variant
+
+            path = str(Variant(**job.variant).export(folder / "model.onnx"))
+    graph_path = path
+    if job.transform:
+        from narformer_tvm.measure.ort_variants import graph_source, make_variant
+
+        source = path
+        path = str(make_variant(source, job.transform, folder / f"variant.{job.transform}.onnx",
+                                task.get("input_shapes"), task.get("batch_size")))
+        graph_path = graph_source(source, path, job.transform)
+    return path, build_graph(graph_path, task.get("input_shapes"), task.get("batch_size"), name=job.name)
+
+
 def _worker_main(conn) -> None:
     import signal
     import warnings
@@ -254,20 +275,23 @@ def _worker_main(conn) -> None:
     from narformer_tvm.graph import onnx_graph, tokens  # noqa: F401  (pay the imports before the first timed task)
 
     conn.send("ready")
-    gate: RegimeGate | None = None  # a worker serves one sweep, and only the sweep's own configuration is gated
+    gate: RegimeGate | None = None  # a worker serves one sweep; its probe runs under the sweep's configuration
+    made: dict = {}  # the last model's files and graphs (run_job)
     with tempfile.TemporaryDirectory() as tmp:
+        made_dir = Path(tmp) / "made"
+        made_dir.mkdir()
         while True:
             task = conn.recv()
             if task is None:
                 return
             if task.get("gate") and gate is None:  # {"calibrate_s", "wait_s", "known_fast_ms"}: made on first use
-                cfg = MeasureConfig(**task["cfg"])
+                cfg = MeasureConfig(**(task.get("gate_cfg") or task["cfg"]))  # probed as the sweep is configured
                 try:
                     gate = RegimeGate(get_backend(cfg.runtime), cfg, Path(tmp), **task["gate"])
                 except Exception as e:  # a gate that cannot probe fails this model, as data
                     conn.send({"measurement": asdict(Measurement(error=f"regime gate: {e}"))})
                     continue
-            conn.send(run_job(task, gate if task.get("gate") else None))
+            conn.send(run_job(task, gate if task.get("gate") else None, made, made_dir))
 
 
 class Worker:
@@ -347,8 +371,9 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
           summary: Summary | None = None) -> Summary:
     """Measure every job not yet in ``store`` for this configuration and pass.
 
-    ``gate`` ({"calibrate_s", "wait_s"}, see RegimeGate) measures the sweep's own configuration only in
-    the machine's fast regime; rows measured outside it are flagged noisy. A ``summary`` given by the
+    ``gate`` ({"calibrate_s", "wait_s"}, see RegimeGate) measures only in the machine's fast regime
+    (every job on the sweep's runtime and target, whatever its session options); rows measured outside
+    it are flagged noisy. A ``summary`` given by the
     caller is filled as the sweep goes, so it still counts what was done when the sweep is interrupted."""
     check_config(cfg)
     backend = get_backend(cfg.runtime)
@@ -385,7 +410,7 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
             t0 = time.time()
             task = {"job": asdict(job), "cfg": jcfg.to_dict(), "input_shapes": input_shapes, "batch_size": batch_size,
                     "need_graph": store.model_id(job.key) is None, "tries": tries,
-                    "gate": gate if jcfg == cfg else None}
+                    "gate": gate if _same_machine_regime(jcfg, cfg) else None, "gate_cfg": cfg.to_dict()}
             result = worker.call(task, timeout)
             m = Measurement(**result["measurement"])
             crashes = crashes + 1 if (m.error or "").startswith("worker crashed") else 0
@@ -428,6 +453,12 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
         summary.noisy += len(late)
         summary.seconds = time.time() - t_start
     return summary
+
+
+def _same_machine_regime(job_cfg: MeasureConfig, cfg: MeasureConfig) -> bool:
+    """Whether the sweep's regime probe speaks for a job: the regime is the CPU's, so every CPU
+    ONNX Runtime configuration of the sweep (other session options, other variants) is gated."""
+    return (job_cfg.runtime, job_cfg.target, job_cfg.rpc_tracker) == (cfg.runtime, cfg.target, cfg.rpc_tracker)
 
 
 def job_config(cfg: MeasureConfig, job: Job) -> MeasureConfig:

@@ -39,7 +39,7 @@ def _kernel_records(profile_path: str) -> list[dict]:
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    targets = ("llvm", "cuda")
+    targets = ("llvm", "cuda", "tensorrt")
 
     def check(self, cfg: MeasureConfig) -> str | None:
         if (why := super().check(cfg)) is not None:
