@@ -92,14 +92,30 @@ def profile_fields(spec: str | None, fields: tuple[str, ...]) -> dict:
 
 
 def resolve_ort_predictor(spec: str | None) -> Path:
-    """The configuration-aware predictor behind ``tune-ort``: a file, or a profile's ``ort_configs``."""
-    return _profile_file(spec, ("ort_configs",), lambda folder, name: PredictorNotFoundError(
+    """The predictor behind ``tune-ort``: a file, or a profile's ``ort_ratios`` (configuration ratios over
+    its latency predictor) or else its ``ort_configs`` (a configuration-aware NAR-Former)."""
+    return _profile_file(spec, ("ort_ratios", "ort_configs"), lambda folder, name: PredictorNotFoundError(
         f"hardware profile {folder.name!r} has no configuration-aware predictor for tune-ort",
         hint="collect data with `narformer-tvm profile --zoo all --ort-candidates 3 --db D` and train it with "
              f"`narformer-tvm train --task ort-configs --db D --out P --profile-dir {folder}`"))
 
 
-EXTRA_PREDICTORS = ("ort_configs",)  # profile.json fields naming further checkpoints in the folder
+def load_ort_predictor(spec: str | None):
+    """What ``resolve_ort_predictor`` names, loaded: a ratio model (.json) over the latency predictor of
+    its profile (or of the default profile, for a bare file), or a configuration-aware NAR-Former."""
+    path = resolve_ort_predictor(spec)
+    if path.suffix == ".json":
+        from narformer_tvm.integrations.ort_config_ratio import RatioModel, RatioPredictor
+        from narformer_tvm.model.load import load_predictor
+
+        profile = path.parent.name if path.parent.name in list_profiles() else None
+        return RatioPredictor(RatioModel.load(path), load_predictor(resolve_predictor(profile)))
+    from narformer_tvm.model.predictor import Predictor
+
+    return Predictor.load(path)
+
+
+EXTRA_PREDICTORS = ("ort_configs", "ort_ratios")  # profile.json fields naming further files in the folder
 
 
 def hardware_differences(fp: dict) -> list[str]:

@@ -13,14 +13,15 @@ from narformer_tvm.errors import NarformerError
 @click.command("tune-ort")
 @click.argument("model", type=click.Path(path_type=str))
 @click.option("--target", type=click.Choice(["llvm", "cuda", "tensorrt"]), default="llvm", show_default=True)
-@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--top-k", type=click.IntRange(min=1), default=2, show_default=True,
               help="Measure this many best-predicted candidates (plus uncertain ones and the default).")
-@click.option("--explore", type=click.IntRange(min=0), default=2, show_default=True,
+@click.option("--explore", type=click.IntRange(min=0), default=1, show_default=True,
               help="At most this many extra candidates whose uncertain prediction could still be the best.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), required=True,
               help="Folder for session_options.json, the chosen model variant and the measurements.")
 @click.option("--predictor", "predictor_spec", default=None,
-              help="A configuration-aware predictor (.pt) or a hardware profile name (default: cpu-onnxruntime).")
+              help="A configuration-ratio model (.json), a configuration-aware predictor (.pt) or a hardware "
+                   "profile name (default: cpu-onnxruntime).")
 @click.option("--allow-lossy", is_flag=True,
               help="Also consider int8 (dynamic, static QDQ) and fp16 variants; each is checked against the "
                    "original model's outputs first and rejected beyond --max-output-error.")
@@ -59,8 +60,7 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, allow_l
     from narformer_tvm.measure.eval_data import load_callable, load_eval_data
     from narformer_tvm.measure.fidelity import DEFAULT_MAX_ERROR
     from narformer_tvm.measure.profiler import check_config, gate_settings
-    from narformer_tvm.model.predictor import Predictor
-    from narformer_tvm.profiles import resolve_ort_predictor
+    from narformer_tvm.profiles import load_ort_predictor
 
     shapes = parse_input_shapes(input_shapes)
     load_model(model, shapes, batch_size)  # a bad file fails here, with its name, before any work
@@ -68,7 +68,7 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, allow_l
     check_config(cfg)
     data = load_eval_data(calibration_data, model) if calibration_data else None
     user_check = load_callable(accuracy_check) if accuracy_check else None
-    pred = Predictor.load(resolve_ort_predictor(predictor_spec))
+    pred = load_ort_predictor(predictor_spec)
     console = make_console()
     with progress_bar() as bar:
         task = bar.add_task("measuring the chosen candidates", total=None, status="")

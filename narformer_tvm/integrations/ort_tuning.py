@@ -171,7 +171,7 @@ def predict_candidates(model_path: str | Path, predictor, candidates: Sequence[C
     work_dir = Path(work_dir)
     candidates = [c for c in candidates if applies(model_path, c.variant)]
     graphs, files, errors = {}, {}, {}
-    for variant in sorted({c.variant for c in candidates}, key=VARIANTS.index):
+    for variant in sorted({"fp32"} | {c.variant for c in candidates}, key=VARIANTS.index):
         try:
             path = make_variant(model_path, variant, work_dir / f"model.{variant}.onnx", input_shapes, batch_size,
                                 candidates[0].target, calibration)
@@ -182,8 +182,11 @@ def predict_candidates(model_path: str | Path, predictor, candidates: Sequence[C
         except Exception as e:  # a tool that cannot transform this model: the candidate is out, the rest go on
             errors[variant] = f"{type(e).__name__}: {str(e)[:300]}"
     ok = [c for c in candidates if c.variant in graphs]
-    encoded = [encode_table(with_config(graphs[c.variant], c, cores), predictor.features) for c in ok]
-    mean, std = predictor.predict_encoded(encoded) if encoded else (np.zeros(0), np.zeros(0))
+    if hasattr(predictor, "predict_configs"):  # a RatioPredictor: the original model's graph and the ratios
+        mean, std = predictor.predict_configs(graphs, ok) if ok else (np.zeros(0), np.zeros(0))
+    else:
+        encoded = [encode_table(with_config(graphs[c.variant], c, cores), predictor.features) for c in ok]
+        mean, std = predictor.predict_encoded(encoded) if encoded else (np.zeros(0), np.zeros(0))
     ranked = [Ranked(c, float(m), float(s), model_file=files[c.variant]) for c, m, s in zip(ok, mean, std)]
     ranked.sort(key=lambda r: r.predicted_ms)
     return ranked + [Ranked(c, error=errors[c.variant]) for c in candidates if c.variant in errors]

@@ -118,12 +118,13 @@ class RegimeGate:
     """Waits for the machine's fast regime (see PROBE) and tells whether a measurement stayed in it."""
 
     def __init__(self, backend, cfg: MeasureConfig, folder: Path, calibrate_s: float = REGIME_CALIBRATE_S,
-                 wait_s: float = REGIME_WAIT_S, known_fast_ms: float | None = None):
+                 wait_s: float = REGIME_WAIT_S, known_fast_ms: float | None = None, method: dict | None = None):
         """``known_fast_ms``: the fast level earlier sweeps of this dataset saw (Store.probe_reference). Without
-        it a sweep that starts in the slow regime and stays there takes the slow level for the fast one."""
+        it a sweep that starts in the slow regime and stays there takes the slow level for the fast one.
+        ``method``: MeasureConfig timing fields for the probe (default: the sweep's own)."""
         from narformer_tvm.measure.zoo import Variant
 
-        self.backend, self.cfg, self.wait_s = backend, cfg, wait_s
+        self.backend, self.cfg, self.wait_s = backend, replace(cfg, **(method or {})), wait_s
         self.path = str(Variant(**PROBE).export(Path(folder) / "probe.onnx"))
         self.fast_ms = known_fast_ms or math.inf  # the fastest probe so far: the fast regime's level
         t_end = time.perf_counter() + calibrate_s
