@@ -13,11 +13,23 @@ DEFAULT_PROFILES = ("cpu-onnxruntime", "cpu-onnxruntime-zen5")
 DEFAULT_PROFILE = DEFAULT_PROFILES[0]
 
 
+def user_profiles_dir() -> Path:
+    """Where ``calibrate`` writes the user's own profiles: $NARFORMER_USER_DIR/profiles, else the
+    platform's user data folder."""
+    if os.environ.get("NARFORMER_USER_DIR"):
+        return Path(os.environ["NARFORMER_USER_DIR"]) / "profiles"
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("narformer-tvm", appauthor=False)) / "profiles"
+
+
 def profile_dirs() -> list[Path]:
-    """Where hardware profiles are looked up, first match wins."""
+    """Where hardware profiles are looked up, first match wins: $NARFORMER_PROFILES, the user's own
+    (calibrated) profiles, then the shipped ones."""
     dirs = []
     if os.environ.get("NARFORMER_PROFILES"):
         dirs += [Path(p) for p in os.environ["NARFORMER_PROFILES"].split(os.pathsep) if p]
+    dirs.append(user_profiles_dir())
     dirs.append(Path(__file__).resolve().parent.parent / "profiles")  # source checkout / editable install
     dirs.append(Path(__file__).resolve().parent / "shipped_profiles")  # a wheel's package data
     return dirs
@@ -34,8 +46,20 @@ def list_profiles() -> dict[str, Path]:
 
 
 def default_profile() -> str:
-    """The first of DEFAULT_PROFILES trained on hardware like this machine's, else the first installed."""
+    """A user profile calibrated on this machine for ONNX Runtime's default configuration, else the
+    first of DEFAULT_PROFILES trained on hardware like this machine's, else the first installed."""
+    from narformer_tvm.measure.hardware import physical_cores
+
     profiles = list_profiles()
+    user = user_profiles_dir()
+    for name, folder in profiles.items():
+        if folder.parent == user:
+            meta = json.loads((folder / "profile.json").read_text())
+            cfg = meta.get("config") or {}
+            default_cfg = (cfg.get("runtime"), cfg.get("target"), cfg.get("threads"), cfg.get("opt_level"),
+                           cfg.get("execution_mode")) == ("onnxruntime", "llvm", physical_cores(), "all", "sequential")
+            if default_cfg and meta.get("fingerprint") and not hardware_differences(meta["fingerprint"]):
+                return name
     installed = [name for name in DEFAULT_PROFILES if name in profiles] or [DEFAULT_PROFILE]
     for name in installed:
         fp = json.loads((profiles[name] / "profile.json").read_text()).get("fingerprint")
@@ -106,10 +130,9 @@ def load_ort_predictor(spec: str | None):
     path = resolve_ort_predictor(spec)
     if path.suffix == ".json":
         from narformer_tvm.integrations.ort_config_ratio import RatioModel, RatioPredictor
-        from narformer_tvm.model.load import load_predictor
 
         profile = path.parent.name if path.parent.name in list_profiles() else None
-        return RatioPredictor(RatioModel.load(path), load_predictor(resolve_predictor(profile)))
+        return RatioPredictor(RatioModel.load(path), load_profile_predictor(profile))
     from narformer_tvm.model.predictor import Predictor
 
     return Predictor.load(path)
@@ -126,6 +149,23 @@ def hardware_differences(fp: dict) -> list[str]:
     if "gpu" in fp:
         here["gpu"] = gpu_name()
     return [f"{k}: trained on {fp[k]!r}, this machine {v!r}" for k, v in here.items() if fp.get(k) not in (None, v)]
+
+
+def load_profile_predictor(spec: str | None):
+    """The latency predictor ``spec`` names, ready to predict: a file, or a profile's predictor with the
+    profile's calibration applied and its profile.json's hardware and configuration (a calibrated user
+    profile describes this machine, not the base predictor's)."""
+    from narformer_tvm.model.load import load_predictor
+
+    predictor = load_predictor(resolve_predictor(spec))
+    fields = profile_fields(spec, ("calibration", "fingerprint", "config", "name"))
+    if fields.get("calibration"):
+        from narformer_tvm.model.calibrated import CalibratedPredictor
+
+        predictor = CalibratedPredictor(predictor, fields["calibration"])
+        predictor.profile = {**predictor.profile, **{k: fields[k] for k in ("fingerprint", "config", "name")
+                                                      if k in fields}}
+    return predictor
 
 
 def fingerprint_mismatch(predictor) -> str | None:

@@ -71,9 +71,9 @@ def estimate(models, predictor_spec, input_shapes, batch_size, as_json):
     from narformer_tvm.estimate import collect_models
     from narformer_tvm.estimate import estimate as run_estimate
     from narformer_tvm.graph.onnx_graph import parse_input_shapes
-    from narformer_tvm.model.load import load_predictor
     from narformer_tvm.profiles import (
         fingerprint_mismatch,
+        load_profile_predictor,
         profile_fields,
         resolve_predictor,
     )
@@ -81,7 +81,7 @@ def estimate(models, predictor_spec, input_shapes, batch_size, as_json):
     shapes = parse_input_shapes(input_shapes)
     files = collect_models(models)
     path = resolve_predictor(predictor_spec)
-    predictor = load_predictor(path)
+    predictor = load_profile_predictor(predictor_spec)
     training = profile_fields(predictor_spec, ("coverage",)).get("coverage") or predictor.metadata.get("coverage")
 
     if warning := fingerprint_mismatch(predictor):

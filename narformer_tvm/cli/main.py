@@ -10,6 +10,7 @@ import sys
 import click
 
 from narformer_tvm import __version__
+from narformer_tvm.cli.calibrate_cmd import calibrate
 from narformer_tvm.cli.dataset_cmd import dataset
 from narformer_tvm.cli.evaluate_cmd import evaluate
 from narformer_tvm.cli.inspect_cmd import estimate, inspect
@@ -28,7 +29,8 @@ def cli():
     """Predict how fast a neural network runs on given hardware, without running it."""
 
 
-for _command in (inspect, estimate, profiles, zoo, profile, dataset, train, export, evaluate, tune, tune_ort_cmd, tunedb, nas):
+for _command in (inspect, estimate, calibrate, profiles, zoo, profile, dataset, train, export, evaluate, tune, tune_ort_cmd,
+                 tunedb, nas):
     cli.add_command(_command)
 
 

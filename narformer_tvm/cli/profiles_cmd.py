@@ -31,26 +31,34 @@ def profiles_list(as_json):
         meta = json.loads((folder / "profile.json").read_text())
         fp = meta.get("fingerprint") or {}
         rows.append({"name": name, "folder": str(folder), "default": name == default,
+                     "kind": meta.get("kind", "shipped"), "calibration": meta.get("calibration"),
                      "matches_this_machine": bool(fp) and not hardware_differences(fp),
                      "cpu": fp.get("cpu_id") or fp.get("cpu"), "gpu": fp.get("gpu"),
                      "runtime": meta.get("runtime"), "target": meta.get("target"), "threads": meta.get("threads"),
                      "labels": meta.get("labels"), "train_samples": meta.get("train_samples"),
+                     "calibration_models": meta.get("calibration_models"),
                      "held_out": meta.get("metrics"), "published": meta.get("published")})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     t = Table(title="hardware profiles (estimate uses the default, or --predictor NAME)", title_justify="left")
-    for col in ("profile", "hardware", "configuration", "trained on", "held-out MAPE", "published MAPE", "here"):
+    for col in ("profile", "kind", "hardware", "configuration", "trained on", "held-out MAPE", "published MAPE",
+                "here"):
         t.add_column(col)
     for r in rows:
         held, pub = r["held_out"] or {}, r["published"] or {}
-        t.add_row(r["name"] + (" (default)" if r["default"] else ""), r["gpu"] or r["cpu"] or "?",
+        t.add_row(r["name"] + (" (default)" if r["default"] else ""),
+                  r["kind"] + (f" ({r['calibration']['method']})" if r["calibration"] else ""), r["gpu"] or r["cpu"] or "?",
                   f"{r['runtime']} {r['target']}, {r['threads']} threads",
-                  f"{r['train_samples'] or '?'} models",
+                  f"{r['train_samples'] or meta_models(r)} models",
                   f"{100 * held['mape']:.2f}% (n={held['n']})" if "mape" in held else "",
                   f"{100 * pub['mape']:.2f}% (n={pub['n']})" if "mape" in pub else "",
                   "yes" if r["matches_this_machine"] else "no")
     make_console().print(t)
+
+
+def meta_models(row: dict) -> str:
+    return str(row.get("calibration_models") or "?")
 
 
 @profiles.command("rescore")

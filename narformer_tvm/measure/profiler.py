@@ -355,6 +355,7 @@ class Summary:
     drift: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    left: int = 0  # jobs not started because the deadline came
 
 
 def check_config(cfg: MeasureConfig) -> None:
@@ -369,13 +370,14 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
           input_shapes: dict | None = None, batch_size: int | None = None, retry_failed: bool = False,
           reference_every: int = 50, tries: int = 3, remeasure_noisy: bool = False,
           progress: Callable[[str, int, int, str], None] | None = None, gate: dict | None = None,
-          summary: Summary | None = None) -> Summary:
+          summary: Summary | None = None, deadline: float | None = None) -> Summary:
     """Measure every job not yet in ``store`` for this configuration and pass.
 
     ``gate`` ({"calibrate_s", "wait_s"}, see RegimeGate) measures only in the machine's fast regime
     (every job on the sweep's runtime and target, whatever its session options); rows measured outside
     it are flagged noisy. A ``summary`` given by the
-    caller is filled as the sweep goes, so it still counts what was done when the sweep is interrupted."""
+    caller is filled as the sweep goes, so it still counts what was done when the sweep is interrupted.
+    ``deadline`` (a time.time()): start no job after it; the rest is left for the next sweep."""
     check_config(cfg)
     backend = get_backend(cfg.runtime)
     config_ids: dict[str, int] = {}
@@ -404,6 +406,9 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
     gated: list[tuple[int, float, float, bool]] = []  # (row, slowest probe, fast level then, noisy)
     try:
         for i, (job, jcfg, job_config_id) in enumerate(todo):
+            if deadline is not None and time.time() >= deadline:
+                summary.left = len(todo) - i
+                break
             if reference_every and i % reference_every == 0:
                 ref_first = _measure_reference(worker, store, cfg, config_id, ref_first, timeout, summary)
             if progress:

@@ -1,0 +1,167 @@
+"""From new hardware to a trustworthy ``estimate`` in one command: profile a compact calibration set
+within a time budget, adapt a shipped predictor to it, and say how accurate the result is here.
+
+The calibration set (``calibration_set.json``, made by examples/make_calibration_set.py) is ordered so
+that any prefix is spread over op mix and scale; models are generated on the fly. Measured rows are
+split by a hash of the model: a quarter is held out for the accuracy printed at the end, a quarter
+validates the choice of adaptation, the rest fits it. Adaptations are log-linear maps of the base
+predictor's output (latency = exp(a) * base ** b): ``base`` (none), ``scaled`` (a only) and
+``loglinear`` (a and b); the one with the lowest validation MAPE is refitted on training and
+validation rows and scored once on the held-out ones.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from narformer_tvm.errors import InputError
+
+CALIBRATION_SET = Path(__file__).resolve().parent / "calibration_set.json"
+METHODS = ("base", "scaled", "loglinear")
+MIN_MODELS = 12  # fewer measured models than this cannot be split three ways meaningfully
+
+
+def calibration_variants(limit: int | None = None) -> list:
+    """The shipped calibration list as zoo Variants, in coverage order; corpus families only where
+    Hugging Face transformers is installed."""
+    import importlib.util
+
+    from narformer_tvm.measure.corpus import CORPUS
+    from narformer_tvm.measure.zoo import Variant
+
+    have_hf = importlib.util.find_spec("transformers") is not None
+    items = json.loads(CALIBRATION_SET.read_text())
+    out = [Variant(d["family"], d["seed"], d["index"], d["raw"]) for d in items
+           if have_hf or d["family"] not in CORPUS]
+    return out[:limit] if limit else out
+
+
+def split_of(key: str) -> str:
+    """test | val | train, fixed per model."""
+    return ("test", "val", "train", "train")[zlib.crc32(key.encode()) % 4]
+
+
+def fit_method(method: str, pred: np.ndarray, true: np.ndarray) -> dict:
+    lp, lt = np.log(pred), np.log(true)
+    if method == "base" or len(pred) == 0:
+        return {"method": method, "log_scale": 0.0, "exponent": 1.0}
+    if method == "scaled":
+        return {"method": method, "log_scale": float(np.median(lt - lp)), "exponent": 1.0}
+    if len(pred) < 3 or np.ptp(lp) < 1e-6:
+        return {"method": method, "log_scale": float(np.median(lt - lp)), "exponent": 1.0}
+    b, a = np.polyfit(lp, lt, 1)
+    b = float(np.clip(b, 0.5, 1.5))  # a few points must not turn the predictor's order around
+    return {"method": method, "log_scale": float(np.median(lt - b * lp)), "exponent": b}
+
+
+def apply(cal: dict, pred: np.ndarray) -> np.ndarray:
+    return math.exp(cal["log_scale"]) * np.power(pred, cal["exponent"])
+
+
+def accuracy(pred: np.ndarray, true: np.ndarray, seed: int = 0, rounds: int = 1000) -> dict:
+    """MAPE and Acc(10%) with 90% bootstrap intervals over the models."""
+    err = np.abs(pred - true) / true
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(err), (rounds, len(err)))
+    mapes, accs = err[idx].mean(1), (err[idx] <= 0.10).mean(1)
+    return {"n": int(len(err)), "mape": float(err.mean()), "acc10": float((err <= 0.10).mean()),
+            "mape_90": [float(np.quantile(mapes, 0.05)), float(np.quantile(mapes, 0.95))],
+            "acc10_90": [float(np.quantile(accs, 0.05)), float(np.quantile(accs, 0.95))],
+            "bias": float(np.median(pred / true - 1))}
+
+
+@dataclass
+class CalibrationResult:
+    name: str
+    folder: Path
+    measured: int  # models with a usable measurement in the calibration dataset
+    profiled_s: float  # seconds this run spent profiling
+    left: int  # calibration models the budget did not reach (a rerun goes on with them)
+    validation: dict = field(default_factory=dict)  # method -> validation MAPE
+    calibration: dict = field(default_factory=dict)  # the chosen map
+    test: dict = field(default_factory=dict)  # accuracy() on the held-out models
+    test_base: dict = field(default_factory=dict)  # the unadapted base on the same models
+
+
+def profile_name(base: str, cfg) -> str:
+    return f"{base}-calibrated-{cfg.runtime}-{cfg.target}-{cfg.resolved_threads()}t"
+
+
+def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str | None = None,
+              progress: Callable[[str, int, int, str], None] | None = None, limit: int | None = None,
+              gate_wait_s: float = 10.0, include_noisy: bool = False) -> CalibrationResult:
+    """Profile the calibration set under ``cfg`` for at most ``budget_s`` (resuming what an earlier run
+    measured), adapt the ``base`` profile's predictor, write the user profile and return its accuracy."""
+    from narformer_tvm.data.store import Store
+    from narformer_tvm.graph.tokens import encode_table
+    from narformer_tvm.learn.samples import load_samples
+    from narformer_tvm.model.load import load_predictor
+    from narformer_tvm.measure.backends import fingerprint, get_backend
+    from narformer_tvm.measure.profiler import Job, check_config, gate_settings, sweep
+    from narformer_tvm.profiles import default_profile, list_profiles, resolve_predictor, user_profiles_dir
+
+    check_config(cfg)
+    base = base or default_profile()
+    base_path = resolve_predictor(base)
+    if base in list_profiles() and list_profiles()[base].parent == user_profiles_dir():
+        raise InputError(f"{base!r} is itself a calibrated profile", hint="calibrate from a shipped profile")
+    name = name or profile_name(base, cfg)
+    folder = user_profiles_dir() / name
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [Job(key=v.key, name=v.name, family=v.family, variant=v.to_dict()) for v in calibration_variants(limit)]
+    t0 = time.time()
+    with Store(folder / "calibration.db") as store:
+        summary = sweep(jobs, store, cfg, gate=gate_settings(cfg, wait_s=gate_wait_s), progress=progress,
+                        deadline=t0 + budget_s, reference_every=0, tries=2)
+    try:
+        samples, _ = load_samples(folder / "calibration.db", include_noisy=include_noisy)
+        every, _ = load_samples(folder / "calibration.db", include_noisy=True)
+    except InputError:
+        samples = every = []
+    result = CalibrationResult(name, folder, len(samples), time.time() - t0, summary.left)
+    if len(samples) < MIN_MODELS:
+        busy = len(every) - len(samples)
+        raise InputError(f"only {len(samples)} usable calibration models measured (at least {MIN_MODELS} needed)"
+                         + (f"; {busy} more were flagged noisy (other work on the machine)" if busy else ""),
+                         hint="rerun with a larger --budget, on a quiet machine: it goes on from what was measured")
+    predictor = load_predictor(base_path)
+    pred, _ = predictor.predict_encoded([encode_table(s.table, predictor.features) for s in samples])
+    true = np.array([s.latency_ms for s in samples])
+    parts = {k: np.array([split_of(s.key) == k for s in samples]) for k in ("train", "val", "test")}
+    for method in METHODS:
+        cal = fit_method(method, pred[parts["train"]], true[parts["train"]])
+        v = apply(cal, pred[parts["val"]])
+        result.validation[method] = float(np.mean(np.abs(v - true[parts["val"]]) / true[parts["val"]]))
+    best = min(METHODS, key=lambda m: result.validation[m])
+    fit_rows = parts["train"] | parts["val"]
+    result.calibration = fit_method(best, pred[fit_rows], true[fit_rows])
+    result.test = accuracy(apply(result.calibration, pred[parts["test"]]), true[parts["test"]])
+    result.test_base = accuracy(pred[parts["test"]], true[parts["test"]])
+    _write_profile(result, folder, base, base_path, cfg, fingerprint(cfg, get_backend(cfg.runtime)))
+    return result
+
+
+def _write_profile(result: CalibrationResult, folder: Path, base: str, base_path: Path, cfg, fp: dict) -> None:
+    dst = folder / ("predictor" + base_path.suffix)
+    if not dst.exists() or dst.stat().st_size != base_path.stat().st_size:
+        shutil.copyfile(base_path, dst)
+    key = "onnx" if base_path.suffix == ".onnx" else "predictor"
+    meta = {"name": result.name, "kind": "user", "base_profile": base, key: dst.name,
+            "runtime": cfg.runtime, "target": cfg.target, "threads": cfg.resolved_threads(),
+            "config": cfg.identity(), "fingerprint": fp, "calibration": result.calibration,
+            "calibration_models": result.measured, "validation_mape": result.validation,
+            "metrics": {**result.test, "split": "held-out calibration models"},
+            "base_metrics": result.test_base, "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def describe(result: CalibrationResult) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}

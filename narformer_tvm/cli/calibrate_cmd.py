@@ -1,0 +1,60 @@
+"""``calibrate``: a predictor for this machine from a short profiling run."""
+from __future__ import annotations
+
+import re
+
+import click
+
+from narformer_tvm.cli.ui import make_console, progress_bar
+
+
+def parse_budget(value: str) -> float:
+    """'10m', '90s', '1h', '1h30m' or plain seconds -> seconds."""
+    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", value or "")
+    if not m or not any(m.groups()):
+        raise click.BadParameter(f"{value!r} is not a duration; use e.g. 10m, 90s or 1h30m", param_hint="--budget")
+    h, mins, s = (float(g) if g else 0.0 for g in m.groups())
+    return 3600 * h + 60 * mins + s
+
+
+@click.command()
+@click.option("--target", type=click.Choice(["llvm", "cuda"]), default="llvm", show_default=True)
+@click.option("--runtime", default="onnxruntime", show_default=True, help="A backend (see `profile --list-runtimes`).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="Intra-op threads (0 = physical cores).")
+@click.option("--budget", default="10m", show_default=True, help="Profiling time, e.g. 5m, 90s, 1h.")
+@click.option("--base", default=None, help="The shipped profile to adapt (default: the one for this CPU).")
+@click.option("--name", default=None, help="The new profile's name (default: BASE-calibrated-RUNTIME-TARGET-Nt).")
+@click.option("--rpc-tracker", default="", metavar="HOST:PORT", help="TVM RPC tracker of a remote board.")
+@click.option("--rpc-key", default="", help="The board's key at the tracker.")
+@click.option("--include-noisy", is_flag=True,
+              help="Also use measurements flagged noisy (taken while other work ran on the machine).")
+def calibrate(target, runtime, threads, budget, base, name, rpc_tracker, rpc_key, include_noisy):
+    """Profile a compact calibration set on this machine within --budget, adapt a shipped predictor to
+    it and save it as your own profile, which `estimate` then prefers on this machine.
+
+    The held-out part of the calibration set gives the accuracy to expect here. Interrupted or out of
+    budget, a rerun goes on from what was measured. Profiles go to $NARFORMER_USER_DIR/profiles, else the
+    platform's user data folder.
+    """
+    from narformer_tvm.calibrate import calibrate as run
+    from narformer_tvm.measure.backends import MeasureConfig
+
+    seconds = parse_budget(budget)
+    cfg = MeasureConfig(runtime=runtime, target=target, threads=threads, rpc_tracker=rpc_tracker, rpc_key=rpc_key)
+    with progress_bar(log_every_s=30) as bar:
+        task = bar.add_task(f"profiling the calibration set ({budget} budget)", total=None, status="")
+        result = run(cfg, base, seconds, name,
+                     progress=lambda kind, i, n, msg: bar.update(task, completed=i, total=n, status=msg),
+                     include_noisy=include_noisy)
+    con = make_console()
+    t, b = result.test, result.test_base
+    con.print(f"{result.measured} calibration models measured ({result.profiled_s / 60:.1f} min this run"
+              + (f"; {result.left} not reached: a rerun continues" if result.left else "") + ").")
+    con.print("validation MAPE per adaptation: " + ", ".join(f"{m} {100 * v:.1f}%" for m, v in
+                                                             result.validation.items())
+              + f" -> {result.calibration['method']}")
+    con.print(f"[bold]Expected accuracy here[/bold] ({t['n']} held-out models): MAPE {100 * t['mape']:.1f}% "
+              f"(90% interval {100 * t['mape_90'][0]:.1f}-{100 * t['mape_90'][1]:.1f}%), Acc(10%) "
+              f"{100 * t['acc10']:.0f}%; the base profile unadapted: MAPE {100 * b['mape']:.1f}%, bias "
+              f"{100 * b['bias']:+.0f}%.")
+    con.print(f"profile {result.name!r} written to {result.folder}")

@@ -1,0 +1,105 @@
+import json
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from narformer_tvm.calibrate import accuracy, apply, calibrate, calibration_variants, fit_method, split_of
+from narformer_tvm.cli.calibrate_cmd import parse_budget
+from narformer_tvm.cli.main import cli
+from narformer_tvm.errors import InputError
+from narformer_tvm.measure.backends import MeasureConfig
+from narformer_tvm.profiles import default_profile, list_profiles, load_profile_predictor, user_profiles_dir
+
+FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
+
+
+@pytest.fixture
+def user_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("NARFORMER_USER_DIR", str(tmp_path / "user"))
+    return tmp_path / "user" / "profiles"
+
+
+def test_the_user_directory_follows_the_environment(user_dir):
+    assert user_profiles_dir() == user_dir
+
+
+def test_adaptations_and_their_accuracy():
+    rng = np.random.default_rng(0)
+    pred = np.exp(rng.uniform(0, 4, 40))
+    true = 1.3 * pred ** 1.1 * np.exp(rng.normal(0, 0.02, 40))
+    assert fit_method("base", pred, true) == {"method": "base", "log_scale": 0.0, "exponent": 1.0}
+    scaled = fit_method("scaled", pred, true)
+    loglin = fit_method("loglinear", pred, true)
+    assert abs(loglin["exponent"] - 1.1) < 0.05
+    err = lambda cal: np.mean(np.abs(apply(cal, pred) - true) / true)  # noqa: E731
+    assert err(loglin) < 0.03 < err(scaled) < err(fit_method("base", pred, true))
+    acc = accuracy(apply(loglin, pred), true)
+    assert acc["n"] == 40 and acc["mape_90"][0] <= acc["mape"] <= acc["mape_90"][1] and acc["acc10"] == 1.0
+    assert {split_of(f"k{i}") for i in range(50)} == {"train", "val", "test"}
+
+
+def test_budgets_parse_and_bad_ones_are_refused():
+    assert parse_budget("10m") == 600 and parse_budget("1h30m") == 5400 and parse_budget("90") == 90
+    with pytest.raises(click.BadParameter, match="not a duration"):
+        parse_budget("ten minutes")
+
+
+def test_the_calibration_set_is_spread_over_families():
+    vs = calibration_variants()
+    assert len(vs) >= 200 and len({v.family for v in vs[:40]}) >= 12  # a short budget already covers many
+    assert all(v.seed >= 0 for v in vs)  # no published network: they are what a calibration is judged on
+
+
+def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
+    cfg = MeasureConfig(**FAST)
+    with pytest.raises(InputError, match="calibration models measured"):  # out of budget almost at once
+        calibrate(cfg, "cpu-onnxruntime", budget_s=1.0, limit=16, gate_wait_s=0)
+    name = "cpu-onnxruntime-calibrated-onnxruntime-llvm-%dt" % cfg.resolved_threads()
+    db = user_dir / name / "calibration.db"
+    from narformer_tvm.data.store import Store
+
+    with Store(db, readonly=True) as s:
+        first = s.db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+    assert 1 <= first < 16
+    # goes on from there (rows measured beside other work may be flagged noisy: use them too)
+    result = calibrate(cfg, "cpu-onnxruntime", budget_s=600, limit=16, gate_wait_s=0, include_noisy=True)
+    with Store(db, readonly=True) as s:
+        rows, models = s.db.execute("SELECT COUNT(*), COUNT(DISTINCT model_id) FROM measurements").fetchone()
+    assert rows == models == 16  # nothing measured twice
+    assert result.measured >= 12 and result.left == 0 and set(result.validation) == {"base", "scaled", "loglinear"}
+    meta = json.loads((user_dir / name / "profile.json").read_text())
+    assert meta["kind"] == "user" and meta["calibration"]["method"] == result.calibration["method"]
+    assert meta["metrics"]["n"] == result.test["n"] > 0 and meta["onnx"] == "predictor.onnx"
+    assert list_profiles()[name] == user_dir / name and default_profile() == name  # user before shipped
+    pred = load_profile_predictor(None)
+    assert pred.profile["name"] == name and pred.profile["fingerprint"] == meta["fingerprint"]
+    res = CliRunner().invoke(cli, ["estimate", "examples/squeezenet1_1.onnx", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["profile"]["name"] == name
+    base = CliRunner().invoke(cli, ["estimate", "examples/squeezenet1_1.onnx", "--json", "--predictor",
+                                    "cpu-onnxruntime"])
+    ratio = out["results"][0]["latency_ms"] / json.loads(base.stdout)["results"][0]["latency_ms"]
+    want = float(apply(result.calibration, np.array([1.0]))[0]) if result.calibration["exponent"] == 1.0 else None
+    assert want is None or abs(ratio - want) < 1e-3
+    listed = CliRunner().invoke(cli, ["profiles", "list", "--json"])
+    assert name in {r["name"] for r in json.loads(listed.stdout)}
+
+
+def test_a_profile_for_another_configuration_is_not_the_default_and_cannot_be_a_base(user_dir):
+    folder = user_dir / "mine-1t"
+    folder.mkdir(parents=True)
+    shipped = json.loads((list_profiles()["cpu-onnxruntime"] / "profile.json").read_text())
+    from narformer_tvm.measure.backends import fingerprint, get_backend
+
+    cfg = MeasureConfig(threads=1)
+    (folder / "profile.json").write_text(json.dumps({
+        "name": "mine-1t", "kind": "user", "onnx": "predictor.onnx", "config": cfg.identity(),
+        "fingerprint": fingerprint(cfg, get_backend("onnxruntime")),
+        "calibration": {"method": "scaled", "log_scale": 0.5, "exponent": 1.0}}))
+    (folder / "predictor.onnx").write_bytes((list_profiles()["cpu-onnxruntime"] / shipped["onnx"]).read_bytes())
+    assert default_profile() != "mine-1t"  # one thread: not what a plain estimate asks for
+    with pytest.raises(InputError, match="itself a calibrated profile"):
+        calibrate(MeasureConfig(**FAST), "mine-1t", budget_s=1, limit=2)
