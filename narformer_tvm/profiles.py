@@ -168,6 +168,20 @@ def load_profile_predictor(spec: str | None):
     return predictor
 
 
+def config_mismatch(predictor) -> str | None:
+    """A note when the predictor describes another ONNX Runtime configuration than the default one here
+    (threads, optimisation level, execution mode, target): its latencies are for that configuration."""
+    from narformer_tvm.measure.hardware import physical_cores
+
+    cfg = predictor.profile.get("config") or {}
+    want = {"threads": physical_cores(), "opt_level": "all", "execution_mode": "sequential", "target": "llvm"}
+    diffs = [f"{k} {cfg[k]} (default here: {v})" for k, v in want.items() if k in cfg and cfg[k] != v]
+    if not diffs or cfg.get("runtime", "onnxruntime") != "onnxruntime":
+        return None
+    return (f"predictor {predictor.profile.get('name', '')!r} describes ONNX Runtime with {', '.join(diffs)}: "
+            "its latencies are for that configuration")
+
+
 def fingerprint_mismatch(predictor) -> str | None:
     """A warning when this machine differs from the one the predictor's training data came from."""
     fp = predictor.profile.get("fingerprint")

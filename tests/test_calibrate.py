@@ -101,5 +101,7 @@ def test_a_profile_for_another_configuration_is_not_the_default_and_cannot_be_a_
         "calibration": {"method": "scaled", "log_scale": 0.5, "exponent": 1.0}}))
     (folder / "predictor.onnx").write_bytes((list_profiles()["cpu-onnxruntime"] / shipped["onnx"]).read_bytes())
     assert default_profile() != "mine-1t"  # one thread: not what a plain estimate asks for
+    res = CliRunner().invoke(cli, ["estimate", "examples/squeezenet1_1.onnx", "--predictor", "mine-1t"])
+    assert res.exit_code == 0 and "describes ONNX Runtime with threads 1" in res.stderr
     with pytest.raises(InputError, match="itself a calibrated profile"):
         calibrate(MeasureConfig(**FAST), "mine-1t", budget_s=1, limit=2)

@@ -322,6 +322,13 @@ def test_tune_ort_bad_inputs_are_clear(tmp_path, small_net, capsys):
     assert code == 2 and "missing.onnx" in err
     code, err = run("tune-ort", small_net, "--out", tmp_path / "o", "--predictor", "nope")
     assert code != 0 and "no predictor 'nope'" in err and "hint:" in err
+    (tmp_path / "samples").mkdir()
+    np.save(tmp_path / "samples" / "s0.npy", np.zeros((1, 3, 16, 16), np.float32))
+    code, err = run("tune-ort", small_net, "--out", tmp_path / "o", "--allow-lossy", "--calibration-data",
+                    tmp_path / "samples")
+    assert code == 2 and "s0.npy" in err and "the model takes 1x3x32x32" in err
+    code, err = run("tune-ort", small_net, "--out", tmp_path / "o", "--accuracy-check", "nowhere_module:fn")
+    assert code == 2 and "cannot import nowhere_module" in err
 
 
 def test_candidate_jobs_are_reproducible_grouped_by_model_and_split_by_source():

@@ -72,6 +72,7 @@ def estimate(models, predictor_spec, input_shapes, batch_size, as_json):
     from narformer_tvm.estimate import estimate as run_estimate
     from narformer_tvm.graph.onnx_graph import parse_input_shapes
     from narformer_tvm.profiles import (
+        config_mismatch,
         fingerprint_mismatch,
         load_profile_predictor,
         profile_fields,
@@ -84,8 +85,9 @@ def estimate(models, predictor_spec, input_shapes, batch_size, as_json):
     predictor = load_profile_predictor(predictor_spec)
     training = profile_fields(predictor_spec, ("coverage",)).get("coverage") or predictor.metadata.get("coverage")
 
-    if warning := fingerprint_mismatch(predictor):
-        click.echo(f"warning: {warning}", err=True)
+    for warning in (fingerprint_mismatch(predictor), config_mismatch(predictor)):
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
     results = run_estimate(files, predictor, shapes, batch_size, training)
     failed = [r for r in results if r.error is not None]
     if as_json:
