@@ -105,7 +105,8 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     from narformer_tvm.learn.samples import load_samples
     from narformer_tvm.model.load import load_predictor
     from narformer_tvm.measure.backends import fingerprint, get_backend
-    from narformer_tvm.measure.profiler import Job, check_config, gate_settings, sweep
+    from narformer_tvm.measure.profiler import Job, check_config, sweep
+    from narformer_tvm.measure.regime_gate import gate_settings
     from narformer_tvm.profiles import default_profile, list_profiles, resolve_predictor, user_profiles_dir
 
     check_config(cfg)

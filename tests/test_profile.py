@@ -20,18 +20,8 @@ from narformer_tvm.data.labels import (
 from narformer_tvm.data.store import Store
 from narformer_tvm.errors import InputError
 from narformer_tvm.measure.backends import MeasureConfig, get_backend, list_backends
-from narformer_tvm.measure.profiler import (
-    REGIME_MARGIN,
-    REGIME_WAIT_S,
-    RegimeGate,
-    Summary,
-    gate_settings,
-    jobs_from_paths,
-    jobs_from_zoo,
-    repeat_subset,
-    slow_in_hindsight,
-    sweep,
-)
+from narformer_tvm.measure.profiler import Summary, jobs_from_paths, jobs_from_zoo, repeat_subset, sweep
+from narformer_tvm.measure.regime_gate import REGIME_MARGIN, REGIME_WAIT_S, RegimeGate, gate_settings, slow_in_hindsight
 
 FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
 

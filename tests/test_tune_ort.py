@@ -1,6 +1,5 @@
 import copy
 import json
-from dataclasses import replace
 
 import numpy as np
 import onnx

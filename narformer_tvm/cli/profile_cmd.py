@@ -110,12 +110,12 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
         Summary,
         check_config,
         env_threads_note,
-        gate_settings,
         jobs_from_paths,
         jobs_from_zoo,
         repeat_subset,
         sweep,
     )
+    from narformer_tvm.measure.regime_gate import gate_settings
     from narformer_tvm.measure.zoo import family_names
 
     if not models and not zoo_spec:

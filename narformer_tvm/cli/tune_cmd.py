@@ -59,7 +59,8 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, allow_l
     from narformer_tvm.measure.backends import MeasureConfig
     from narformer_tvm.measure.eval_data import load_callable, load_eval_data
     from narformer_tvm.measure.fidelity import DEFAULT_MAX_ERROR
-    from narformer_tvm.measure.profiler import check_config, gate_settings
+    from narformer_tvm.measure.profiler import check_config
+    from narformer_tvm.measure.regime_gate import gate_settings
     from narformer_tvm.profiles import load_ort_predictor
 
     shapes = parse_input_shapes(input_shapes)

@@ -20,9 +20,9 @@ from narformer_tvm.errors import CheckpointError
 from narformer_tvm.graph.tokens import LOG_SCALE, SCALARS, GraphTable
 from narformer_tvm.integrations.ort_tuning import Candidate, config_vector, is_default
 from narformer_tvm.measure.ort_session import OPT_LEVELS
-from narformer_tvm.measure.ort_variants import KIND, KINDS
+from narformer_tvm.measure.ort_variants import VARIANTS
 
-FORMAT = "narformer-ort-ratios/1"
+FORMAT = "narformer-ort-ratios/2"
 GRAPH_FEATURES = ("bias", "log_macs", "log_nodes", "intensity", "conv_share", "grouped_conv_share", "matmul_share")
 _FLOPS, _GROUP = SCALARS.index("log_flops"), SCALARS.index("group")
 
@@ -43,9 +43,10 @@ def graph_descriptors(t: GraphTable) -> np.ndarray:
 
 def config_features(c: Candidate, cores: int) -> np.ndarray:
     """The candidate's configuration vector plus the interactions that matter on CPUs: each variant
-    kind with the thread count, the optimisation level and the execution mode."""
+    with the thread count, the optimisation level and the execution mode. Variants, not their kinds:
+    the ratio model sees the original graph only, so MatMul-only int8 must be its own column."""
     base = config_vector(c, cores).astype(np.float64)
-    kind = np.array([float(KIND.get(c.variant, c.variant) == k) for k in KINDS])
+    kind = np.array([float(c.variant == v) for v in VARIANTS])
     threads = math.log2((c.threads or cores))
     opt = np.array([float(c.opt_level == o) for o in OPT_LEVELS])
     parallel = float(c.execution_mode == "parallel")

@@ -9,7 +9,6 @@ be best, and the default set-up (the reference) are measured in the profiler's i
 """
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import shutil

@@ -8,14 +8,13 @@ same command again resumes without measuring a finished model twice.
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing as mp
 import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 from narformer_tvm.data.store import Store, file_key
 from narformer_tvm.errors import InputError, NarformerError
@@ -25,7 +24,7 @@ from narformer_tvm.measure.backends import (
     fingerprint,
     get_backend,
 )
-from narformer_tvm.measure.hardware import physical_cores
+from narformer_tvm.measure.regime_gate import RegimeGate, slow_in_hindsight
 
 SPREAD_LIMIT = 0.15  # block medians differing by more than this: re-measure
 
@@ -42,24 +41,6 @@ MAX_CONSECUTIVE_CRASHES = 5  # a worker that dies on everything is a broken set-
 REFERENCE = {"family": "resnet", "seed": -2, "index": 0,
              "raw": {"block": "basic", "d1": 1, "d2": 1, "d3": 1, "d4": 1, "width": 32, "kernel": 3, "se": 0.0,
                      "resolution": 96, "batch": 1}}  # a small fixed network re-measured to detect drift
-
-
-# Two-thread CPU latencies on small VMs flip between two regimes for seconds to minutes at a time:
-# networks of many small operators run much slower in one (docs/profiling.md). No statistic of one
-# measurement removes that. The gate measures this depthwise-heavy probe, which the slow regime slows
-# most, before and after each model and keeps only measurements taken in its fast regime.
-PROBE = {"family": "mobilenetv3", "seed": -3, "index": 0,
-         "raw": {"size": "small", "width": 1.0, "expand": 1.0, "extra": -1, "kernel": 3, "se": True,
-                 "resolution": 128, "batch": 1}}
-
-
-REGIME_MARGIN = 1.15  # a probe this much slower than the fastest seen: the slow regime
-
-
-REGIME_WAIT_S = 60  # wait this long for the fast regime, then measure anyway (and flag the row noisy)
-
-
-REGIME_CALIBRATE_S = 10  # probing when the gate starts, to find the fast regime's level
 
 
 @dataclass
@@ -114,64 +95,6 @@ def _cpu_busy() -> tuple[float, float]:
     return busy, p.user + p.system
 
 
-class RegimeGate:
-    """Waits for the machine's fast regime (see PROBE) and tells whether a measurement stayed in it."""
-
-    def __init__(self, backend, cfg: MeasureConfig, folder: Path, calibrate_s: float = REGIME_CALIBRATE_S,
-                 wait_s: float = REGIME_WAIT_S, known_fast_ms: float | None = None, method: dict | None = None):
-        """``known_fast_ms``: the fast level earlier sweeps of this dataset saw (Store.probe_reference). Without
-        it a sweep that starts in the slow regime and stays there takes the slow level for the fast one.
-        ``method``: MeasureConfig timing fields for the probe (default: the sweep's own)."""
-        from narformer_tvm.measure.zoo import Variant
-
-        self.backend, self.cfg, self.wait_s = backend, replace(cfg, **(method or {})), wait_s
-        self.path = str(Variant(**PROBE).export(Path(folder) / "probe.onnx"))
-        self.fast_ms = known_fast_ms or math.inf  # the fastest probe so far: the fast regime's level
-        t_end = time.perf_counter() + calibrate_s
-        while True:
-            self.probe()
-            if time.perf_counter() >= t_end:
-                break
-            time.sleep(0.5)
-
-    def probe(self) -> float:
-        m = self.backend.measure(self.path, self.cfg, None, 1)
-        if not m.ok:
-            raise NarformerError(f"the regime probe failed to run: {m.error}")
-        self.fast_ms = min(self.fast_ms, m.latency_ms)
-        return m.latency_ms
-
-    def is_fast(self, probe_ms: float) -> bool:
-        return probe_ms <= REGIME_MARGIN * self.fast_ms
-
-    def wait_fast(self) -> float:
-        """Probe until the fast regime (or the wait runs out); the last probe's latency."""
-        t_end = time.perf_counter() + self.wait_s
-        while not self.is_fast(p := self.probe()) and time.perf_counter() < t_end:
-            time.sleep(1.0)
-        return p
-
-
-def gate_settings(cfg: MeasureConfig, wanted: bool | None = None, wait_s: float = REGIME_WAIT_S) -> dict | None:
-    """The sweep's ``gate`` argument: ``wanted`` None = on where regimes arise (ONNX Runtime on more
-    than one CPU thread), which is where it was measured to matter. A short ``wait_s`` also shortens
-    the calibration (0: one probe, no waiting: quick, for tests and small sweeps)."""
-    if wanted is None:
-        threads = cfg.threads or physical_cores()
-        wanted = cfg.runtime == "onnxruntime" and cfg.target == "llvm" and threads > 1 and not cfg.rpc_tracker
-    return {"calibrate_s": min(REGIME_CALIBRATE_S, wait_s), "wait_s": wait_s} if wanted else None
-
-
-def slow_in_hindsight(gated: Sequence[tuple[int, float, float, bool]]) -> list[int]:
-    """Rows judged fast against the fast level known then, slow against the sweep's final (lowest) one.
-
-    ``gated``: (row id, slowest probe around the measurement, fast level then, already noisy)."""
-    if not gated:
-        return []
-    fast = min(level for _, _, level, _ in gated)
-    return [row for row, probe, _, noisy in gated if not noisy and probe > REGIME_MARGIN * fast]
-
-
 def measure_with_retries(backend, path: str, cfg: MeasureConfig, input_shapes, batch_size: int,
                          tries: int, gate: RegimeGate | None = None) -> tuple[Measurement, float, int]:
     """Measure; while the block spread or the CPU contention is high, or the machine left its fast
@@ -207,7 +130,6 @@ def run_job(task: dict, gate: RegimeGate | None = None, made: dict | None = None
 
     ``made`` (with ``made_dir``) keeps the files and graphs made for the last model, so that the same
     model under many session options (tune-ort's candidates) is exported and quantised once."""
-    from narformer_tvm.graph.onnx_graph import build_graph
     from narformer_tvm.graph.tokens import table
 
     job, cfg = Job(**task["job"]), MeasureConfig(**task["cfg"])
