@@ -8,6 +8,12 @@ from onnx import TensorProto, helper
 warnings.filterwarnings("ignore")
 
 
+@pytest.fixture(autouse=True)
+def own_user_dir(tmp_path_factory, monkeypatch):
+    """The tests never see (or write) the developer's own calibrated profiles."""
+    monkeypatch.setenv("NARFORMER_USER_DIR", str(tmp_path_factory.mktemp("user")))
+
+
 @pytest.fixture(scope="session")
 def onnx_cache(tmp_path_factory) -> Path:
     """A folder shared by the whole session, so each network is exported once."""
