@@ -137,6 +137,9 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     pred, _ = predictor.predict_encoded([encode_table(s.table, predictor.features) for s in samples])
     true = np.array([s.latency_ms for s in samples])
     parts = {k: np.array([split_of(s.key) == k for s in samples]) for k in ("train", "val", "test")}
+    if min(p.sum() for p in parts.values()) < 2:  # few models, unlucky hashes: every fourth, in order
+        tags = np.array([("test", "val", "train", "train")[i % 4] for i in range(len(samples))])
+        parts = {k: tags == k for k in ("train", "val", "test")}
     for method in METHODS:
         cal = fit_method(method, pred[parts["train"]], true[parts["train"]])
         v = apply(cal, pred[parts["val"]])
