@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--test-db", required=True, help="models measured here under the same configuration")
     ap.add_argument("--budgets", default="2,5,10", help="minutes of profiling")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/results/calibrate.md")
+    ap.add_argument("--test-how", default="", help="the command that measured --test-db, for the reproduce block")
     args = ap.parse_args()
 
     folder = list_profiles()[args.profile]
@@ -94,9 +95,11 @@ def main() -> None:
                   f"{'**met**' if met else '**missed**'} at {r['minutes']:g} min: MAPE {100 * c['mape']:.1f}%, "
                   f"Acc(10%) {100 * c['acc10']:.0f}%. The test models were measured in other sittings than the "
                   "calibration (the dataset's own dates), so a level drift between sittings counts against it."]
-    lines += ["", "Reproduce:", "", "```bash", "narformer-tvm calibrate --budget <largest>m --name " + args.profile,
+    lines += ["", "Reproduce:", "", "```bash"] + ([args.test_how] if args.test_how else []) + [
+              f"narformer-tvm calibrate --threads {here.get('config', {}).get('threads')} --budget <largest>m --name "
+              + args.profile,
               f"python examples/bench_calibrate.py --profile {args.profile} --test-db {args.test_db} --budgets "
-              f"{args.budgets} --out {args.out}", "```", ""]
+              f"{args.budgets} --out {args.out.relative_to(ROOT) if args.out.is_absolute() else args.out}", "```", ""]
     args.out.write_text("\n".join(lines))
     args.out.with_suffix(".json").write_text(json.dumps({"base": base_acc, "rows": rows}, indent=2) + "\n")
     print(f"written {args.out} ({time.strftime('%H:%M')})")

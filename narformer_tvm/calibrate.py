@@ -110,7 +110,7 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     from narformer_tvm.profiles import default_profile, list_profiles, resolve_predictor, user_profiles_dir
 
     check_config(cfg)
-    base = base or default_profile()
+    base = base or default_profile(include_user=False)
     base_path = resolve_predictor(base)
     if base in list_profiles() and list_profiles()[base].parent == user_profiles_dir():
         raise InputError(f"{base!r} is itself a calibrated profile", hint="calibrate from a shipped profile")

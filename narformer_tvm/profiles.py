@@ -45,15 +45,16 @@ def list_profiles() -> dict[str, Path]:
     return found
 
 
-def default_profile() -> str:
-    """A user profile calibrated on this machine for ONNX Runtime's default configuration, else the
-    first of DEFAULT_PROFILES trained on hardware like this machine's, else the first installed."""
+def default_profile(include_user: bool = True) -> str:
+    """A user profile calibrated on this machine for ONNX Runtime's default configuration (unless
+    ``include_user`` is off), else the first of DEFAULT_PROFILES trained on hardware like this
+    machine's, else the first installed."""
     from narformer_tvm.measure.hardware import physical_cores
 
     profiles = list_profiles()
     user = user_profiles_dir()
     for name, folder in profiles.items():
-        if folder.parent == user:
+        if include_user and folder.parent == user:
             meta = json.loads((folder / "profile.json").read_text())
             cfg = meta.get("config") or {}
             default_cfg = (cfg.get("runtime"), cfg.get("target"), cfg.get("threads"), cfg.get("opt_level"),

@@ -73,6 +73,7 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
     assert meta["kind"] == "user" and meta["calibration"]["method"] == result.calibration["method"]
     assert meta["metrics"]["n"] == result.test["n"] > 0 and meta["onnx"] == "predictor.onnx"
     assert list_profiles()[name] == user_dir / name and default_profile() == name  # user before shipped
+    assert default_profile(include_user=False) != name  # what a new calibration starts from
     pred = load_profile_predictor(None)
     assert pred.profile["name"] == name and pred.profile["fingerprint"] == meta["fingerprint"]
     res = CliRunner().invoke(cli, ["estimate", "examples/squeezenet1_1.onnx", "--json"])
