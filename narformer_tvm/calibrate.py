@@ -112,7 +112,8 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     check_config(cfg)
     base = base or default_profile(include_user=False)
     base_path = resolve_predictor(base)
-    if base in list_profiles() and list_profiles()[base].parent == user_profiles_dir():
+    base_folder = list_profiles().get(base)
+    if base_folder is not None and base_folder.parent == user_profiles_dir():
         raise InputError(f"{base!r} is itself a calibrated profile", hint="calibrate from a shipped profile")
     name = name or profile_name(base, cfg)
     folder = user_profiles_dir() / name

@@ -45,21 +45,27 @@ def list_profiles() -> dict[str, Path]:
     return found
 
 
+def default_config_here() -> dict:
+    """ONNX Runtime's default CPU configuration on this machine, as profile.json's ``config`` spells it."""
+    from narformer_tvm.measure.hardware import physical_cores
+
+    return {"runtime": "onnxruntime", "target": "llvm", "threads": physical_cores(), "opt_level": "all",
+            "execution_mode": "sequential"}
+
+
 def default_profile(include_user: bool = True) -> str:
     """A user profile calibrated on this machine for ONNX Runtime's default configuration (unless
     ``include_user`` is off), else the first of DEFAULT_PROFILES trained on hardware like this
     machine's, else the first installed."""
-    from narformer_tvm.measure.hardware import physical_cores
-
     profiles = list_profiles()
     user = user_profiles_dir()
+    want = default_config_here() if include_user else {}
     for name, folder in profiles.items():
         if include_user and folder.parent == user:
             meta = json.loads((folder / "profile.json").read_text())
             cfg = meta.get("config") or {}
-            default_cfg = (cfg.get("runtime"), cfg.get("target"), cfg.get("threads"), cfg.get("opt_level"),
-                           cfg.get("execution_mode")) == ("onnxruntime", "llvm", physical_cores(), "all", "sequential")
-            if default_cfg and meta.get("fingerprint") and not hardware_differences(meta["fingerprint"]):
+            if all(cfg.get(k) == v for k, v in want.items()) and meta.get("fingerprint") \
+                    and not hardware_differences(meta["fingerprint"]):
                 return name
     installed = [name for name in DEFAULT_PROFILES if name in profiles] or [DEFAULT_PROFILE]
     for name in installed:
@@ -172,10 +178,8 @@ def load_profile_predictor(spec: str | None):
 def config_mismatch(predictor) -> str | None:
     """A note when the predictor describes another ONNX Runtime configuration than the default one here
     (threads, optimisation level, execution mode, target): its latencies are for that configuration."""
-    from narformer_tvm.measure.hardware import physical_cores
-
     cfg = predictor.profile.get("config") or {}
-    want = {"threads": physical_cores(), "opt_level": "all", "execution_mode": "sequential", "target": "llvm"}
+    want = {k: v for k, v in default_config_here().items() if k != "runtime"}
     diffs = [f"{k} {cfg[k]} (default here: {v})" for k, v in want.items() if k in cfg and cfg[k] != v]
     if not diffs or cfg.get("runtime", "onnxruntime") != "onnxruntime":
         return None

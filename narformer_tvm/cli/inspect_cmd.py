@@ -73,6 +73,7 @@ def estimate(models, predictor_spec, input_shapes, batch_size, as_json):
     from narformer_tvm.graph.onnx_graph import parse_input_shapes
     from narformer_tvm.profiles import (
         config_mismatch,
+        default_profile,
         fingerprint_mismatch,
         load_profile_predictor,
         profile_fields,
@@ -81,9 +82,10 @@ def estimate(models, predictor_spec, input_shapes, batch_size, as_json):
 
     shapes = parse_input_shapes(input_shapes)
     files = collect_models(models)
-    path = resolve_predictor(predictor_spec)
-    predictor = load_profile_predictor(predictor_spec)
-    training = profile_fields(predictor_spec, ("coverage",)).get("coverage") or predictor.metadata.get("coverage")
+    spec = predictor_spec or default_profile()  # chosen once: it reads every candidate profile
+    path = resolve_predictor(spec)
+    predictor = load_profile_predictor(spec)
+    training = profile_fields(spec, ("coverage",)).get("coverage") or predictor.metadata.get("coverage")
 
     for warning in (fingerprint_mismatch(predictor), config_mismatch(predictor)):
         if warning:

@@ -50,15 +50,11 @@ def profiles_list(as_json):
         t.add_row(r["name"] + (" (default)" if r["default"] else ""),
                   r["kind"] + (f" ({r['calibration']['method']})" if r["calibration"] else ""), r["gpu"] or r["cpu"] or "?",
                   f"{r['runtime']} {r['target']}, {r['threads']} threads",
-                  f"{r['train_samples'] or meta_models(r)} models",
+                  f"{r['train_samples'] or r['calibration_models'] or '?'} models",
                   f"{100 * held['mape']:.2f}% (n={held['n']})" if "mape" in held else "",
                   f"{100 * pub['mape']:.2f}% (n={pub['n']})" if "mape" in pub else "",
                   "yes" if r["matches_this_machine"] else "no")
     make_console().print(t)
-
-
-def meta_models(row: dict) -> str:
-    return str(row.get("calibration_models") or "?")
 
 
 @profiles.command("rescore")

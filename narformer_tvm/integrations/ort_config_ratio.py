@@ -50,12 +50,13 @@ def config_features(c: Candidate, cores: int) -> np.ndarray:
     threads = math.log2((c.threads or cores))
     opt = np.array([float(c.opt_level == o) for o in OPT_LEVELS])
     parallel = float(c.execution_mode == "parallel")
-    inter = math.log2(c.resolved().inter_threads or 1)
+    inter = math.log2((c.inter_threads or c.threads or cores) if parallel else 1)
     return np.concatenate([base, kind * threads, np.outer(kind, opt).ravel(), kind * parallel, [inter]])
 
 
-def design(t: GraphTable, c: Candidate, cores: int) -> np.ndarray:
-    return np.outer(config_features(c, cores), graph_descriptors(t)).ravel()
+def design(descriptors: np.ndarray, c: Candidate, cores: int) -> np.ndarray:
+    """One regression row: the candidate's configuration crossed with the graph's descriptors."""
+    return np.outer(config_features(c, cores), descriptors).ravel()
 
 
 @dataclass
@@ -71,7 +72,8 @@ class RatioModel:
         """``samples``: (original model's graph, candidate, latency / default latency) per measurement."""
         if not samples:
             raise ValueError("no ratios to fit")
-        X = np.stack([design(t, c, cores) for t, c, _ in samples])
+        descriptors = {id(t): graph_descriptors(t) for t, _, _ in samples}  # tables repeat, one per model
+        X = np.stack([design(descriptors[id(t)], c, cores) for t, c, _ in samples])
         y = np.log2([r for _, _, r in samples])
         w = np.linalg.solve(X.T @ X + l2 * np.eye(X.shape[1]), X.T @ y)
         resid = y - X @ w
@@ -80,7 +82,8 @@ class RatioModel:
 
     def predict(self, t: GraphTable, candidates: Sequence[Candidate]) -> np.ndarray:
         """Ratio to the default configuration per candidate (exactly 1 for the default itself)."""
-        X = np.stack([design(t, c, self.cores) for c in candidates])
+        d = graph_descriptors(t)
+        X = np.stack([design(d, c, self.cores) for c in candidates])
         r = np.exp2(X @ self.weights)
         return np.where([is_default(c) for c in candidates], 1.0, r)
 

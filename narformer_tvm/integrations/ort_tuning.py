@@ -96,7 +96,9 @@ def search_space(target: str = "llvm", cores: int | None = None, lossy: bool = T
     if target == "llvm":
         variants = [v for v in ("fp32", "ort-optimized", "int8-dynamic", "int8-dynamic-matmul", "int8-qdq") if keep(v)]
         layouts = [(t, "sequential", 0) for t in sorted({1, cores})]
-        layouts += [(t, "parallel", i) for t in sorted({1, cores}) for i in sorted({2, cores}) if cores >= 2]
+        # inter-op 0 where it equals the intra-op count: the default's spelling, so that is_default() agrees
+        layouts += [(t, "parallel", 0 if i == t else i) for t in sorted({1, cores}) for i in sorted({2, cores})
+                    if cores >= 2]
     elif target in ("cuda", "tensorrt"):
         if target == "tensorrt":
             if providers is None:
@@ -110,10 +112,7 @@ def search_space(target: str = "llvm", cores: int | None = None, lossy: bool = T
         layouts = [(cores, "sequential", 0)]
     else:
         raise InputError(f"unknown target {target!r}", hint="use llvm, cuda or tensorrt")
-    out = [Candidate(v, t, o, m, target, i) for v in variants for t, m, i in layouts for o in OPT_LEVELS]
-    # the default's spelling (threads=cores, inter=0) so that is_default() and the reference agree
-    return [replace(c, inter_threads=0) if c.execution_mode == "parallel" and c.inter_threads == c.threads else c
-            for c in out]
+    return [Candidate(v, t, o, m, target, i) for v in variants for t, m, i in layouts for o in OPT_LEVELS]
 
 
 def config_vector(c: Candidate, cores: int) -> np.ndarray:
@@ -198,8 +197,8 @@ def choose_to_measure(ranked: Sequence[Ranked], top_k: int = 3, explore: int = 2
     fidelity check) is asked in that order; a candidate it refuses is passed over for the next."""
     accept = accept or (lambda r: True)
     usable = [r for r in ranked if r.predicted_ms is not None]
-    chosen, rest = [], iter(usable)
-    for r in rest:
+    chosen = []
+    for r in usable:
         if len(chosen) == top_k:
             break
         if accept(r):

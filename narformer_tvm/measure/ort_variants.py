@@ -15,18 +15,13 @@ KIND = {"int8-dynamic-matmul": "int8-dynamic"}
 KINDS = ("fp32", "ort-optimized", "int8-dynamic", "int8-qdq", "fp16")
 
 
-CALIBRATION_SAMPLES = 8  # random-input batches for static quantisation when the user gives no data
-
-
 def _calibration_reader(path: str, input_shapes: dict | None, batch_size: int | None, feeds: list | None = None):
-    import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader
 
-    from narformer_tvm.measure.ort_session import random_feeds
+    if feeds is None:  # the same random samples the output check uses when the user gives no data
+        from narformer_tvm.measure.eval_data import random_data
 
-    if feeds is None:
-        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        feeds = [random_feeds(sess, input_shapes, batch_size or 1, seed=i) for i in range(CALIBRATION_SAMPLES)]
+        feeds = random_data(path, input_shapes, batch_size).feeds
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -61,7 +56,7 @@ def applies(src: str | Path, variant: str) -> bool:
 def make_variant(src: str | Path, variant: str, out: str | Path, input_shapes: dict | None = None,
                  batch_size: int | None = None, target: str = "llvm", calibration: list | None = None) -> Path:
     """Write ``variant`` of the ONNX model ``src`` to ``out`` (fp32: ``src`` itself) and return its path.
-    ``calibration``: input feeds for static quantisation (default: CALIBRATION_SAMPLES random ones)."""
+    ``calibration``: input feeds for static quantisation (default: eval_data.random_data's)."""
     import onnx
     import onnxruntime as ort
     from onnxruntime import quantization as q
