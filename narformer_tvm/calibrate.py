@@ -6,13 +6,17 @@ that any prefix is spread over op mix and scale; models are generated on the fly
 split by a hash of the model: a quarter is held out for the accuracy printed at the end, a quarter
 validates the choice of adaptation, the rest fits it. Adaptations are log-linear maps of the base
 predictor's output (latency = exp(a) * base ** b): ``base`` (none), ``scaled`` (a only) and
-``loglinear`` (a and b); the one with the lowest validation MAPE is refitted on training and
-validation rows and scored once on the held-out ones.
+``loglinear`` (a and b); and, where torch and the base's checkpoint are installed, ``finetune``: the
+base's weights trained on from the training rows (early stopping on the validation rows). The one
+with the lowest validation MAPE is scored once on the held-out rows (a map is first refitted on
+training and validation rows; a fine-tuned predictor has used the validation rows to stop).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import re
 import shutil
 import time
 import zlib
@@ -27,13 +31,12 @@ from narformer_tvm.errors import InputError
 CALIBRATION_SET = Path(__file__).resolve().parent / "calibration_set.json"
 METHODS = ("base", "scaled", "loglinear")
 MIN_MODELS = 12  # fewer measured models than this cannot be split three ways meaningfully
+FINETUNE = {"epochs": 40, "patience": 8, "lr": 2e-4, "batch_size": 16}  # small steps: the base already ranks well
 
 
 def calibration_variants(limit: int | None = None) -> list:
     """The shipped calibration list as zoo Variants, in coverage order; corpus families only where
     Hugging Face transformers is installed."""
-    import importlib.util
-
     from narformer_tvm.measure.corpus import CORPUS
     from narformer_tvm.measure.zoo import Variant
 
@@ -78,6 +81,34 @@ def accuracy(pred: np.ndarray, true: np.ndarray, seed: int = 0, rounds: int = 10
             "bias": float(np.median(pred / true - 1))}
 
 
+def finetune(checkpoint: Path, train: list, val: list, seed: int = 0,
+             progress: Callable[[str], None] | None = None):
+    """The base predictor (a torch checkpoint) trained on from ``train``: its level first (one factor,
+    so that the first steps do not spend themselves on it), then every weight in log loss, keeping the
+    epoch best on ``val``."""
+    from narformer_tvm.learn.train import FitConfig, TrainOptions, recalibrate, train_predictor
+    from narformer_tvm.model.predictor import Predictor
+
+    pred = recalibrate(Predictor.load(checkpoint), train)
+    fit = FitConfig(loss="log", seed=seed, **FINETUNE)
+    return train_predictor(train, val, TrainOptions(fit=fit), init=pred, progress=progress)
+
+
+def finetune_checkpoint(base: str) -> Path | None:
+    """The base profile's torch checkpoint where fine-tuning can run here (torch installed, a source
+    checkout rather than a wheel), else None."""
+    from narformer_tvm.errors import PredictorNotFoundError
+    from narformer_tvm.profiles import resolve_predictor
+
+    if importlib.util.find_spec("torch") is None:
+        return None
+    try:
+        path = resolve_predictor(base, checkpoint=True)
+    except PredictorNotFoundError:
+        return None
+    return path if path.suffix == ".pt" else None
+
+
 @dataclass
 class CalibrationResult:
     name: str
@@ -92,14 +123,16 @@ class CalibrationResult:
 
 
 def profile_name(base: str, cfg) -> str:
-    return f"{base}-calibrated-{cfg.runtime}-{cfg.target}-{cfg.resolved_threads()}t"
+    opt = "" if cfg.opt_level == "all" else f"-opt{cfg.opt_level}"
+    return f"{base}-calibrated-{cfg.runtime}-{cfg.target}-{cfg.resolved_threads()}t{opt}"
 
 
 def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str | None = None,
               progress: Callable[[str, int, int, str], None] | None = None, limit: int | None = None,
-              gate_wait_s: float = 10.0, include_noisy: bool = False) -> CalibrationResult:
+              gate_wait_s: float = 10.0, include_noisy: bool = False, allow_finetune: bool = True) -> CalibrationResult:
     """Profile the calibration set under ``cfg`` for at most ``budget_s`` (resuming what an earlier run
-    measured), adapt the ``base`` profile's predictor, write the user profile and return its accuracy."""
+    measured), adapt the ``base`` profile's predictor, write the user profile and return its accuracy.
+    ``progress(kind, i, n, message)`` hears of each model ("start", "done") and fine-tuning epoch."""
     from narformer_tvm.data.store import Store
     from narformer_tvm.graph.tokens import encode_table
     from narformer_tvm.learn.samples import load_samples
@@ -145,20 +178,57 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
         cal = fit_method(method, pred[parts["train"]], true[parts["train"]])
         v = apply(cal, pred[parts["val"]])
         result.validation[method] = float(np.mean(np.abs(v - true[parts["val"]]) / true[parts["val"]]))
-    best = min(METHODS, key=lambda m: result.validation[m])
-    fit_rows = parts["train"] | parts["val"]
-    result.calibration = fit_method(best, pred[fit_rows], true[fit_rows])
-    result.test = accuracy(apply(result.calibration, pred[parts["test"]]), true[parts["test"]])
+    checkpoint = finetune_checkpoint(base) if allow_finetune else None
+    tuned = None
+    if checkpoint is not None:
+        pick = lambda part: [s for s, keep in zip(samples, parts[part]) if keep]  # noqa: E731
+        tuned = finetune(checkpoint, pick("train"), pick("val"), progress=_epoch_progress(progress))
+        v = _predict(tuned, pick("val"))
+        result.validation["finetune"] = float(np.mean(np.abs(v - true[parts["val"]]) / true[parts["val"]]))
+    best = min(result.validation, key=result.validation.get)
+    if best == "finetune":
+        result.calibration = {"method": "finetune", "log_scale": 0.0, "exponent": 1.0}
+        adapted = _predict(tuned, [s for s, keep in zip(samples, parts["test"]) if keep])
+    else:
+        fit_rows = parts["train"] | parts["val"]
+        result.calibration = fit_method(best, pred[fit_rows], true[fit_rows])
+        adapted = apply(result.calibration, pred[parts["test"]])
+    result.test = accuracy(adapted, true[parts["test"]])
     result.test_base = accuracy(pred[parts["test"]], true[parts["test"]])
-    _write_profile(result, folder, base, base_path, cfg, fingerprint(cfg, get_backend(cfg.runtime)))
+    _write_profile(result, folder, base, base_path, cfg, fingerprint(cfg, get_backend(cfg.runtime)),
+                   tuned if best == "finetune" else None)
     return result
 
 
-def _write_profile(result: CalibrationResult, folder: Path, base: str, base_path: Path, cfg, fp: dict) -> None:
-    dst = folder / ("predictor" + base_path.suffix)
-    if not dst.exists() or dst.stat().st_size != base_path.stat().st_size:
-        shutil.copyfile(base_path, dst)
-    key = "onnx" if base_path.suffix == ".onnx" else "predictor"
+def _predict(predictor, samples: list) -> np.ndarray:
+    from narformer_tvm.graph.tokens import encode_table
+
+    return predictor.predict_encoded([encode_table(s.table, predictor.features) for s in samples])[0]
+
+
+def _epoch_progress(progress):
+    """train_predictor's progress lines as ``progress("finetune", epoch, epochs, line)``."""
+    if progress is None:
+        return None
+
+    def report(line: str) -> None:
+        m = re.search(r"epoch (\d+)/(\d+)", line)
+        progress("finetune", int(m[1]) if m else 0, int(m[2]) if m else 0, line)
+    return report
+
+
+def _write_profile(result: CalibrationResult, folder: Path, base: str, base_path: Path, cfg, fp: dict,
+                   tuned=None) -> None:
+    if tuned is not None:  # the fine-tuned weights, exported so that estimate runs them without torch
+        from narformer_tvm.model.export import export_onnx
+
+        dst = export_onnx(tuned, folder / "predictor.onnx")
+        (folder / "predictor.pt").unlink(missing_ok=True)
+    else:
+        dst = folder / ("predictor" + base_path.suffix)
+        if not dst.exists() or dst.stat().st_size != base_path.stat().st_size or _was_finetuned(folder):
+            shutil.copyfile(base_path, dst)
+    key = "onnx" if dst.suffix == ".onnx" else "predictor"
     meta = {"name": result.name, "kind": "user", "base_profile": base, key: dst.name,
             "runtime": cfg.runtime, "target": cfg.target, "threads": cfg.resolved_threads(),
             "config": cfg.identity(), "fingerprint": fp, "calibration": result.calibration,
@@ -166,6 +236,11 @@ def _write_profile(result: CalibrationResult, folder: Path, base: str, base_path
             "metrics": {**result.test, "split": "held-out calibration models"},
             "base_metrics": result.test_base, "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def _was_finetuned(folder: Path) -> bool:
+    meta = folder / "profile.json"
+    return meta.exists() and json.loads(meta.read_text()).get("calibration", {}).get("method") == "finetune"
 
 
 def describe(result: CalibrationResult) -> dict:

@@ -121,6 +121,49 @@ def test_tune_cli_reports_tuned_and_untuned(tmp_path, capsys):
     assert exc.value.code == 2 and "--pretrained" in capsys.readouterr().err
 
 
+def conv_then_dense() -> onnx.ModelProto:
+    """x(1,3,8,8) -> Conv -> Relu -> Flatten -> Gemm(10): two different tunable tasks."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor("w", TensorProto.FLOAT, (4, 3, 3, 3), rng.standard_normal(108).tolist())
+    d = helper.make_tensor("d", TensorProto.FLOAT, (256, 10), rng.standard_normal(2560).tolist())
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("Gemm", ["f", "d"], ["y"])]
+    g = helper.make_graph(nodes, "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, d])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.slow
+def test_whole_network_tuning_shares_trials_and_compares_with_onnxruntime(tmp_path):
+    from narformer_tvm.integrations.tvm_tuning import tune_onnx
+
+    onnx.save(conv_then_dense(), tmp_path / "net.onnx")
+    report = tune_onnx(tmp_path / "net.onnx", tmp_path / "w", trials=8, cost_model="random")
+    assert report.scheduler == "gradient" and len(report.tasks) >= 2
+    assert sum(t.trials for t in report.tasks) >= 2 and all(t.error is None for t in report.tasks)
+    assert all(t.best_us for t in report.tasks if t.trials)  # each task tried has a measured best
+    assert report.tuned_ms > 0 and report.untuned_ms > 0 and report.onnxruntime_ms > 0
+    assert {"import", "untuned build and measure", "onnxruntime measure", "task extraction", "tuning",
+            "tuned build", "tuned measure"} == set(report.phases)
+
+
+def test_tune_refuses_a_target_this_machine_lacks(tmp_path, capsys):
+    from narformer_tvm.cli.main import main
+
+    if tvm.cuda(0).exist:
+        pytest.skip("this machine has a GPU")
+    onnx.save(conv_then_dense(), tmp_path / "net.onnx")
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", str(tmp_path / "net.onnx"), "--target", "cuda", "--cost-model", "random",
+              "--work-dir", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert exc.value.code != 0 and "no CUDA device" in err and "Traceback" not in err
+    assert not (tmp_path / "w").exists()  # refused before any work
+
+
 @pytest.mark.slow
 def test_predict_only_tuning_explores_by_prediction_and_measures_the_top(tuned, tmp_path):
     from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel

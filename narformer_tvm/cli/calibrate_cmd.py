@@ -5,6 +5,7 @@ import re
 
 import click
 
+from narformer_tvm.cli.options import opt_level_option
 from narformer_tvm.cli.ui import make_console, progress_bar
 
 
@@ -21,14 +22,19 @@ def parse_budget(value: str) -> float:
 @click.option("--target", type=click.Choice(["llvm", "cuda"]), default="llvm", show_default=True)
 @click.option("--runtime", default="onnxruntime", show_default=True, help="A backend (see `profile --list-runtimes`).")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Intra-op threads (0 = physical cores).")
+@opt_level_option
 @click.option("--budget", default="10m", show_default=True, help="Profiling time, e.g. 5m, 90s, 1h.")
 @click.option("--base", default=None, help="The shipped profile to adapt (default: the one for this CPU).")
-@click.option("--name", default=None, help="The new profile's name (default: BASE-calibrated-RUNTIME-TARGET-Nt).")
+@click.option("--name", default=None, help="The new profile's name (default: BASE-calibrated-RUNTIME-TARGET-Nt, plus -optLEVEL off the default).")
 @click.option("--rpc-tracker", default="", metavar="HOST:PORT", help="TVM RPC tracker of a remote board.")
 @click.option("--rpc-key", default="", help="The board's key at the tracker.")
 @click.option("--include-noisy", is_flag=True,
               help="Also use measurements flagged noisy (taken while other work ran on the machine).")
-def calibrate(target, runtime, threads, budget, base, name, rpc_tracker, rpc_key, include_noisy):
+@click.option("--finetune/--no-finetune", default=True, show_default=True,
+              help="Also try fine-tuning the base predictor's weights (needs torch and a source checkout's "
+                   "checkpoint); kept only where it validates better than a rescaling.")
+def calibrate(target, runtime, threads, opt_level, budget, base, name, rpc_tracker, rpc_key, include_noisy,
+              finetune):
     """Profile a compact calibration set on this machine within --budget, adapt a shipped predictor to
     it and save it as your own profile, which `estimate` then prefers on this machine.
 
@@ -40,12 +46,18 @@ def calibrate(target, runtime, threads, budget, base, name, rpc_tracker, rpc_key
     from narformer_tvm.measure.backends import MeasureConfig
 
     seconds = parse_budget(budget)
-    cfg = MeasureConfig(runtime=runtime, target=target, threads=threads, rpc_tracker=rpc_tracker, rpc_key=rpc_key)
+    cfg = MeasureConfig(runtime=runtime, target=target, threads=threads, opt_level=opt_level, rpc_tracker=rpc_tracker, rpc_key=rpc_key)
     with progress_bar(log_every_s=30) as bar:
         task = bar.add_task(f"profiling the calibration set ({budget} budget)", total=None, status="")
-        result = run(cfg, base, seconds, name,
-                     progress=lambda kind, i, n, msg: bar.update(task, completed=i, total=n, status=msg),
-                     include_noisy=include_noisy)
+        tuning = []
+
+        def on_progress(kind, i, n, msg):
+            if kind == "finetune" and not tuning:
+                tuning.append(bar.add_task("fine-tuning the base predictor", total=None, status=""))
+            bar.update(tuning[0] if kind == "finetune" else task, completed=i, total=n or None, status=msg)
+
+        result = run(cfg, base, seconds, name, progress=on_progress, include_noisy=include_noisy,
+                     allow_finetune=finetune)
     con = make_console()
     t, b = result.test, result.test_base
     con.print(f"{result.measured} calibration models measured ({result.profiled_s / 60:.1f} min this run"

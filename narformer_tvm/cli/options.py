@@ -12,6 +12,11 @@ batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=
                             help="Batch size for a symbolic leading input dimension (default 1).")
 
 
+opt_level_option = click.option(
+    "--opt-level", type=click.Choice(["disabled", "basic", "extended", "all"]), default="all", show_default=True,
+    help="ONNX Runtime graph optimisation level.")
+
+
 class SeedList(click.ParamType):
     """A seed count N -> [0, ..., N-1]; or seeds listed and ranged, "1,3" or "3-4" -> those seeds.
     With ``count=False`` a lone number is that one index (ensemble members: "2" -> [2])."""

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from narformer_tvm.cli.options import batch_option, input_shape_option
+from narformer_tvm.cli.options import batch_option, input_shape_option, opt_level_option
 from narformer_tvm.cli.ui import make_console, progress_bar
 
 
@@ -65,8 +65,7 @@ def zoo(family_spec, count, seed, out, opset, standard):
 @click.option("--db", "db_path", type=click.Path(path_type=str), required=True,
               help="Dataset: a folder of shards (each run adds one file), or one SQLite .db file; created if missing.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Intra-op threads (0 = physical cores).")
-@click.option("--opt-level", type=click.Choice(["disabled", "basic", "extended", "all"]), default="all",
-              show_default=True, help="ONNX Runtime graph optimisation level.")
+@opt_level_option
 @click.option("--kernels", is_flag=True, help="Also record per-operator durations (ONNX Runtime profiler).")
 @click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True,
               help="Seconds before a model's worker is killed and the model recorded as failed.")

@@ -111,7 +111,14 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, allow_l
 @click.command()
 @click.argument("model", type=click.Path(path_type=str))
 @click.option("--trials", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Total trials, split evenly over the model's tasks.")
+              help="Total trials over all the model's tasks.")
+@click.option("--target", type=click.Choice(["llvm", "cuda"]), default="llvm", show_default=True,
+              help="llvm: this CPU; cuda: this machine's GPU.")
+@click.option("--scheduler", type=click.Choice(["gradient", "per-task"]), default="gradient", show_default=True,
+              help="gradient: MetaSchedule's task scheduler shares the trials by task weight and expected gain; "
+                   "per-task: an even split, each task tuned on its own.")
+@click.option("--compare-onnxruntime/--no-compare-onnxruntime", default=True, show_default=True,
+              help="Also measure the model under ONNX Runtime.")
 @click.option("--cost-model", type=click.Choice(["narformer", "xgb", "random"]), default="narformer", show_default=True)
 @click.option("--pretrained", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="narformer: start from a cost model saved earlier (tunedb pretrain, or a previous tune).")
@@ -126,9 +133,10 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, allow_l
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Cores (0 = physical cores).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @input_shape_option
-def tune(model, trials, cost_model, pretrained, frozen, predict_only, measure_top, work_dir, threads, seed,
-         input_shapes):
-    """Tune MODEL's TVM tasks for this CPU with a cost model; report tuned vs untuned latency."""
+def tune(model, trials, target, scheduler, compare_onnxruntime, cost_model, pretrained, frozen, predict_only,
+         measure_top, work_dir, threads, seed, input_shapes):
+    """Tune MODEL's TVM tasks with a cost model, build the tuned network, and compare it with the untuned
+    build and with ONNX Runtime; wall time per phase."""
     from rich.table import Table
 
     from narformer_tvm.graph.onnx_graph import parse_input_shapes
@@ -145,8 +153,9 @@ def tune(model, trials, cost_model, pretrained, frozen, predict_only, measure_to
         task = bar.add_task("tuning", total=None, status="")
         report = tune_onnx(model, work_dir, trials, cost_model, threads, parse_input_shapes(input_shapes), seed, extra,
                            progress=lambda m: bar.update(task, status=m), predict_only=predict_only,
-                           measure_top_n=measure_top)
-    t = Table(title=f"{model}: {cost_model}, {trials} trials", title_justify="left")
+                           measure_top_n=measure_top, target=target, scheduler=scheduler,
+                           compare_onnxruntime=compare_onnxruntime)
+    t = Table(title=f"{model}: {cost_model}, {trials} trials ({scheduler} scheduler, {target})", title_justify="left")
     for col in ("task", "weight", "trials", "best us", "time s", "status"):
         t.add_column(col, justify="left" if col in ("task", "status") else "right")
     for r in report.tasks:
@@ -157,6 +166,13 @@ def tune(model, trials, cost_model, pretrained, frozen, predict_only, measure_to
     click.echo(f"untuned {report.untuned_ms:.4f} ms, tuned {report.tuned_ms:.4f} ms "
                f"(x{report.untuned_ms / report.tuned_ms:.2f}); tuning {report.tuning_seconds:.0f} s, of which cost model "
                f"{cm_s:.1f} s; database in {work_dir}")
+    if report.onnxruntime_ms:
+        faster = "TVM tuned" if report.tuned_ms < report.onnxruntime_ms else "ONNX Runtime"
+        click.echo(f"ONNX Runtime {report.onnxruntime_ms:.4f} ms: {faster} is faster "
+                   f"(x{max(report.onnxruntime_ms, report.tuned_ms) / min(report.onnxruntime_ms, report.tuned_ms):.2f})")
+    elif compare_onnxruntime:
+        click.echo("ONNX Runtime: not measured (no provider for this target, or the model failed there)")
+    click.echo("wall time per phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.phases.items()))
     if report.measured is not None:
         click.echo(f"predict-only: {sum(r.trials for r in report.tasks)} schedules explored by prediction, "
                    f"{report.measured} built and measured")

@@ -1,6 +1,10 @@
 """``narformer-tvm tune``: tune an ONNX model's TVM tasks with a chosen cost model, build it, and
-compare tuned with untuned latency. Each task is tuned on its own, so a failing task is reported
-and the others go on; the tuning records land in a MetaSchedule JSON database in the work dir."""
+compare the tuned network with the untuned build and with ONNX Runtime, timing every phase.
+
+Trials are shared across the tasks by MetaSchedule's task scheduler (``gradient``: by each task's
+weight and expected gain, as ``relax_integration.tune_relax`` does), or split evenly with each task
+tuned on its own (``per-task``: a failing task is reported and the others go on). The tuning records
+land in a MetaSchedule JSON database in the work dir."""
 from __future__ import annotations
 
 import time
@@ -35,6 +39,33 @@ class TuneReport:
     cost_model_seconds: dict = field(default_factory=dict)
     work_dir: str = ""
     measured: int | None = None  # predict-only: schedules built and run for real (the rest were predicted)
+    onnxruntime_ms: float | None = None  # the same model under ONNX Runtime (default session options)
+    scheduler: str = "gradient"
+    phases: dict = field(default_factory=dict)  # phase -> wall seconds
+
+
+SCHEDULERS = ("gradient", "per-task")
+
+
+class _Phases:
+    """Wall time per phase of a tuning run, in order."""
+
+    def __init__(self, report: TuneReport, progress):
+        self.report, self.progress = report, progress
+
+    def __call__(self, name: str):
+        import contextlib
+
+        @contextlib.contextmanager
+        def timed():
+            if self.progress:
+                self.progress(name)
+            t0 = time.time()
+            try:
+                yield
+            finally:
+                self.report.phases[name] = self.report.phases.get(name, 0.0) + time.time() - t0
+        return timed()
 
 
 def _time_vm(ex, inputs_np, dev, cfg: MeasureConfig) -> float:
@@ -50,13 +81,25 @@ def _time_vm(ex, inputs_np, dev, cfg: MeasureConfig) -> float:
     return 1e3 * min(res.results)
 
 
+def _measure_onnxruntime(path: Path, cfg: MeasureConfig, input_shapes: dict | None) -> float | None:
+    from narformer_tvm.measure.backends import get_backend
+
+    ort_cfg = MeasureConfig(runtime="onnxruntime", target=cfg.target, threads=cfg.threads)
+    backend = get_backend("onnxruntime")
+    if backend.check(ort_cfg):  # e.g. no CUDA provider in this onnxruntime
+        return None
+    m = backend.measure(str(path), ort_cfg, input_shapes, None)
+    return m.latency_ms if m.ok else None
+
+
 def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_model: str = "narformer",
               threads: int = 0, input_shapes: dict | None = None, seed: int = 0, cost_model_kwargs: dict | None = None,
               progress: Callable[[str], None] | None = None, predict_only: bool = False,
-              measure_top_n: int = 4) -> TuneReport:
-    """Tune every task of an ONNX model. ``predict_only``: explore with the (pre-trained, frozen)
-    cost model's predictions in place of builds and runs, then measure the ``measure_top_n`` best
-    predicted schedules of each task for real."""
+              measure_top_n: int = 4, target: str = "llvm", scheduler: str = "gradient",
+              compare_onnxruntime: bool = True) -> TuneReport:
+    """Tune every task of an ONNX model for ``target`` within ``trials`` in all. ``predict_only``:
+    explore with the (pre-trained, frozen) cost model's predictions in place of builds and runs, then
+    measure the ``measure_top_n`` best predicted schedules of each task for real."""
     import onnx
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
@@ -69,44 +112,110 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
         meta_schedule,
         random_inputs,
     )
-    from narformer_tvm.integrations.tvm_records import measure_top
     from narformer_tvm.integrations.tvm_records import predict_only as predict_only_pair
+    from narformer_tvm.measure.profiler import check_config
 
+    if scheduler not in SCHEDULERS:
+        raise InputError(f"unknown task scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    if predict_only and cost_model != "narformer":
+        raise InputError("predict-only tuning uses the narformer cost model", hint="pass --cost-model narformer")
     ms = meta_schedule()
     path, work_dir = Path(path), Path(work_dir)
     load_model(path, input_shapes)  # validates the file with our clear errors before TVM sees it
+    cfg = MeasureConfig(runtime="tvm", target=target, threads=threads)
+    check_config(cfg)  # e.g. --target cuda without a GPU: refused here, not deep inside TVM
     work_dir.mkdir(parents=True, exist_ok=True)
-    cfg = MeasureConfig(runtime="tvm", threads=threads)
-    target = make_target(cfg)
-    model = onnx.load(str(path))
-    mod = from_onnx(model, shape_dict=input_shapes or None, keep_params_in_input=False)  # weights as constants
-    report = TuneReport(str(path), cost_model, work_dir=str(work_dir))
-
-    inputs = random_inputs(model, input_shapes, seed=seed)
-    dev = tvm.cpu()
-
-    if progress:
-        progress("building untuned")
-    report.untuned_ms = _time_vm(tvm.compile(mod, target=target), inputs, dev, cfg)
+    tvm_target = make_target(cfg)
+    report = TuneReport(str(path), cost_model, work_dir=str(work_dir), scheduler=scheduler)
+    phase = _Phases(report, progress)
+    with phase("import"):
+        model = onnx.load(str(path))
+        mod = from_onnx(model, shape_dict=input_shapes or None, keep_params_in_input=False)  # weights as constants
+        inputs = random_inputs(model, input_shapes, seed=seed)
+    dev = tvm.cuda(0) if target == "cuda" else tvm.cpu()
+    with phase("untuned build and measure"):
+        report.untuned_ms = _time_vm(tvm.compile(mod, target=tvm_target), inputs, dev, cfg)
+    if compare_onnxruntime:
+        with phase("onnxruntime measure"):
+            report.onnxruntime_ms = _measure_onnxruntime(path, cfg, input_shapes)
 
     from tvm import relax
 
-    with target:  # the same preparation as relax's static_shape_tuning pipeline
+    with phase("task extraction"), tvm_target:  # the same preparation as relax's static_shape_tuning pipeline
         mod = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
                                         relax.transform.CanonicalizeBindings(), relax.get_pipeline("zero")])(mod)
-    tasks = ms.relax_integration.extract_tasks(mod, target)
+        tasks = ms.relax_integration.extract_tasks(mod, tvm_target)
     if not tasks:
         raise InputError(f"{path}: TVM extracted no tunable tasks")
     database = ms.database.JSONDatabase(str(work_dir / "database_workload.json"),
                                         str(work_dir / "database_tuning_record.json"))
-    per_task = max(1, trials // len(tasks))
     kwargs = dict(cost_model_kwargs or {}, **({"seed": seed} if cost_model == "narformer" else {}))
     cm = get_cost_model(cost_model, **kwargs)
-    if predict_only and cost_model != "narformer":
-        raise InputError("predict-only tuning uses the narformer cost model", hint="pass --cost-model narformer")
     builder, runner = predict_only_pair(cm) if predict_only else (fast_builder(), ms.runner.LocalRunner())
     report.measured = 0 if predict_only else None
     t_start = time.time()
+    if scheduler == "gradient":
+        with phase("tuning"):
+            _tune_jointly(ms, tasks, tvm_target, trials, seed, builder, runner, database, cm, work_dir, predict_only,
+                          measure_top_n, report)
+    else:
+        with phase("tuning"):
+            _tune_each(ms, tasks, tvm_target, trials, seed, builder, runner, database, cm, work_dir, predict_only,
+                       measure_top_n, report, progress)
+    report.tuning_seconds = time.time() - t_start
+    report.cost_model_seconds = dict(getattr(cm, "seconds", {}) or {})
+    with phase("tuned build"), tvm_target, tvm.transform.PassContext(opt_level=3):
+        tuned = ms.relax_integration.compile_relax(database, mod, tvm_target, params=None)
+    with phase("tuned measure"):
+        report.tuned_ms = _time_vm(tuned, inputs, dev, cfg)
+    if cost_model == "narformer":
+        cm.save(str(work_dir / "narformer_cost_model.pt"))
+    return report
+
+
+def _task_best(database, mod) -> tuple[int, float | None]:
+    """(records, best median run time in us) of one task in ``database``."""
+    recs = database.get_top_k(database.commit_workload(mod), 10_000)
+    best = [r for r in recs if r.run_secs]
+    return len(recs), (1e6 * float(np.median([float(s) for s in best[0].run_secs])) if best else None)
+
+
+def _tune_jointly(ms, tasks, target, trials, seed, builder, runner, database, cm, work_dir, predict_only,
+                  measure_top_n, report) -> None:
+    from narformer_tvm.integrations.tvm_records import measure_top
+
+    ctxs = [ms.TuneContext(mod=t.dispatched[0], target=target, space_generator="post-order-apply",
+                           search_strategy="evolutionary", task_name=t.task_name, num_threads="physical",
+                           rand_state=seed + k) for k, t in enumerate(tasks)]
+    # small rounds, so that a few dozen trials still reach every task once before the scheduler weighs them
+    per_iter = max(1, min(64, trials // (2 * len(tasks)) or 1))
+    explored = ms.database.MemoryDatabase() if predict_only else database
+    t0 = time.time()
+    error = None
+    try:
+        ms.tune_tasks(tasks=ctxs, task_weights=[float(t.weight) for t in tasks], work_dir=str(work_dir / "logs"),
+                      max_trials_global=trials, num_trials_per_iter=per_iter, builder=builder, runner=runner,
+                      database=explored, cost_model=cm, task_scheduler="gradient")
+    except Exception as e:  # what was measured before stays in the database and is still used
+        error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    if predict_only:
+        report.measured = measure_top(explored, database, target, measure_top_n)
+    for t in tasks:
+        tr = TaskResult(t.task_name, int(t.weight), error=error)
+        tr.trials = _task_best(explored, t.dispatched[0])[0]
+        tr.best_us = _task_best(database, t.dispatched[0])[1]
+        report.tasks.append(tr)
+    spent = time.time() - t0  # the scheduler interleaves tasks: their time in proportion to trials
+    total = sum(tr.trials for tr in report.tasks) or 1
+    for tr in report.tasks:
+        tr.seconds = spent * tr.trials / total
+
+
+def _tune_each(ms, tasks, target, trials, seed, builder, runner, database, cm, work_dir, predict_only,
+               measure_top_n, report, progress) -> None:
+    from narformer_tvm.integrations.tvm_records import measure_top
+
+    per_task = max(1, trials // len(tasks))
     for k, task in enumerate(tasks):
         tr = TaskResult(task.task_name, int(task.weight))
         if progress:
@@ -122,21 +231,9 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
                           runner=runner, database=explored, cost_model=cm, task_scheduler="round-robin")
             if predict_only:
                 report.measured += measure_top(explored, database, target, measure_top_n)
-            recs = database.get_top_k(database.commit_workload(task.dispatched[0]), 1)
-            tr.trials = len(explored.get_top_k(explored.commit_workload(task.dispatched[0]), 10_000))
-            if recs and recs[0].run_secs:
-                tr.best_us = 1e6 * float(np.median([float(s) for s in recs[0].run_secs]))
+            tr.trials = _task_best(explored, task.dispatched[0])[0]
+            tr.best_us = _task_best(database, task.dispatched[0])[1]
         except Exception as e:  # one task failing never kills the run
             tr.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
         tr.seconds = time.time() - t0
         report.tasks.append(tr)
-    report.tuning_seconds = time.time() - t_start
-    report.cost_model_seconds = dict(getattr(cm, "seconds", {}) or {})
-    if progress:
-        progress("building tuned")
-    with target, tvm.transform.PassContext(opt_level=3):
-        tuned = ms.relax_integration.compile_relax(database, mod, target, params=None)
-    report.tuned_ms = _time_vm(tuned, inputs, dev, cfg)
-    if cost_model == "narformer":
-        cm.save(str(work_dir / "narformer_cost_model.pt"))
-    return report
