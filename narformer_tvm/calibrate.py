@@ -6,10 +6,11 @@ that any prefix is spread over op mix and scale; models are generated on the fly
 split by a hash of the model: a quarter is held out for the accuracy printed at the end, a quarter
 validates the choice of adaptation, the rest fits it. Adaptations are log-linear maps of the base
 predictor's output (latency = exp(a) * base ** b): ``base`` (none), ``scaled`` (a only) and
-``loglinear`` (a and b); and, where torch and the base's checkpoint are installed, ``finetune``: the
-base's weights trained on from the training rows (early stopping on the validation rows). The one
-with the lowest validation MAPE is scored once on the held-out rows (a map is first refitted on
-training and validation rows; a fine-tuned predictor has used the validation rows to stop).
+``loglinear`` (a and b); and, where torch and the base's checkpoint are installed, ``finetune`` (the
+base's weights trained on from the training rows) and ``scratch`` (a predictor of the base's shape
+trained from nothing on them), both stopping early on the validation rows. The one with the lowest
+validation MAPE is scored once on the held-out rows (a map is first refitted on training and
+validation rows; a trained predictor has used the validation rows to stop).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ CALIBRATION_SET = Path(__file__).resolve().parent / "calibration_set.json"
 METHODS = ("base", "scaled", "loglinear")
 MIN_MODELS = 12  # fewer measured models than this cannot be split three ways meaningfully
 FINETUNE = {"epochs": 40, "patience": 8, "lr": 2e-4, "batch_size": 16}  # small steps: the base already ranks well
+SCRATCH = {"epochs": 60, "patience": 15, "lr": 5e-4, "batch_size": 16}
 
 
 def calibration_variants(limit: int | None = None) -> list:
@@ -92,6 +94,23 @@ def finetune(checkpoint: Path, train: list, val: list, seed: int = 0,
     pred = recalibrate(Predictor.load(checkpoint), train)
     fit = FitConfig(loss="log", seed=seed, **FINETUNE)
     return train_predictor(train, val, TrainOptions(fit=fit), init=pred, progress=progress)
+
+
+def scratch(checkpoint: Path, train: list, val: list, seed: int = 0,
+            progress: Callable[[str], None] | None = None):
+    """A predictor of the base's shape (``checkpoint``) trained from nothing on ``train``, keeping the
+    epoch best on ``val``: on a configuration far from the base's, its rows alone can do better."""
+    from narformer_tvm.learn.train import FitConfig, TrainOptions, train_predictor
+    from narformer_tvm.model.predictor import Predictor
+
+    base = Predictor.load(checkpoint)
+    model = {"d_model": base.config.d_model, "n_groups": base.config.n_groups, "readout": base.config.readout}
+    fit = FitConfig(loss="log", seed=seed, **SCRATCH)
+    features = {**base.features.to_dict(), "vocab": tuple(base.features.vocab)}
+    return train_predictor(train, val, TrainOptions(model=model, features=features, fit=fit), progress=progress)
+
+
+TRAINED = {"finetune": finetune, "scratch": scratch}  # adaptations that train weights (torch)
 
 
 def finetune_checkpoint(base: str) -> Path | None:
@@ -179,16 +198,17 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
         v = apply(cal, pred[parts["val"]])
         result.validation[method] = float(np.mean(np.abs(v - true[parts["val"]]) / true[parts["val"]]))
     checkpoint = finetune_checkpoint(base) if allow_finetune else None
-    tuned = None
+    trained = {}
     if checkpoint is not None:
         pick = lambda part: [s for s, keep in zip(samples, parts[part]) if keep]  # noqa: E731
-        tuned = finetune(checkpoint, pick("train"), pick("val"), progress=_epoch_progress(progress))
-        v = _predict(tuned, pick("val"))
-        result.validation["finetune"] = float(np.mean(np.abs(v - true[parts["val"]]) / true[parts["val"]]))
+        for method, train in TRAINED.items():
+            trained[method] = train(checkpoint, pick("train"), pick("val"), progress=_epoch_progress(progress, method))
+            v = _predict(trained[method], pick("val"))
+            result.validation[method] = float(np.mean(np.abs(v - true[parts["val"]]) / true[parts["val"]]))
     best = min(result.validation, key=result.validation.get)
-    if best == "finetune":
-        result.calibration = {"method": "finetune", "log_scale": 0.0, "exponent": 1.0}
-        adapted = _predict(tuned, [s for s, keep in zip(samples, parts["test"]) if keep])
+    if best in trained:
+        result.calibration = {"method": best, "log_scale": 0.0, "exponent": 1.0}
+        adapted = _predict(trained[best], [s for s, keep in zip(samples, parts["test"]) if keep])
     else:
         fit_rows = parts["train"] | parts["val"]
         result.calibration = fit_method(best, pred[fit_rows], true[fit_rows])
@@ -196,7 +216,7 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     result.test = accuracy(adapted, true[parts["test"]])
     result.test_base = accuracy(pred[parts["test"]], true[parts["test"]])
     _write_profile(result, folder, base, base_path, cfg, fingerprint(cfg, get_backend(cfg.runtime)),
-                   tuned if best == "finetune" else None)
+                   trained.get(best))
     return result
 
 
@@ -206,20 +226,20 @@ def _predict(predictor, samples: list) -> np.ndarray:
     return predictor.predict_encoded([encode_table(s.table, predictor.features) for s in samples])[0]
 
 
-def _epoch_progress(progress):
-    """train_predictor's progress lines as ``progress("finetune", epoch, epochs, line)``."""
+def _epoch_progress(progress, method: str):
+    """train_predictor's progress lines as ``progress(method, epoch, epochs, line)``."""
     if progress is None:
         return None
 
     def report(line: str) -> None:
         m = re.search(r"epoch (\d+)/(\d+)", line)
-        progress("finetune", int(m[1]) if m else 0, int(m[2]) if m else 0, line)
+        progress(method, int(m[1]) if m else 0, int(m[2]) if m else 0, line)
     return report
 
 
 def _write_profile(result: CalibrationResult, folder: Path, base: str, base_path: Path, cfg, fp: dict,
                    tuned=None) -> None:
-    if tuned is not None:  # the fine-tuned weights, exported so that estimate runs them without torch
+    if tuned is not None:  # the trained weights, exported so that estimate runs them without torch
         from narformer_tvm.model.export import export_onnx
 
         dst = export_onnx(tuned, folder / "predictor.onnx")
@@ -240,7 +260,7 @@ def _write_profile(result: CalibrationResult, folder: Path, base: str, base_path
 
 def _was_finetuned(folder: Path) -> bool:
     meta = folder / "profile.json"
-    return meta.exists() and json.loads(meta.read_text()).get("calibration", {}).get("method") == "finetune"
+    return meta.exists() and json.loads(meta.read_text()).get("calibration", {}).get("method") in TRAINED
 
 
 def describe(result: CalibrationResult) -> dict:

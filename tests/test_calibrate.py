@@ -70,7 +70,7 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
         rows, models = s.db.execute("SELECT COUNT(*), COUNT(DISTINCT model_id) FROM measurements").fetchone()
     assert rows == models == 16  # nothing measured twice
     assert result.measured >= 12 and result.left == 0
-    assert set(result.validation) == {"base", "scaled", "loglinear", "finetune"}  # torch and a checkout here
+    assert set(result.validation) == {"base", "scaled", "loglinear", "finetune", "scratch"}  # torch, a checkout
     meta = json.loads((user_dir / name / "profile.json").read_text())
     assert meta["kind"] == "user" and meta["calibration"]["method"] == result.calibration["method"]
     assert meta["metrics"]["n"] == result.test["n"] > 0 and meta["onnx"] == "predictor.onnx"
@@ -85,7 +85,7 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
     base = CliRunner().invoke(cli, ["estimate", "examples/squeezenet1_1.onnx", "--json", "--predictor",
                                     "cpu-onnxruntime"])
     ratio = out["results"][0]["latency_ms"] / json.loads(base.stdout)["results"][0]["latency_ms"]
-    if result.calibration["method"] == "finetune":  # its own weights, exported
+    if result.calibration["method"] in ("finetune", "scratch"):  # its own weights, exported
         assert (user_dir / name / "predictor.onnx").read_bytes() != (
             list_profiles()["cpu-onnxruntime"] / "predictor.onnx").read_bytes()
     elif result.calibration["exponent"] == 1.0:  # the base's output times one factor

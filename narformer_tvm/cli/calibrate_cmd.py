@@ -31,8 +31,9 @@ def parse_budget(value: str) -> float:
 @click.option("--include-noisy", is_flag=True,
               help="Also use measurements flagged noisy (taken while other work ran on the machine).")
 @click.option("--finetune/--no-finetune", default=True, show_default=True,
-              help="Also try fine-tuning the base predictor's weights (needs torch and a source checkout's "
-                   "checkpoint); kept only where it validates better than a rescaling.")
+              help="Also try training weights: the base predictor fine-tuned, and one of its shape trained "
+                   "from scratch (needs torch and a source checkout's checkpoint); kept only where one "
+                   "validates better than a rescaling.")
 def calibrate(target, runtime, threads, opt_level, budget, base, name, rpc_tracker, rpc_key, include_noisy,
               finetune):
     """Profile a compact calibration set on this machine within --budget, adapt a shipped predictor to
@@ -49,12 +50,13 @@ def calibrate(target, runtime, threads, opt_level, budget, base, name, rpc_track
     cfg = MeasureConfig(runtime=runtime, target=target, threads=threads, opt_level=opt_level, rpc_tracker=rpc_tracker, rpc_key=rpc_key)
     with progress_bar(log_every_s=30) as bar:
         task = bar.add_task(f"profiling the calibration set ({budget} budget)", total=None, status="")
-        tuning = []
+        training = {}
+        labels = {"finetune": "fine-tuning the base predictor", "scratch": "training a predictor from scratch"}
 
         def on_progress(kind, i, n, msg):
-            if kind == "finetune" and not tuning:
-                tuning.append(bar.add_task("fine-tuning the base predictor", total=None, status=""))
-            bar.update(tuning[0] if kind == "finetune" else task, completed=i, total=n or None, status=msg)
+            if kind in labels and kind not in training:
+                training[kind] = bar.add_task(labels[kind], total=None, status="")
+            bar.update(training.get(kind, task), completed=i, total=n or None, status=msg)
 
         result = run(cfg, base, seconds, name, progress=on_progress, include_noisy=include_noisy,
                      allow_finetune=finetune)
