@@ -121,7 +121,9 @@ def write_report(args, folder, cal, test, state, floor) -> None:
              f"Calibration: `{folder}` ({len(cal)} models measured in all); test: `{args.test_db}`, "
              f"{len(test)} models never in the calibration set. This machine against the base profile's: "
              f"{diffs or 'same'}"
-             f"; configuration {json.dumps(here.get('config'), sort_keys=True)}. Unadapted base on the test models: MAPE "
+             f"; configuration {json.dumps(here.get('config'), sort_keys=True)}"
+             + (f", every model measured as its {here['variant']} version" if here.get("variant", "fp32") != "fp32" else "")
+             + f". Unadapted base on the test models: MAPE "
              f"{100 * base_acc['mape']:.1f}%, Acc(10%) {100 * base_acc['acc10']:.0f}%, bias {100 * base_acc['bias']:+.0f}%."
              + (f" Noise floor of this configuration (MAPE between the main and `{args.noise_pass}` passes over {floor['pairs']} test models): "
                 f"{100 * floor['mape']:.2f}%." if floor else ""), "",
@@ -156,7 +158,8 @@ def write_report(args, folder, cal, test, state, floor) -> None:
     lines += ["", "Reproduce:", "", "```bash"] + ([args.test_how] if args.test_how else []) + [
               f"narformer-tvm calibrate --threads {here.get('config', {}).get('threads')} "
               + (f"--opt-level {here['config']['opt_level']} " if here.get("config", {}).get("opt_level", "all") != "all"
-                 else "") + f"--budget <largest>m --name {args.profile}",
+                 else "") + (f"--variant {here['variant']} " if here.get("variant", "fp32") != "fp32" else "")
+              + f"--budget <largest>m --name {args.profile}",
               f"python examples/bench_calibrate.py --profile {args.profile} --test-db {args.test_db} --budgets "
               f"{args.budgets} --noise-pass {args.noise_pass} "
               f"--out {args.out.relative_to(ROOT) if args.out.is_absolute() else args.out}", "```", ""]

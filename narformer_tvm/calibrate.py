@@ -141,17 +141,21 @@ class CalibrationResult:
     test_base: dict = field(default_factory=dict)  # the unadapted base on the same models
 
 
-def profile_name(base: str, cfg) -> str:
+def profile_name(base: str, cfg, variant: str = "fp32") -> str:
     opt = "" if cfg.opt_level == "all" else f"-opt{cfg.opt_level}"
-    return f"{base}-calibrated-{cfg.runtime}-{cfg.target}-{cfg.resolved_threads()}t{opt}"
+    return (f"{base}-calibrated-{cfg.runtime}-{cfg.target}-{cfg.resolved_threads()}t{opt}"
+            + ("" if variant == "fp32" else f"-{variant}"))
 
 
 def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str | None = None,
               progress: Callable[[str, int, int, str], None] | None = None, limit: int | None = None,
-              gate_wait_s: float = 10.0, include_noisy: bool = False, allow_finetune: bool = True) -> CalibrationResult:
+              gate_wait_s: float = 10.0, include_noisy: bool = False, allow_finetune: bool = True,
+              variant: str = "fp32") -> CalibrationResult:
     """Profile the calibration set under ``cfg`` for at most ``budget_s`` (resuming what an earlier run
     measured), adapt the ``base`` profile's predictor, write the user profile and return its accuracy.
-    ``progress(kind, i, n, message)`` hears of each model ("start", "done") and fine-tuning epoch."""
+    ``variant`` (ort_variants.VARIANTS): every model is measured as that version of itself (int8, fp16),
+    and the profile predicts models of that kind. ``progress(kind, i, n, message)`` hears of each model
+    ("start", "done") and fine-tuning epoch."""
     from narformer_tvm.data.store import Store
     from narformer_tvm.graph.tokens import encode_table
     from narformer_tvm.learn.samples import load_samples
@@ -167,10 +171,12 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     base_folder = list_profiles().get(base)
     if base_folder is not None and base_folder.parent == user_profiles_dir():
         raise InputError(f"{base!r} is itself a calibrated profile", hint="calibrate from a shipped profile")
-    name = name or profile_name(base, cfg)
+    name = name or profile_name(base, cfg, variant)
     folder = user_profiles_dir() / name
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [Job(key=v.key, name=v.name, family=v.family, variant=v.to_dict()) for v in calibration_variants(limit)]
+    if variant != "fp32":
+        jobs = [j.with_candidate(variant, None) for j in jobs]
     t0 = time.time()
     with Store(folder / "calibration.db") as store:
         summary = sweep(jobs, store, cfg, gate=gate_settings(cfg, wait_s=gate_wait_s), progress=progress,
@@ -216,7 +222,7 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     result.test = accuracy(adapted, true[parts["test"]])
     result.test_base = accuracy(pred[parts["test"]], true[parts["test"]])
     _write_profile(result, folder, base, base_path, cfg, fingerprint(cfg, get_backend(cfg.runtime)),
-                   trained.get(best))
+                   trained.get(best), variant)
     return result
 
 
@@ -238,7 +244,7 @@ def _epoch_progress(progress, method: str):
 
 
 def _write_profile(result: CalibrationResult, folder: Path, base: str, base_path: Path, cfg, fp: dict,
-                   tuned=None) -> None:
+                   tuned=None, variant: str = "fp32") -> None:
     if tuned is not None:  # the trained weights, exported so that estimate runs them without torch
         from narformer_tvm.model.export import export_onnx
 
@@ -251,7 +257,7 @@ def _write_profile(result: CalibrationResult, folder: Path, base: str, base_path
     key = "onnx" if dst.suffix == ".onnx" else "predictor"
     meta = {"name": result.name, "kind": "user", "base_profile": base, key: dst.name,
             "runtime": cfg.runtime, "target": cfg.target, "threads": cfg.resolved_threads(),
-            "config": cfg.identity(), "fingerprint": fp, "calibration": result.calibration,
+            "config": cfg.identity(), "variant": variant, "fingerprint": fp, "calibration": result.calibration,
             "calibration_models": result.measured, "validation_mape": result.validation,
             "metrics": {**result.test, "split": "held-out calibration models"},
             "base_metrics": result.test_base, "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

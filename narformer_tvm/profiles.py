@@ -64,8 +64,8 @@ def default_profile(include_user: bool = True) -> str:
         if include_user and folder.parent == user:
             meta = json.loads((folder / "profile.json").read_text())
             cfg = meta.get("config") or {}
-            if all(cfg.get(k) == v for k, v in want.items()) and meta.get("fingerprint") \
-                    and not hardware_differences(meta["fingerprint"]):
+            if all(cfg.get(k) == v for k, v in want.items()) and meta.get("variant", "fp32") == "fp32" \
+                    and meta.get("fingerprint") and not hardware_differences(meta["fingerprint"]):
                 return name
     installed = [name for name in DEFAULT_PROFILES if name in profiles] or [DEFAULT_PROFILE]
     for name in installed:
@@ -165,12 +165,12 @@ def load_profile_predictor(spec: str | None):
     from narformer_tvm.model.load import load_predictor
 
     predictor = load_predictor(resolve_predictor(spec))
-    fields = profile_fields(spec, ("calibration", "fingerprint", "config", "name"))
+    fields = profile_fields(spec, ("calibration", "fingerprint", "config", "name", "variant"))
     if fields.get("calibration"):
         from narformer_tvm.model.calibrated import CalibratedPredictor
 
         predictor = CalibratedPredictor(predictor, fields["calibration"])
-        predictor.profile = {**predictor.profile, **{k: fields[k] for k in ("fingerprint", "config", "name")
+        predictor.profile = {**predictor.profile, **{k: fields[k] for k in ("fingerprint", "config", "name", "variant")
                                                       if k in fields}}
     return predictor
 
@@ -181,6 +181,8 @@ def config_mismatch(predictor) -> str | None:
     cfg = predictor.profile.get("config") or {}
     want = {k: v for k, v in default_config_here().items() if k != "runtime"}
     diffs = [f"{k} {cfg[k]} (default here: {v})" for k, v in want.items() if k in cfg and cfg[k] != v]
+    if predictor.profile.get("variant", "fp32") != "fp32":
+        diffs.append(f"models made {predictor.profile['variant']} (give it such a model, e.g. from `tune-ort --allow-lossy`)")
     if not diffs or cfg.get("runtime", "onnxruntime") != "onnxruntime":
         return None
     return (f"predictor {predictor.profile.get('name', '')!r} describes ONNX Runtime with {', '.join(diffs)}: "

@@ -131,5 +131,14 @@ def test_a_profile_for_another_configuration_is_not_the_default_and_cannot_be_a_
     assert default_profile() != "mine-1t"  # one thread: not what a plain estimate asks for
     res = CliRunner().invoke(cli, ["estimate", "examples/squeezenet1_1.onnx", "--predictor", "mine-1t"])
     assert res.exit_code == 0 and "describes ONNX Runtime with threads 1" in res.stderr
+    # the default configuration, but for int8 models: not the default either, and said so when chosen
+    meta = json.loads((folder / "profile.json").read_text())
+    meta.update(config=MeasureConfig().identity(), variant="int8-qdq", name="mine-int8")
+    (folder / "profile.json").write_text(json.dumps(meta))
+    assert default_profile() != "mine-1t"
+    res = CliRunner().invoke(cli, ["estimate", "examples/squeezenet1_1.onnx", "--predictor", "mine-1t"])
+    assert res.exit_code == 0 and "models made int8-qdq" in res.stderr
+    listed = CliRunner().invoke(cli, ["profiles", "list"])
+    assert "int8-qdq models" in listed.stdout
     with pytest.raises(InputError, match="itself a calibrated profile"):
         calibrate(MeasureConfig(**FAST), "mine-1t", budget_s=1, limit=2)

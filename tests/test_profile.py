@@ -184,6 +184,24 @@ def test_profile_cli_end_to_end(capsys, tmp_path, models):
     assert exc.value.code == 2 and "--zoo" in capsys.readouterr().err
 
 
+def test_profile_variant_measures_the_quantised_model_as_its_own_row(capsys, tmp_path, models):
+    db = tmp_path / "int8.db"
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", str(models[1]), "--db", str(db), "--variant", "int8-dynamic", "--threads", "1",
+              "--no-regime-gate"])
+    assert exc.value.code == 0, capsys.readouterr().err
+    with Store(db, readonly=True) as store:
+        (key, graph), = store.db.execute("SELECT key, graph FROM models").fetchall()
+        (latency,), = store.db.execute("SELECT latency_ms FROM measurements").fetchall()
+    from narformer_tvm.graph.tokens import GraphTable
+
+    assert key.endswith(":int8-dynamic") and latency > 0
+    assert "ConvInteger" in GraphTable.from_bytes(graph).ops  # the row's graph is the quantised model's
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", str(models[1]), "--db", str(db), "--variant", "int8-qdq", "--ort-candidates", "2"])
+    assert exc.value.code == 2 and "--variant" in capsys.readouterr().err
+
+
 def test_profile_repeats_one_sitting(capsys, tmp_path, models):
     db = tmp_path / "s.db"
     with pytest.raises(SystemExit) as exc:

@@ -5,7 +5,7 @@ import re
 
 import click
 
-from narformer_tvm.cli.options import opt_level_option
+from narformer_tvm.cli.options import opt_level_option, variant_option
 from narformer_tvm.cli.ui import make_console, progress_bar
 
 
@@ -25,7 +25,8 @@ def parse_budget(value: str) -> float:
 @opt_level_option
 @click.option("--budget", default="10m", show_default=True, help="Profiling time, e.g. 5m, 90s, 1h.")
 @click.option("--base", default=None, help="The shipped profile to adapt (default: the one for this CPU).")
-@click.option("--name", default=None, help="The new profile's name (default: BASE-calibrated-RUNTIME-TARGET-Nt, plus -optLEVEL off the default).")
+@click.option("--name", default=None, help="The new profile's name (default: BASE-calibrated-RUNTIME-TARGET-Nt, plus -optLEVEL and -VARIANT "
+                   "off the defaults).")
 @click.option("--rpc-tracker", default="", metavar="HOST:PORT", help="TVM RPC tracker of a remote board.")
 @click.option("--rpc-key", default="", help="The board's key at the tracker.")
 @click.option("--include-noisy", is_flag=True,
@@ -34,8 +35,9 @@ def parse_budget(value: str) -> float:
               help="Also try training weights: the base predictor fine-tuned, and one of its shape trained "
                    "from scratch (needs torch and a source checkout's checkpoint); kept only where one "
                    "validates better than a rescaling.")
+@variant_option
 def calibrate(target, runtime, threads, opt_level, budget, base, name, rpc_tracker, rpc_key, include_noisy,
-              finetune):
+              finetune, variant):
     """Profile a compact calibration set on this machine within --budget, adapt a shipped predictor to
     it and save it as your own profile, which `estimate` then prefers on this machine.
 
@@ -59,7 +61,7 @@ def calibrate(target, runtime, threads, opt_level, budget, base, name, rpc_track
             bar.update(training.get(kind, task), completed=i, total=n or None, status=msg)
 
         result = run(cfg, base, seconds, name, progress=on_progress, include_noisy=include_noisy,
-                     allow_finetune=finetune)
+                     allow_finetune=finetune, variant=variant)
     con = make_console()
     t, b = result.test, result.test_base
     con.print(f"{result.measured} calibration models measured ({result.profiled_s / 60:.1f} min this run"

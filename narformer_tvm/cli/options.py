@@ -12,6 +12,13 @@ batch_option = click.option("--batch-size", type=click.IntRange(min=1), default=
                             help="Batch size for a symbolic leading input dimension (default 1).")
 
 
+variant_option = click.option(
+    "--variant", type=click.Choice(["fp32", "int8-qdq", "int8-dynamic", "int8-dynamic-matmul", "fp16"]),
+    default="fp32", show_default=True,
+    help="Measure this version of every model, made by ONNX Runtime's own tools (static QDQ or dynamic int8 "
+         "quantisation, fp16) before measuring: a configuration of its own.")
+
+
 opt_level_option = click.option(
     "--opt-level", type=click.Choice(["disabled", "basic", "extended", "all"]), default="all", show_default=True,
     help="ONNX Runtime graph optimisation level.")

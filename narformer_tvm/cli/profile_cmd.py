@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from narformer_tvm.cli.options import batch_option, input_shape_option, opt_level_option
+from narformer_tvm.cli.options import batch_option, input_shape_option, opt_level_option, variant_option
 from narformer_tvm.cli.ui import make_console, progress_bar
 
 
@@ -90,11 +90,12 @@ def zoo(family_spec, count, seed, out, opset, standard):
 @click.option("--ort-candidates", default=None, metavar="N|all",
               help="Also measure each model under N random `tune-ort` candidates (model variants x session "
                    "options), or all of them: training data for the configuration-aware predictor.")
+@variant_option
 @input_shape_option
 @batch_option
 def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, opt_level, kernels, timeout,
             repeat_pass, repeat_round, measured_between, regime_gate, regime_wait, retry_failed, remeasure_noisy,
-            rpc_tracker, rpc_key, ort_candidates, input_shapes, batch_size):
+            rpc_tracker, rpc_key, ort_candidates, variant, input_shapes, batch_size):
     """Measure real latencies of MODELS (ONNX files or folders) and store them in a dataset.
 
     Each model runs in an isolated worker with a timeout; results are committed one by one, so an
@@ -126,6 +127,10 @@ def profile(models, zoo_spec, count, seed, target, runtime, db_path, threads, op
     jobs = jobs_from_paths(collect_models(models), shapes, batch_size) if models else []
     if zoo_spec:
         jobs += jobs_from_zoo(family_names(zoo_spec), count, seed)
+    if variant != "fp32":
+        if ort_candidates:
+            raise click.UsageError("--ort-candidates draws model variants itself: leave out --variant")
+        jobs = [j.with_candidate(variant, None) for j in jobs]
     if ort_candidates:
         from narformer_tvm.integrations.ort_tuning import candidate_jobs
 

@@ -35,6 +35,8 @@ def profiles_list(as_json):
                      "matches_this_machine": bool(fp) and not hardware_differences(fp),
                      "cpu": fp.get("cpu_id") or fp.get("cpu"), "gpu": fp.get("gpu"),
                      "runtime": meta.get("runtime"), "target": meta.get("target"), "threads": meta.get("threads"),
+                     "opt_level": (meta.get("config") or {}).get("opt_level", "all"),
+                     "variant": meta.get("variant", "fp32"),
                      "labels": meta.get("labels"), "train_samples": meta.get("train_samples"),
                      "calibration_models": meta.get("calibration_models"),
                      "held_out": meta.get("metrics"), "published": meta.get("published")})
@@ -49,7 +51,9 @@ def profiles_list(as_json):
         held, pub = r["held_out"] or {}, r["published"] or {}
         t.add_row(r["name"] + (" (default)" if r["default"] else ""),
                   r["kind"] + (f" ({r['calibration']['method']})" if r["calibration"] else ""), r["gpu"] or r["cpu"] or "?",
-                  f"{r['runtime']} {r['target']}, {r['threads']} threads",
+                  f"{r['runtime']} {r['target']}, {r['threads']} threads"
+                  + (f", opt {r['opt_level']}" if r["opt_level"] != "all" else "")
+                  + (f", {r['variant']} models" if r["variant"] != "fp32" else ""),
                   f"{r['train_samples'] or r['calibration_models'] or '?'} models",
                   f"{100 * held['mape']:.2f}% (n={held['n']})" if "mape" in held else "",
                   f"{100 * pub['mape']:.2f}% (n={pub['n']})" if "mape" in pub else "",
