@@ -105,10 +105,25 @@ def main() -> None:
         print(json.dumps({k: rows[-1][k] for k in ("minutes", "calibration_models", "method", "validation")}),
               flush=True)
     floor = noise_floor_of(args.test_db, args.noise_pass)
-    write_report(args, folder, cal, test, state, floor)
+    every, _ = load_samples(folder / "calibration.db", include_noisy=True)
+    write_report(args, folder, cal, test, state, floor, by_family(cal, p_cal, every))
 
 
-def write_report(args, folder, cal, test, state, floor) -> None:
+def by_family(cal, p_cal, every) -> list[str]:
+    """Markdown rows: per family of the calibration set, measured / unadapted-base latency (median and
+    spread in log) and the share of rows flagged noisy: where the configuration departs from the base."""
+    ratios: dict[str, list[float]] = {}
+    for s, p in zip(cal, p_cal):
+        ratios.setdefault(s.family, []).append(float(np.log(s.latency_ms / p)))
+    flagged, clean = {}, {c.key for c in cal}
+    for s in every:
+        flagged.setdefault(s.family, []).append(s.key not in clean)
+    rows = sorted(ratios.items(), key=lambda kv: np.median(kv[1]))
+    return [f"| {f} | {len(r)} | {np.exp(np.median(r)):.2f} | {np.std(r):.2f} | {sum(flagged[f])}/{len(flagged[f])} |"
+            for f, r in rows]
+
+
+def write_report(args, folder, cal, test, state, floor, families) -> None:
     from narformer_tvm.profiles import list_profiles
 
     rows, base_acc = state["rows"], state["base"]
@@ -155,6 +170,11 @@ def write_report(args, folder, cal, test, state, floor) -> None:
         lines += ["", f"Target (held-out calibration MAPE within 1.5x the noise floor at 30 minutes): "
                   f"{'**met**' if met else '**missed**'}: {100 * h['mape']:.1f}% against 1.5 x "
                   f"{100 * floor['mape']:.2f}% = {150 * floor['mape']:.2f}%."]
+    lines += ["", "Where this configuration departs from the base: per family of the calibration rows, measured "
+              "latency over the unadapted base's prediction (a family far from the others, or widely spread, is "
+              "what one factor cannot fix), and rows flagged noisy (block spread or contention; left out).", "",
+              "| family | clean rows | measured / base (median) | spread (std of log) | flagged noisy |",
+              "| --- | --- | --- | --- | --- |", *families]
     lines += ["", "Reproduce:", "", "```bash"] + ([args.test_how] if args.test_how else []) + [
               f"narformer-tvm calibrate --threads {here.get('config', {}).get('threads')} "
               + (f"--opt-level {here['config']['opt_level']} " if here.get("config", {}).get("opt_level", "all") != "all"
