@@ -75,13 +75,14 @@ def main() -> None:
     ap.add_argument("--test-db", required=True, help="models measured here under the same configuration")
     ap.add_argument("--budgets", default="2,5,10,30", help="minutes of profiling")
     ap.add_argument("--no-finetune", action="store_true", help="rescalings only (as without torch)")
+    ap.add_argument("--include-noisy", action="store_true", help="also calibrate on rows flagged noisy (as calibrate's flag)")
     ap.add_argument("--noise-pass", default="repeat", help="the test dataset's pass to set against its main pass")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/results/calibrate.md")
     ap.add_argument("--test-how", default="", help="the command that measured --test-db, for the reproduce block")
     args = ap.parse_args()
 
     folder = list_profiles()[args.profile]
-    cal, _ = load_samples(folder / "calibration.db")
+    cal, _ = load_samples(folder / "calibration.db", include_noisy=args.include_noisy)
     test, _ = load_samples(args.test_db)
     cal_digests = {s.table.digest() for s in cal}
     test = [s for s in test if s.table.digest() not in cal_digests]
@@ -106,16 +107,17 @@ def main() -> None:
               flush=True)
     floor = noise_floor_of(args.test_db, args.noise_pass)
     every, _ = load_samples(folder / "calibration.db", include_noisy=True)
-    write_report(args, folder, cal, test, state, floor, by_family(cal, p_cal, every))
+    clean = cal if not args.include_noisy else load_samples(folder / "calibration.db")[0]
+    write_report(args, folder, cal, test, state, floor, by_family(cal, p_cal, every, {s.key for s in clean}))
 
 
-def by_family(cal, p_cal, every) -> list[str]:
+def by_family(cal, p_cal, every, clean: set[str]) -> list[str]:
     """Markdown rows: per family of the calibration set, measured / unadapted-base latency (median and
     spread in log) and the share of rows flagged noisy: where the configuration departs from the base."""
     ratios: dict[str, list[float]] = {}
     for s, p in zip(cal, p_cal):
         ratios.setdefault(s.family, []).append(float(np.log(s.latency_ms / p)))
-    flagged, clean = {}, {c.key for c in cal}
+    flagged = {}
     for s in every:
         flagged.setdefault(s.family, []).append(s.key not in clean)
     rows = sorted(ratios.items(), key=lambda kv: np.median(kv[1]))
@@ -172,8 +174,9 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
                   f"{100 * floor['mape']:.2f}% = {150 * floor['mape']:.2f}%."]
     lines += ["", "Where this configuration departs from the base: per family of the calibration rows, measured "
               "latency over the unadapted base's prediction (a family far from the others, or widely spread, is "
-              "what one factor cannot fix), and rows flagged noisy (block spread or contention; left out).", "",
-              "| family | clean rows | measured / base (median) | spread (std of log) | flagged noisy |",
+              "what one factor cannot fix), and rows flagged noisy (block spread or contention; "
+              + ("used here" if args.include_noisy else "left out") + ").", "",
+              f"| family | {'all' if args.include_noisy else 'clean'} rows | measured / base (median) | spread (std of log) | flagged noisy |",
               "| --- | --- | --- | --- | --- |", *families]
     lines += ["", "Reproduce:", "", "```bash"] + ([args.test_how] if args.test_how else []) + [
               f"narformer-tvm calibrate --threads {here.get('config', {}).get('threads')} "
@@ -181,8 +184,8 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
                  else "") + (f"--variant {here['variant']} " if here.get("variant", "fp32") != "fp32" else "")
               + f"--budget <largest>m --name {args.profile}",
               f"python examples/bench_calibrate.py --profile {args.profile} --test-db {args.test_db} --budgets "
-              f"{args.budgets} --noise-pass {args.noise_pass} "
-              f"--out {args.out.relative_to(ROOT) if args.out.is_absolute() else args.out}", "```", ""]
+              f"{args.budgets} --noise-pass {args.noise_pass} " + ("--include-noisy " if args.include_noisy else "")
+              + f"--out {args.out.relative_to(ROOT) if args.out.is_absolute() else args.out}", "```", ""]
     args.out.write_text("\n".join(lines))
     print(f"written {args.out} ({time.strftime('%H:%M')})")
 
