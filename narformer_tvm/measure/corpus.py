@@ -14,6 +14,7 @@ SEQ = (32, 64, 128, 256)  # tokens per sequence
 WIDTHS = (128, 256, 384, 512, 768)  # hidden size; heads of 64 dimensions
 DEPTHS = (2, 4, 6, 8, 12)
 RES = (96, 128, 160, 192, 224)
+RES14 = (112, 140, 168, 196, 224)  # multiples of a 14-pixel patch
 
 
 def _text(extra: dict | None = None) -> dict:
@@ -64,6 +65,17 @@ def _llama(r):
             "vocab_size": VOCAB, "max_position_embeddings": 512}
 
 
+def _gpt_neo(r):  # global and local (windowed) attention alternate, as published; every depth is even
+    return {"hidden_size": r["width"], "num_layers": r["depth"], "num_heads": _heads(r["width"]),
+            "intermediate_size": r["width"] * r["ffn"], "attention_types": [[["global", "local"], r["depth"] // 2]],
+            "window_size": r["window"], "vocab_size": VOCAB, "max_position_embeddings": 512}
+
+
+def _mpnet(r):
+    return {"hidden_size": r["width"], "num_hidden_layers": r["depth"], "num_attention_heads": _heads(r["width"]),
+            "intermediate_size": r["width"] * r["ffn"], "vocab_size": VOCAB}
+
+
 def _t5(r):
     return {"d_model": r["width"], "d_kv": 64, "d_ff": r["width"] * r["ffn"], "num_layers": r["depth"],
             "num_heads": _heads(r["width"]), "vocab_size": VOCAB}
@@ -72,6 +84,24 @@ def _t5(r):
 def _vit(r):
     return {"hidden_size": r["width"], "num_hidden_layers": r["depth"], "num_attention_heads": _heads(r["width"]),
             "intermediate_size": r["width"] * r["ffn"], "patch_size": r["patch"], "image_size": r["resolution"]}
+
+
+def _beit(r):  # BEiT's relative position bias per layer, as the published checkpoints have it
+    return {**_vit(r), "use_relative_position_bias": True}
+
+
+def _dinov2(r):  # position embeddings sized for the resolution: no interpolation at run time
+    return {"hidden_size": r["width"], "num_hidden_layers": r["depth"], "num_attention_heads": _heads(r["width"]),
+            "mlp_ratio": r["ffn"], "patch_size": 14, "image_size": r["resolution"]}
+
+
+def _mobilenet_v1(r):
+    return {"depth_multiplier": r["multiplier"], "image_size": r["resolution"]}
+
+
+def _focalnet(r):
+    return {"embed_dim": r["embed"], "depths": list(r["depths"]), "focal_levels": [r["levels"]] * 4,
+            "focal_windows": [3] * 4, "image_size": r["resolution"]}
 
 
 def _swin(r):
@@ -149,6 +179,9 @@ CORPUS: dict[str, Family] = {f.name: f for f in [
     _family("opt", "opt", _text(), _opt, {"opt-125m": _std_text(width=768, depth=12)}),
     _family("llama", "llama", _text({"gqa": (1, 2, 4)}), _llama),
     _family("qwen2", "qwen2", _text({"gqa": (1, 2, 4)}), _llama),
+    _family("gpt_neo", "gpt_neo", _text({"window": (64, 128, 256)}), _gpt_neo,
+            {"gpt-neo-125m": _std_text(width=768, depth=12, window=256)}),
+    _family("mpnet", "mpnet", _text(), _mpnet, {"mpnet-base": _std_text(width=768, depth=12)}),
     _family("t5_encoder", "t5_encoder", _text(), _t5, {"t5-small-encoder": _std_text(width=512, depth=6)}),
     _family("hf_vit", "hf_vit", _vision({"width": (192, 256, 384, 512, 768), "depth": DEPTHS, "ffn": (2, 3, 4),
                                          "patch": (16, 32)}), _vit,
@@ -156,6 +189,11 @@ CORPUS: dict[str, Family] = {f.name: f for f in [
     _family("deit", "deit", _vision({"width": (192, 256, 384, 512, 768), "depth": DEPTHS, "ffn": (2, 3, 4),
                                      "patch": (16, 32)}), _vit,
             {"deit-small": _std_vision(width=384, depth=12, ffn=4, patch=16)}),
+    _family("beit", "beit", _vision({"width": (192, 256, 384, 512, 768), "depth": DEPTHS, "ffn": (2, 3, 4),
+                                     "patch": (16, 32)}), _beit,
+            {"beit-base-patch16-224": _std_vision(width=768, depth=12, ffn=4, patch=16)}),
+    _family("dinov2", "dinov2", _vision({"width": (192, 256, 384, 512, 768), "depth": DEPTHS, "ffn": (2, 3, 4)}, RES14),
+            _dinov2, {"dinov2-small": _std_vision(width=384, depth=12, ffn=4)}),
     _family("swin", "swin", _vision({"embed": (32, 48, 64, 96), "depths": STAGE_DEPTHS}), _swin,
             {"swin-tiny": _std_vision(embed=96, depths=(2, 2, 6, 2))}),
     _family("convnextv2", "convnextv2", _vision({"width": (24, 32, 48, 64, 96), "depths": STAGE_DEPTHS}), _convnextv2,
@@ -165,6 +203,10 @@ CORPUS: dict[str, Family] = {f.name: f for f in [
             {"mobilevit-small": _std_vision(256, size="s", expand=4.0)}),
     _family("regnet", "regnet", _vision({"width": (32, 48, 64, 96), "depths": STAGE_DEPTHS, "group": (8, 16),
                                          "layer": ("x", "y")}), _regnet),
+    _family("mobilenet_v1", "mobilenet_v1", _vision({"multiplier": (0.25, 0.5, 0.75, 1.0)}, (128, 160, 192, 224)),
+            _mobilenet_v1, {"mobilenet-v1-1.0-224": _std_vision(multiplier=1.0)}),
+    _family("focalnet", "focalnet", _vision({"embed": (32, 48, 64, 96), "depths": STAGE_DEPTHS, "levels": (2, 3)}),
+            _focalnet, {"focalnet-tiny": _std_vision(embed=96, depths=(2, 2, 6, 2), levels=2)}),
     _family("poolformer", "poolformer", _vision({"width": (32, 48, 64), "depths": STAGE_DEPTHS}), _poolformer,
             {"poolformer-s12": _std_vision(width=64, depths=(2, 2, 6, 2))}),
     _family("segformer", "segformer", _vision({"width": (32, 48, 64), "depths": STAGE_DEPTHS}), _segformer,

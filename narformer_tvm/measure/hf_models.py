@@ -44,6 +44,12 @@ MODEL_TYPES: dict[str, ModelType] = {
     "segformer": ModelType("SegformerModel", "SegformerConfig", "vision"),
     "pvt_v2": ModelType("PvtV2Model", "PvtV2Config", "vision"),
     "levit": ModelType("LevitModel", "LevitConfig", "vision"),
+    "gpt_neo": ModelType("GPTNeoModel", "GPTNeoConfig", "text"),
+    "mpnet": ModelType("MPNetModel", "MPNetConfig", "text"),
+    "beit": ModelType("BeitModel", "BeitConfig", "vision"),
+    "dinov2": ModelType("Dinov2Model", "Dinov2Config", "vision"),
+    "mobilenet_v1": ModelType("MobileNetV1Model", "MobileNetV1Config", "vision"),
+    "focalnet": ModelType("FocalNetModel", "FocalNetConfig", "vision"),
 }
 
 
