@@ -131,3 +131,29 @@ def test_a_damaged_shard_is_named(tmp_path):
     (folder / ("20260101T000000-x-1" + ROWS_SUFFIX)).write_bytes(b"not gzip")
     with pytest.raises(InputError, match="not a readable dataset shard"):
         Store(folder, readonly=True)
+
+
+def _open_and_count(folder, queue):
+    with Store(folder, readonly=True) as s:
+        queue.put(len(s.rows()))
+
+
+def test_a_process_opening_a_folder_waits_while_another_builds_its_cache(tmp_path):
+    """Two trainings started together on a folder with no cache yet imported the same rows twice."""
+    import multiprocessing
+
+    from narformer_tvm.data.shards import cache_lock, cache_path
+
+    folder = tmp_path / "ds"
+    with Store(folder) as s:
+        _measure(s, tmp_path, ["a", "b"])
+    (folder / CACHE_NAME).unlink()
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    with cache_lock(cache_path(folder)):  # this process is "building the cache"
+        reader = ctx.Process(target=_open_and_count, args=(folder, queue))
+        reader.start()
+        reader.join(10)  # without the lock it opens the folder and exits well within this
+        assert reader.is_alive() and queue.empty()
+    reader.join(60)
+    assert reader.exitcode == 0 and queue.get(timeout=5) == 2

@@ -9,6 +9,7 @@ profiling run adds one file to version control, the size of the new rows.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import os
@@ -72,6 +73,23 @@ def cache_path(folder: Path) -> Path:
 
     tag = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / f"narformer-tvm-{tag}{CACHE_NAME}"
+
+
+@contextlib.contextmanager
+def cache_lock(cache: Path):
+    """Held while a cache is brought up to date: two processes opening a folder whose cache lacks shards
+    (two trainings started together, say) would otherwise import the same rows twice."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform
+        yield
+        return
+    with open(str(cache) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def track(db: sqlite3.Connection) -> None:

@@ -116,10 +116,14 @@ class Store:
 
     def _open_folder(self) -> None:
         """A dataset folder (data.shards): its cache, brought up to date with the shards."""
-        import sqlite3
-
         self.folder.mkdir(parents=True, exist_ok=True)
         cache = shards.cache_path(self.folder)
+        with shards.cache_lock(cache):
+            self._open_cache(cache)
+
+    def _open_cache(self, cache: Path) -> None:
+        import sqlite3
+
         for attempt in range(2):
             self.db = sqlite3.connect(cache, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
