@@ -185,6 +185,39 @@ def tunedb():
     """Tensor-program tuning records: pre-train the cost model offline."""
 
 
+@tunedb.command("collect")
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), required=True,
+              help="Collection folder: one MetaSchedule database for every network, and networks.jsonl.")
+@click.option("--trials-per-task", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--search", "cost_model", type=click.Choice(["xgb", "random"]), default="xgb", show_default=True,
+              help="What guides the evolutionary search that samples the schedules: the default tuner's XGBoost "
+                   "(schedules as tuning meets them) or random scores (a wider spread).")
+@click.option("--target", type=click.Choice(["llvm", "cuda"]), default="llvm", show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="Cores (0 = physical cores).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@input_shape_option
+def tunedb_collect(models, out_dir, trials_per_task, cost_model, target, threads, seed, input_shapes):
+    """Measure sampled schedules of every tuning task of MODELS (ONNX files or folders) into a corpus
+    that `tunedb pretrain OUT` trains on. Resumable: rerun the same command. Keep the networks you will
+    evaluate tuning on out of MODELS."""
+    from narformer_tvm.estimate import collect_models
+    from narformer_tvm.graph.onnx_graph import parse_input_shapes
+    from narformer_tvm.integrations.tvm_collect import collect, summary
+
+    paths = collect_models(models)
+    with progress_bar() as bar:
+        task = bar.add_task("collecting", total=None, status="")
+        done = collect(paths, out_dir, trials_per_task, cost_model, target, threads, seed,
+                       parse_input_shapes(input_shapes), progress=lambda m: bar.update(task, status=m))
+    for rec in done:
+        if rec.error:
+            click.echo(f"{rec.name}: not collected ({rec.error})")
+    s = summary(out_dir)
+    click.echo(f"{len(done)} networks collected now; {out_dir}: {s['networks']} networks ({s['failed_networks']} "
+               f"failed), {s['tasks']} tasks, {s['records']} records, {s['hours']:.2f} h of collection")
+
+
 @tunedb.command("pretrain")
 @click.argument("work_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=str))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str), required=True)

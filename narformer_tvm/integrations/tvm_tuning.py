@@ -139,14 +139,8 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
         with phase("onnxruntime measure"):
             report.onnxruntime_ms = _measure_onnxruntime(path, cfg, input_shapes)
 
-    from tvm import relax
-
-    with phase("task extraction"), tvm_target:  # the same preparation as relax's static_shape_tuning pipeline
-        mod = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
-                                        relax.transform.CanonicalizeBindings(), relax.get_pipeline("zero")])(mod)
-        tasks = ms.relax_integration.extract_tasks(mod, tvm_target)
-    if not tasks:
-        raise InputError(f"{path}: TVM extracted no tunable tasks")
+    with phase("task extraction"):
+        mod, tasks = extract_tasks(mod, tvm_target, path)
     database = ms.database.JSONDatabase(str(work_dir / "database_workload.json"),
                                         str(work_dir / "database_tuning_record.json"))
     kwargs = dict(cost_model_kwargs or {}, **({"seed": seed} if cost_model == "narformer" else {}))
@@ -173,7 +167,24 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
     return report
 
 
-def _task_best(database, mod) -> tuple[int, float | None]:
+def extract_tasks(mod, tvm_target, path: str | Path):
+    """(prepared Relax module, its MetaSchedule tuning tasks), prepared as relax's static_shape_tuning
+    pipeline does; ``path`` names the model in the error when there is nothing to tune."""
+    import tvm
+    from tvm import relax
+
+    from narformer_tvm.integrations.tvm_env import meta_schedule
+
+    with tvm_target:
+        mod = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
+                                        relax.transform.CanonicalizeBindings(), relax.get_pipeline("zero")])(mod)
+        tasks = meta_schedule().relax_integration.extract_tasks(mod, tvm_target)
+    if not tasks:
+        raise InputError(f"{path}: TVM extracted no tunable tasks")
+    return mod, tasks
+
+
+def task_best(database, mod) -> tuple[int, float | None]:
     """(records, best median run time in us) of one task in ``database``."""
     recs = database.get_top_k(database.commit_workload(mod), 10_000)
     best = [r for r in recs if r.run_secs]
@@ -202,8 +213,8 @@ def _tune_jointly(ms, tasks, target, trials, seed, builder, runner, database, cm
         report.measured = measure_top(explored, database, target, measure_top_n)
     for t in tasks:
         tr = TaskResult(t.task_name, int(t.weight), error=error)
-        tr.trials = _task_best(explored, t.dispatched[0])[0]
-        tr.best_us = _task_best(database, t.dispatched[0])[1]
+        tr.trials = task_best(explored, t.dispatched[0])[0]
+        tr.best_us = task_best(database, t.dispatched[0])[1]
         report.tasks.append(tr)
     spent = time.time() - t0  # the scheduler interleaves tasks: their time in proportion to trials
     total = sum(tr.trials for tr in report.tasks) or 1
@@ -231,8 +242,8 @@ def _tune_each(ms, tasks, target, trials, seed, builder, runner, database, cm, w
                           runner=runner, database=explored, cost_model=cm, task_scheduler="round-robin")
             if predict_only:
                 report.measured += measure_top(explored, database, target, measure_top_n)
-            tr.trials = _task_best(explored, task.dispatched[0])[0]
-            tr.best_us = _task_best(database, task.dispatched[0])[1]
+            tr.trials = task_best(explored, task.dispatched[0])[0]
+            tr.best_us = task_best(database, task.dispatched[0])[1]
         except Exception as e:  # one task failing never kills the run
             tr.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
         tr.seconds = time.time() - t0

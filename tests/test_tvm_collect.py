@@ -1,0 +1,47 @@
+"""tunedb collect: measured schedules of many networks' tasks in one database, resumable, for pretrain."""
+import shutil
+
+import onnx
+import pytest
+
+pytest.importorskip("tvm")
+
+from test_costmodel import conv_then_dense  # noqa: E402
+
+from narformer_tvm.cli.main import main  # noqa: E402
+from narformer_tvm.integrations.tvm_collect import finished, summary  # noqa: E402
+
+
+def _run(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out = capsys.readouterr()
+    return exc.value.code, out.out + out.err
+
+
+@pytest.mark.slow
+def test_collect_measures_each_task_once_resumes_records_failures_and_feeds_pretraining(tmp_path, capsys):
+    onnx.save(conv_then_dense(), tmp_path / "a.onnx")
+    shutil.copy(tmp_path / "a.onnx", tmp_path / "b.onnx")  # the same tasks under another name
+    (tmp_path / "broken.onnx").write_text("not a model")
+    out = tmp_path / "corpus"
+    args = ["tunedb", "collect", str(tmp_path / "a.onnx"), str(tmp_path / "b.onnx"), str(tmp_path / "broken.onnx"),
+            "--out", str(out), "--trials-per-task", "2", "--search", "random"]
+    code, text = _run(capsys, *args)
+    assert code == 0, text
+    nets = finished(out)
+    assert nets["a"]["tasks"] >= 2 and nets["a"]["tasks_collected"] == nets["a"]["tasks"] and nets["a"]["records"] > 0
+    assert nets["b"]["tasks"] == nets["a"]["tasks"] and nets["b"]["tasks_collected"] == 0  # already in the database
+    assert nets["broken"]["error"] and "broken: not collected" in text
+    first = summary(out)
+    assert first["networks"] == 3 and first["failed_networks"] == 1 and first["tasks"] >= 2
+    assert first["records"] >= first["tasks"]
+
+    code, text = _run(capsys, *args)  # resumed: nothing left to do
+    assert code == 0 and "0 networks collected now" in text and summary(out)["records"] == first["records"]
+
+    code, text = _run(capsys, "tunedb", "collect", str(tmp_path / "missing.onnx"), "--out", str(out))
+    assert code != 0 and "no such model file" in text and "Traceback" not in text
+
+    code, text = _run(capsys, "tunedb", "pretrain", str(out), "--out", str(tmp_path / "cm.pt"), "--steps", "3")
+    assert code == 0 and (tmp_path / "cm.pt").exists(), text
