@@ -16,15 +16,13 @@ import argparse
 import statistics
 from pathlib import Path
 
-from narformer_tvm.data.labels import (LABEL_STATISTIC, REGIME_CORRECTED, SITTING_CORRECTED, label_options,
-                                       labels_corrected, noise_floors)
+from narformer_tvm.data.labels import (LABEL_STATISTIC, REGIME_CORRECTED, SITTING_CORRECTED, labels_corrected,
+                                       noise_floors)
 from narformer_tvm.data.store import Store
 from narformer_tvm.learn.metrics import summary
-from narformer_tvm.learn.samples import dataset_path, load_samples, unseen_in_training
-from narformer_tvm.learn.train import predict_samples
+from narformer_tvm.learn.evaluate import predictions_on_unseen
+from narformer_tvm.learn.samples import dataset_path
 from narformer_tvm.measure import families, hf_models, zoo
-from narformer_tvm.model.load import load_predictor
-from narformer_tvm.profiles import profile_fields, resolve_predictor
 
 SAME_TYPE = {"hf_vit": "vit"}  # the torch and transformers implementations of one architecture
 
@@ -55,12 +53,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
-    predictor = load_predictor(resolve_predictor(args.predictor))
-    profile = {**predictor.profile, **profile_fields(args.predictor, ("dataset", "labels"))}
-    samples, cfg = load_samples(args.db, **label_options(profile))
-    samples, left_out = unseen_in_training(samples, profile)
-    pred, _ = predict_samples(predictor, samples)
-    scored = [(s, float(p), *model_type(s.name)) for s, p in zip(samples, pred) if model_type(s.name)]
+    profile, samples, pred, cfg, left_out = predictions_on_unseen(args.db, args.predictor)
+    scored = [(s, p, *model_type(s.name)) for s, p in zip(samples, pred) if model_type(s.name)]
     floor = noise_floor(args.db, cfg)
 
     def row(title, items):

@@ -19,13 +19,9 @@ import re
 import statistics
 from pathlib import Path
 
-from narformer_tvm.data.labels import label_options
+from narformer_tvm.learn.evaluate import predictions_on_unseen
 from narformer_tvm.learn.metrics import summary
-from narformer_tvm.learn.samples import load_samples, unseen_in_training
-from narformer_tvm.learn.train import predict_samples
 from narformer_tvm.measure import families, zoo
-from narformer_tvm.model.load import load_predictor
-from narformer_tvm.profiles import profile_fields, resolve_predictor
 
 
 def kind_of(name: str) -> str | None:
@@ -45,11 +41,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
-    predictor = load_predictor(resolve_predictor(args.predictor))
-    profile = {**predictor.profile, **profile_fields(args.predictor, ("dataset", "labels"))}
-    samples, cfg = load_samples(args.db, **label_options(profile))
-    samples, left_out = unseen_in_training(samples, profile)
-    pred, _ = predict_samples(predictor, samples)
+    profile, samples, pred, cfg, left_out = predictions_on_unseen(args.db, args.predictor)
     groups = {"reference": [], "corpus": []}
     for s, p in zip(samples, pred):
         kind = kind_of(s.name)

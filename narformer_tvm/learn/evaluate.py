@@ -198,6 +198,23 @@ def score_predictor(pred, samples: Sequence[Sample], name: str) -> Result:
                   [float(p) for p in mean], [s.latency_ms for s in samples])
 
 
+def predictions_on_unseen(db: str | Path, predictor_spec: str):
+    """A shipped or saved predictor's predictions on the models of ``db`` whose graphs it never trained
+    on, with its training labels' definition: (profile, samples, predictions, dataset config, left out)."""
+    from narformer_tvm.data.labels import label_options
+    from narformer_tvm.learn.samples import load_samples, unseen_in_training
+    from narformer_tvm.learn.train import predict_samples
+    from narformer_tvm.model.load import load_predictor
+    from narformer_tvm.profiles import profile_fields, resolve_predictor
+
+    predictor = load_predictor(resolve_predictor(predictor_spec))
+    profile = {**predictor.profile, **profile_fields(predictor_spec, ("dataset", "labels"))}
+    samples, cfg = load_samples(db, **label_options(profile))
+    samples, left_out = unseen_in_training(samples, profile)
+    pred, _ = predict_samples(predictor, samples)
+    return profile, samples, [float(p) for p in pred], cfg, left_out
+
+
 def aggregate(results: list[Result]) -> dict[str, dict]:
     """Per method: metrics averaged over splits, then mean and best over runs (as the paper's avg/best)."""
     out: dict[str, dict] = {}
