@@ -65,7 +65,7 @@ def collect(models: Sequence[Path], out_dir: str | Path, trials_per_task: int = 
     from narformer_tvm.graph.onnx_graph import load_model
     from narformer_tvm.integrations.cost_models import get_cost_model
     from narformer_tvm.integrations.tvm_env import fast_builder, make_target, meta_schedule
-    from narformer_tvm.integrations.tvm_tuning import task_best, extract_tasks
+    from narformer_tvm.integrations.tvm_tuning import extract_tasks, task_best, tune_task
     from narformer_tvm.measure.backends import MeasureConfig
     from narformer_tvm.measure.profiler import check_config
 
@@ -109,13 +109,8 @@ def collect(models: Sequence[Path], out_dir: str | Path, trials_per_task: int = 
                 progress(f"network {i + 1}/{len(todo)} {path.stem}: task {k + 1}/{len(tasks)} {task.task_name}"
                          + (f", eta {eta / 60:.0f} min" if eta else ""))
             try:
-                ctx = ms.TuneContext(mod=task.dispatched[0], target=tvm_target, space_generator="post-order-apply",
-                                     search_strategy="evolutionary", task_name=task.task_name,
-                                     num_threads="physical", rand_state=seed + k)
-                n = trials_per_task - have
-                ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(out_dir / "logs"), max_trials_global=n,
-                              max_trials_per_task=n, num_trials_per_iter=min(64, n), builder=builder, runner=runner,
-                              database=database, cost_model=get_cost_model(cost_model), task_scheduler="round-robin")
+                tune_task(ms, task, tvm_target, trials_per_task - have, seed + k, builder, runner, database,
+                          get_cost_model(cost_model), out_dir)
             except Exception as e:  # one task failing never ends the network
                 rec.task_errors.append(f"{task.task_name}: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
             rec.tasks_collected += 1

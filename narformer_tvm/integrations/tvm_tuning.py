@@ -184,6 +184,21 @@ def extract_tasks(mod, tvm_target, path: str | Path):
     return mod, tasks
 
 
+def task_context(ms, task, target, rand_state: int):
+    """MetaSchedule's default search over one extracted task: post-order-apply space, evolutionary."""
+    return ms.TuneContext(mod=task.dispatched[0], target=target, space_generator="post-order-apply",
+                          search_strategy="evolutionary", task_name=task.task_name, num_threads="physical",
+                          rand_state=rand_state)
+
+
+def tune_task(ms, task, target, trials: int, rand_state: int, builder, runner, database, cm, work_dir: Path) -> None:
+    """``trials`` measured (or predicted) schedules of one task into ``database``."""
+    ms.tune_tasks(tasks=[task_context(ms, task, target, rand_state)], task_weights=[1.0],
+                  work_dir=str(Path(work_dir) / "logs"), max_trials_global=trials, max_trials_per_task=trials,
+                  num_trials_per_iter=min(64, trials), builder=builder, runner=runner, database=database,
+                  cost_model=cm, task_scheduler="round-robin")
+
+
 def task_best(database, mod) -> tuple[int, float | None]:
     """(records, best median run time in us) of one task in ``database``."""
     recs = database.get_top_k(database.commit_workload(mod), 10_000)
@@ -195,9 +210,7 @@ def _tune_jointly(ms, tasks, target, trials, seed, builder, runner, database, cm
                   measure_top_n, report) -> None:
     from narformer_tvm.integrations.tvm_records import measure_top
 
-    ctxs = [ms.TuneContext(mod=t.dispatched[0], target=target, space_generator="post-order-apply",
-                           search_strategy="evolutionary", task_name=t.task_name, num_threads="physical",
-                           rand_state=seed + k) for k, t in enumerate(tasks)]
+    ctxs = [task_context(ms, t, target, seed + k) for k, t in enumerate(tasks)]
     # small rounds, so that a few dozen trials still reach every task once before the scheduler weighs them
     per_iter = max(1, min(64, trials // (2 * len(tasks)) or 1))
     explored = ms.database.MemoryDatabase() if predict_only else database
@@ -233,13 +246,8 @@ def _tune_each(ms, tasks, target, trials, seed, builder, runner, database, cm, w
             progress(f"task {k + 1}/{len(tasks)} {task.task_name} ({per_task} trials)")
         t0 = time.time()
         try:
-            ctx = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator="post-order-apply",
-                                 search_strategy="evolutionary", task_name=task.task_name, num_threads="physical",
-                                 rand_state=seed + k)
             explored = ms.database.MemoryDatabase() if predict_only else database
-            ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir / "logs"), max_trials_global=per_task,
-                          max_trials_per_task=per_task, num_trials_per_iter=min(64, per_task), builder=builder,
-                          runner=runner, database=explored, cost_model=cm, task_scheduler="round-robin")
+            tune_task(ms, task, target, per_task, seed + k, builder, runner, explored, cm, work_dir)
             if predict_only:
                 report.measured += measure_top(explored, database, target, measure_top_n)
             tr.trials = task_best(explored, task.dispatched[0])[0]
