@@ -9,7 +9,7 @@ pytest.importorskip("tvm")
 from test_costmodel import conv_then_dense  # noqa: E402
 
 from narformer_tvm.cli.main import main  # noqa: E402
-from narformer_tvm.integrations.tvm_collect import finished, summary  # noqa: E402
+from narformer_tvm.integrations.tvm_collect import NETWORKS, _append, finished, summary  # noqa: E402
 
 
 def _run(capsys, *args):
@@ -45,3 +45,11 @@ def test_collect_measures_each_task_once_resumes_records_failures_and_feeds_pret
 
     code, text = _run(capsys, "tunedb", "pretrain", str(out), "--out", str(tmp_path / "cm.pt"), "--steps", "3")
     assert code == 0 and (tmp_path / "cm.pt").exists(), text
+
+
+def test_a_line_torn_by_a_crash_is_skipped_and_the_next_record_kept(tmp_path):
+    _append(tmp_path / NETWORKS, {"name": "a", "tasks": 3})
+    with open(tmp_path / NETWORKS, "a") as f:
+        f.write('{"name": "b", "ta')  # the process died mid-write
+    _append(tmp_path / NETWORKS, {"name": "c", "tasks": 1})
+    assert sorted(finished(tmp_path)) == ["a", "c"]  # b is collected again

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from narformer_tvm.errors import InputError
-from narformer_tvm.fileio import write_atomically
 
 NETWORKS = "networks.jsonl"  # one line per network finished (or failed), in order
 TASKS = "tasks.jsonl"  # one line per task tuned: its workload hash and the trials asked for
@@ -36,22 +35,35 @@ class NetworkRecord:
     task_errors: list[str] = field(default_factory=list)
 
 
-def finished(out_dir: Path) -> dict[str, dict]:
-    path = out_dir / NETWORKS
+def _read_lines(path: Path) -> list[dict]:
+    """The records of a jsonl file; a last line torn by a crash mid-append is skipped."""
     if not path.is_file():
-        return {}
-    return {r["name"]: r for r in map(json.loads, path.read_text().splitlines()) if r}
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in records if r]
+
+
+def finished(out_dir: Path) -> dict[str, dict]:
+    return {r["name"]: r for r in _read_lines(out_dir / NETWORKS)}
 
 
 def _tuned_tasks(out_dir: Path) -> dict[str, int]:
-    path = out_dir / TASKS
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return {r["workload"]: r["trials"] for r in map(json.loads, lines) if r}
+    return {r["workload"]: r["trials"] for r in _read_lines(out_dir / TASKS)}
 
 
 def _append(path: Path, record: dict) -> None:
-    lines = path.read_text() if path.is_file() else ""
-    write_atomically(path, lambda tmp: tmp.write_text(lines + json.dumps(record) + "\n"))
+    # Appending keeps each record O(1); a line torn by a crash is dropped by _read_lines, and the
+    # newline written first keeps it from swallowing this record.
+    with open(path, "a+b") as f:
+        end = f.seek(0, 2)
+        f.seek(max(end - 1, 0))
+        torn = end > 0 and f.read(1) != b"\n"
+        f.write((("\n" if torn else "") + json.dumps(record) + "\n").encode())
 
 
 def collect(models: Sequence[Path], out_dir: str | Path, trials_per_task: int = 32, cost_model: str = "xgb",
