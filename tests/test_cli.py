@@ -210,6 +210,21 @@ def test_progress_in_a_log_file_prints_plain_lines(capsys):
     assert any("training 3/3" in line and line.endswith("epoch 3 val tau 0.5") for line in lines), lines
 
 
+def test_progress_lines_in_a_log_file_say_the_time_left(capsys):
+    import re
+    import time
+
+    from narformer_tvm.cli.ui import progress_bar
+
+    with progress_bar(log_every_s=0) as bar:
+        task = bar.add_task("main pass", total=10, status="")
+        for done in (1, 2, 3):
+            time.sleep(0.05)
+            bar.update(task, completed=done, status="")
+    lines = capsys.readouterr().err.splitlines()
+    assert any(re.search(r"main pass 3/10 \[0:00:00 eta 0:00:0\d\]", line) for line in lines), lines
+
+
 def test_profiles_list_names_every_shipped_profile_and_the_default(capsys):
     import json as _json
 

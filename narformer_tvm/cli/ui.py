@@ -57,8 +57,11 @@ def progress_bar(log_every_s: float | None = None):
                 last[task_id] = now
             total = f"/{task.total:g}" if task.total is not None else ""
             status = task.fields.get("status", "")
+            left = task.time_remaining
+            eta = f" eta {timedelta(seconds=int(left))}" if left is not None and not task.finished else ""
             self.console.print(f"{time.strftime('%H:%M:%S')} {task.description} {task.completed:g}{total} "
-                               f"[{timedelta(seconds=int(task.elapsed or 0))}] {status}", markup=False, highlight=False)
+                               f"[{timedelta(seconds=int(task.elapsed or 0))}{eta}] {status}", markup=False,
+                               highlight=False)
 
         def advance(self, task_id, advance=1):
             self.update(task_id, advance=advance)
