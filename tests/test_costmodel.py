@@ -70,7 +70,7 @@ def test_cost_model_contract(tuned, tmp_path):
     # failed results are accepted and score 0 in training
     failed = [ms.runner.RunnerResult(run_secs=None, error_msg="boom") for _ in cands[:2]]
     cm.update(ctx, cands[:2], failed)
-    xs, ys = cm._training_set()
+    xs, ys, _ = cm._training_set()
     assert len(ys) == 10 and (ys == 0).sum() == 2 and ys.max() == pytest.approx(1.0)
     # save and load give identical predictions; a frozen model does not train on update
     cm.save(str(tmp_path / "cm.pt"))
@@ -90,7 +90,7 @@ def test_database_reading_and_pretraining(tuned):
     (task, feats, costs), = read_tuning_records(str(work))
     assert len(feats) == 8 and all(f.shape[1] == 164 for f in feats) and all(math.isfinite(c) for c in costs)
     cm = NARFormerCostModel()
-    assert cm.pretrain([str(work)], steps=5) == 8 and cm.trained
+    assert cm.pretrain([str(work)], steps=5)["records"] == 8 and cm.trained
     with pytest.raises(InputError, match="no MetaSchedule database"):
         read_tuning_records(str(work / "nope"))
 

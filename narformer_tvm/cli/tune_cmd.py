@@ -223,13 +223,20 @@ def tunedb_collect(models, out_dir, trials_per_task, cost_model, target, threads
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str), required=True)
 @click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def tunedb_pretrain(work_dirs, out, steps, seed):
-    """Train the NAR-Former cost model on MetaSchedule databases in WORK_DIRS (from `tune` runs)."""
+@click.option("--validate", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
+              help="Share of the tasks kept out of training and scored (within-task Kendall tau).")
+def tunedb_pretrain(work_dirs, out, steps, seed, validate):
+    """Train the NAR-Former cost model on MetaSchedule databases in WORK_DIRS (`tunedb collect` corpora,
+    `tune` work dirs). The file written holds the weights; `tune --pretrained FILE` fine-tunes it on the
+    task at hand."""
     from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel
 
     cm = NARFormerCostModel(seed=seed)
-    n = cm.pretrain(list(work_dirs), steps)
-    if not n:
+    r = cm.pretrain(list(work_dirs), steps, validation_share=validate)
+    if not r["records"]:
         raise click.ClickException("no tuning records found")
-    cm.save(out)
-    click.echo(f"{n} records from {len(work_dirs)} databases; cost model written to {out}")
+    cm.save_weights(out)
+    held = (f"; on {r['validation_tasks']} tasks kept out, within-task Kendall tau {r['validation_tau']:.3f}"
+            if r["validation_tasks"] else "")
+    click.echo(f"{r['records']} records of {r['tasks']} tasks from {len(work_dirs)} databases{held}; "
+               f"cost model written to {out}")

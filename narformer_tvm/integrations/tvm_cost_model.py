@@ -8,8 +8,9 @@
 Each measure candidate (a scheduled TIR function) becomes a graph: one node per buffer store,
 with MetaSchedule's per-store features (loop structure, memory access, arithmetic; 164 numbers)
 plus a code of its position as tokens, and edges from each store to the next (program order, the
-data dependence of TIR blocks). Scores are normalised throughput per task (best latency / latency),
-failed runs score 0, as MetaSchedule's XGBoost model does.
+data dependence of TIR blocks). Targets are normalised throughput per task (best latency / latency), failed runs 0, as
+MetaSchedule's XGBoost model does; training ranks the candidates of each task (a pairwise loss within
+tasks, minibatches of a few whole tasks) and regresses the target lightly, so scores stay in [0, 1].
 """
 from __future__ import annotations
 
@@ -66,7 +67,9 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
         self.rng = np.random.default_rng(seed)
         self.frozen, self.num_warmup_samples = frozen, num_warmup_samples
         self.update_steps, self.batch_size = update_steps, batch_size
-        self.data: dict[str, dict] = {}  # task hash -> {"features": [...], "costs": [...]}
+        self.data: dict[str, dict] = {}  # task hash -> {"features": [...], "costs": [...], "graphs": [...]}
+        self.focus: str | None = None  # the task being tuned: in every online minibatch
+        self.tasks_per_batch, self.regression_weight = 4, 0.5
         self.trained = False
         self.seconds = {"predict": 0.0, "update": 0.0}
         if pretrained:
@@ -81,43 +84,46 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
         return [x.numpy().astype(np.float32) for x in self.extractor.extract_from(context, candidates)]
 
     def add(self, task: str, features: list[np.ndarray], costs: list[float]) -> None:
-        g = self.data.setdefault(task, {"features": [], "costs": []})
+        g = self.data.setdefault(task, {"features": [], "costs": [], "graphs": []})
         for f, c in zip(features, costs):
             if len(f):
                 g["features"].append(f)
                 g["costs"].append(c)
+                g["graphs"].append(_candidate_graph(f))  # built once: training revisits every record
 
     def _training_set(self):
-        xs, ys = [], []
+        """Features, targets and task sizes, task after task (the row order task_batches assumes)."""
+        xs, ys, sizes = [], [], []
         for g in self.data.values():
             costs = np.array(g["costs"], dtype=np.float64)
             ok = np.isfinite(costs) & (costs > 0)
             best = costs[ok].min() if ok.any() else 1.0
             ys.extend(np.where(ok, best / np.where(ok, costs, 1.0), 0.0))  # failed runs score 0
             xs.extend(g["features"])
-        return xs, np.array(ys, dtype=np.float32)
+            sizes.append(len(costs))
+        return xs, np.array(ys, dtype=np.float32), sizes
 
     def train_steps(self, steps: int) -> float:
         """``steps`` minibatch steps on everything seen so far; returns the last loss."""
         import torch
 
+        from narformer_tvm.learn.ranking import pairwise_rank_loss, task_batches
         from narformer_tvm.model.batching import collate
 
-        xs, ys = self._training_set()
-        if not xs:
+        _, ys, sizes = self._training_set()
+        if not ys.size:
             return float("nan")
-        graphs = [_candidate_graph(f) for f in xs]
+        graphs = [gr for g in self.data.values() for gr in g["graphs"]]
+        groups = torch.as_tensor(np.repeat(np.arange(len(sizes)), sizes))
+        focus = [list(self.data).index(self.focus)] if self.focus in self.data else None
         self.model.train()
         loss_value = float("nan")
         for _ in range(steps):
-            idx = self.rng.choice(len(graphs), size=min(self.batch_size, len(graphs)), replace=False)
+            idx = task_batches(sizes, self.batch_size, self.tasks_per_batch, self.rng, focus)
             batch = collate([graphs[i] for i in idx], ys[idx])
             pred = self.model(*batch.inputs())
-            loss = ((pred - batch.y) ** 2).mean()
-            dp, dy = pred[:, None] - pred[None, :], batch.y[:, None] - batch.y[None, :]
-            pairs = dy > 0.01
-            if pairs.any():
-                loss = loss + torch.nn.functional.softplus(-10.0 * dp[pairs]).mean() * 0.1
+            loss = pairwise_rank_loss(pred, batch.y, groups[idx]) + \
+                self.regression_weight * ((pred - batch.y) ** 2).mean()
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
@@ -139,17 +145,33 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
                 out[np.array(valid)[idx]] = self.model(*collate([graphs[i] for i in idx]).inputs()).numpy()
         return out
 
-    def pretrain(self, work_dirs: list[str], steps: int = 500) -> int:
-        """Learn offline from MetaSchedule JSON databases of earlier tuning runs; returns the
-        number of records read. Tuning then fine-tunes online (unless frozen)."""
-        n = 0
-        for d in work_dirs:
-            for task, feats, costs in read_tuning_records(d):
+    def pretrain(self, work_dirs: list[str], steps: int = 500, validation_share: float = 0.0) -> dict:
+        """Learn offline from MetaSchedule JSON databases (``tunedb collect`` corpora, earlier tuning
+        runs); tuning then fine-tunes online (unless frozen). ``validation_share`` of the tasks is kept
+        out and scored: within-task Kendall tau of the scores against measured throughput."""
+        from narformer_tvm.learn.ranking import within_task_kendall
+
+        tasks = [t for d in work_dirs for t in read_tuning_records(d)]
+        held = set(self.rng.choice(len(tasks), size=int(round(validation_share * len(tasks))), replace=False)) \
+            if len(tasks) > 1 else set()
+        for i, (task, feats, costs) in enumerate(tasks):
+            if i not in held:
                 self.add(task, feats, costs)
-                n += len(costs)
-        if n:
+        out = {"records": sum(len(c) for _, _, c in tasks), "tasks": len(tasks), "validation_tasks": len(held),
+               "validation_tau": float("nan")}
+        if self.data_size:
             self.train_steps(steps)
-        return n
+        if held and self.trained:
+            scores, target, groups = [], [], []
+            for i in sorted(held):
+                _, feats, costs = tasks[i]
+                c = np.array(costs, dtype=np.float64)
+                ok = np.isfinite(c) & (c > 0)
+                target.extend(np.where(ok, (c[ok].min() if ok.any() else 1.0) / np.where(ok, c, 1.0), 0.0))
+                scores.extend(self.predict_features(feats))
+                groups.extend([i] * len(costs))
+            out["validation_tau"] = within_task_kendall(np.array(scores), np.array(target), np.array(groups))
+        return out
 
     # -- MetaSchedule's contract --
     def predict(self, context, candidates) -> np.ndarray:
@@ -169,12 +191,21 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
         t0 = time.perf_counter()
         costs = [float(np.median([float(s) for s in r.run_secs])) if r.run_secs and r.error_msg is None
                  else math.inf for r in results]
-        self.add(ms.utils.shash2hex(context.mod), self._features(context, candidates), costs)
+        self.focus = ms.utils.shash2hex(context.mod)
+        self.add(self.focus, self._features(context, candidates), costs)
         if not self.frozen and self.data_size >= self.num_warmup_samples:
             self.train_steps(self.update_steps)
         self.seconds["update"] += time.perf_counter() - t0
 
     def save(self, path: str) -> None:
+        self._write(path, records=True)
+
+    def save_weights(self, path: str) -> None:
+        """The weights without the records (a shipped model: its corpus stays in the corpus, and
+        fine-tuning while tuning then learns from the task at hand)."""
+        self._write(path, records=False)
+
+    def _write(self, path: str, records: bool) -> None:
         import torch
 
         from narformer_tvm.fileio import write_atomically
@@ -182,7 +213,8 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         state = {"format": "narformer-tvm-cost-model", "version": 1, "config": self.config.to_dict(),
                  "state_dict": self.model.state_dict(), "trained": self.trained,
-                 "data": {k: {"features": g["features"], "costs": g["costs"]} for k, g in self.data.items()}}
+                 "data": {k: {"features": g["features"], "costs": g["costs"]} for k, g in self.data.items()}
+                 if records else {}}
         write_atomically(path, lambda tmp: torch.save(state, tmp))
 
     def load(self, path: str) -> None:
@@ -202,5 +234,7 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
         self.model.load_state_dict(state["state_dict"])
         self.model.eval()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.opt.param_groups[0]["lr"], weight_decay=1e-4)
-        self.data = state["data"]
+        self.data = {}
+        for task, g in state["data"].items():
+            self.add(task, g["features"], g["costs"])
         self.trained = state["trained"]
