@@ -11,19 +11,27 @@ the same trial budget and seed on the same target:
   it holds 100 measurements, so within 128 trials it is close to random search);
 - ``xgb-warm16``: the same XGBoost model used from the 17th measurement on, as narformer is;
 - ``narformer``: NAR-Former V2 from scratch (learns online);
-- ``narformer-pre``: pre-trained offline on the ``xgb`` records of the *other* tasks (leave one task
-  out), then fine-tuned online;
+- ``mlp``: MetaSchedule's own MLPModel (segment-sum MLP, LambdaRank loss), online from scratch;
+  ``mlp-pre``: the same pre-trained on ``--corpus`` first (its ``train_full``);
+- ``narformer-pre``: pre-trained offline, then fine-tuned online: the ``--pretrained`` cost model
+  (``tunedb pretrain`` on a ``tunedb collect`` corpus), or without one the ``xgb`` records of the
+  *other* tasks (leave one task out);
 - ``predict-only``: the pre-trained model explores by prediction alone, then the best 8 schedules are
   built and run.
 
 Every run is resumable (one MetaSchedule work dir per task/method/seed; finished ones are kept).
 ``report`` reads the tuning records in commit order: best latency within the first 32/64/128 trials,
-the trials each method needs to reach xgb's final latency, wall time and the cost model's share.
+the trials each method needs to reach xgb's final latency, wall time and the cost model's share; then
+per method, over tasks and seeds, the issue's targets: the geometric mean of best@64 relative to xgb's
+and to xgb-warm16's (per seed, averaged over seeds), and the share of runs reaching xgb's 128-trial
+latency within 64 trials. The JSON beside the table holds every run's whole tuning curve.
+With ``--corpus``, ``run`` first checks that no benchmark task is a workload of the corpus.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -35,8 +43,11 @@ TASKS = {  # name -> (kind, shape parameters)
     "mobilenetv2_depthwise_56": ("depthwise", dict(n=1, c=144, h=56, w=56, r=3, s=1)),
     "resnet50_dense_1000": ("dense", dict(m=1, k=2048, n=1000)),
     "vit_b16_mlp_matmul": ("dense", dict(m=197, k=768, n=3072)),
+    "resnet50_stem_7x7_s2": ("conv2d", dict(n=1, c=3, h=224, w=224, k=64, r=7, s=2)),
+    "bert_base_qkv_matmul": ("dense", dict(m=128, k=768, n=2304)),
+    "bert_base_attention_scores": ("batch_matmul", dict(b=12, m=128, k=64, n=128)),
 }
-METHODS = ("xgb", "xgb-warm16", "random", "narformer", "narformer-pre", "predict-only")
+METHODS = ("xgb", "xgb-warm16", "random", "mlp", "mlp-pre", "narformer", "narformer-pre", "predict-only")
 BUDGETS = (32, 64, 128)
 
 
@@ -54,12 +65,17 @@ def workload(name: str):
         w = te.placeholder((p["c"], 1, p["r"], p["r"]), name="w")
         y = topi.nn.depthwise_conv2d_nchw(x, w, p["s"], p["r"] // 2, 1)
         return te.create_prim_func([x, w, y])
+    if kind == "batch_matmul":  # q @ k^T of each head
+        a = te.placeholder((p["b"], p["m"], p["k"]), name="q")
+        b = te.placeholder((p["b"], p["n"], p["k"]), name="k")
+        return te.create_prim_func([a, b, topi.nn.batch_matmul(a, b)])
     a = te.placeholder((p["m"], p["k"]), name="a")
     b = te.placeholder((p["n"], p["k"]), name="b")
     return te.create_prim_func([a, b, topi.nn.dense(a, b)])
 
 
-def run_one(work: Path, task: str, method: str, trials: int, seed: int, cores: int) -> dict:
+def run_one(work: Path, task: str, method: str, trials: int, seed: int, cores: int,
+            pretrained: str | None = None, corpus: list[str] = ()) -> dict:
 
     from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel
     from narformer_tvm.integrations.tvm_env import (
@@ -81,6 +97,10 @@ def run_one(work: Path, task: str, method: str, trials: int, seed: int, cores: i
         cm = method
     elif method == "xgb-warm16":  # xgb's model from the 17th sample on, as narformer (its default waits for 100)
         cm = timed_xgb(ms, num_warmup_samples=16)
+    elif method in ("mlp", "mlp-pre"):
+        cm = mlp_model(ms, corpus if method == "mlp-pre" else [], seed)
+    elif pretrained and method in ("narformer-pre", "predict-only"):
+        cm = NARFormerCostModel(seed=seed, pretrained=pretrained)
     else:
         cm = NARFormerCostModel(seed=seed)
         if method in ("narformer-pre", "predict-only"):
@@ -110,7 +130,12 @@ def run_one(work: Path, task: str, method: str, trials: int, seed: int, cores: i
 
 def timed_xgb(ms, **kw):
     """MetaSchedule's XGBModel with its predict/update time recorded in ``.seconds`` (as narformer's)."""
-    cls = ms.cost_model.XGBModel._cls  # the Python class behind the FFI wrapper
+    return timed(ms.cost_model.XGBModel, **kw)
+
+
+def timed(model_class, **kw):
+    """A MetaSchedule cost model (an FFI-wrapped class) whose predict/update time is summed in ``.seconds``."""
+    cls = model_class._cls  # the Python class behind the FFI wrapper
     seconds = {"predict": 0.0, "update": 0.0}
     for name in seconds:
         if not hasattr(getattr(cls, name), "__wrapped__"):
@@ -122,9 +147,53 @@ def timed_xgb(ms, **kw):
                     self._seconds[_n] += time.perf_counter() - t0
             wrapper.__wrapped__ = getattr(cls, name)
             setattr(cls, name, wrapper)
-    cm = ms.cost_model.XGBModel(**kw)
+    cm = model_class(**kw)
     cm._inst._seconds = cm.seconds = seconds
     return cm
+
+
+def mlp_model(ms, corpus: list[str], seed: int):
+    """MetaSchedule's MLPModel; with ``corpus`` (tunedb collect folders) pre-trained on all their records
+    first, as its own ``State.load`` of raw databases followed by ``train_full`` would."""
+    import importlib
+    import random
+
+    import torch
+
+    random.seed(seed)  # train_full draws its test split with Python's random
+    torch.manual_seed(seed)
+    mlp = importlib.import_module(ms.__name__ + ".cost_model.mlp_model")
+    cm = timed(mlp.MLPModel)
+    trainer = cm._inst.trainer
+    for d in corpus:
+        db = ms.database.JSONDatabase(str(Path(d) / "database_workload.json"),
+                                      str(Path(d) / "database_tuning_record.json"), allow_missing=False)
+        by_task: dict[str, list] = {}
+        for rec in db.get_all_tuning_records():
+            by_task.setdefault(ms.utils.shash2hex(rec.workload.mod), []).append(rec)
+        for key, recs in by_task.items():
+            ctx = ms.TuneContext(mod=recs[0].workload.mod, target=recs[0].target)
+            results = [ms.runner.RunnerResult(run_secs=r.run_secs, error_msg=None) for r in recs]
+            feats, costs = mlp.extract_features(ctx, [r.as_measure_candidate() for r in recs], results,
+                                                trainer.state.extractor)
+            trainer.state.add_to_group(feats, costs, key)
+    if trainer.state.data_size:
+        trainer.train_full()
+    return cm
+
+
+def tasks_in_corpus(tasks: list[str], corpus: list[str]) -> list[str]:
+    """The benchmark tasks that are workloads of a corpus (they would not be held out)."""
+    ms = meta_schedule_module()
+    dbs = [ms.database.JSONDatabase(str(Path(d) / "database_workload.json"),
+                                    str(Path(d) / "database_tuning_record.json"), allow_missing=False) for d in corpus]
+    return [t for t in tasks if any(db.has_workload(ms.tune_context._normalize_mod(workload(t))) for db in dbs)]
+
+
+def meta_schedule_module():
+    from narformer_tvm.integrations.tvm_env import meta_schedule
+
+    return meta_schedule()
 
 
 def curve(run_dir: Path) -> list[float]:
@@ -139,14 +208,15 @@ def curve(run_dir: Path) -> list[float]:
     return out
 
 
-def report(work: Path, out: Path, seeds: list[int]) -> None:
-    lines = ["# NAR-Former V2 as a MetaSchedule cost model vs xgb and random", "",
+def report(work: Path, out: Path, seeds: list[int], tasks: list[str]) -> None:
+    lines = ["# NAR-Former V2 as a MetaSchedule cost model vs xgb, MLPModel and random", "",
              "Best latency found (us) within the first 32 / 64 / 128 measured trials; `to xgb@128`: trials "
              "needed to reach xgb's 128-trial latency; `cm share`: update+predict time / tuning wall time.", "",
-             "| task | method | best@32 | best@64 | best@128 | ratio to xgb@128 | to xgb@128 | wall s | cm share |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| task | seed | method | best@32 | best@64 | best@128 | ratio to xgb@128 | to xgb@128 | wall s | cm share |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     rows = []
-    for task in TASKS:
+    fmt = lambda v: f"{v:.1f}" if v else "-"  # noqa: E731
+    for task in tasks:
         for seed in seeds:
             ref_curve = curve(work / task / f"xgb-s{seed}")
             ref = ref_curve[-1] if ref_curve else None
@@ -159,18 +229,48 @@ def report(work: Path, out: Path, seeds: list[int]) -> None:
                 at = [c[min(b, len(c)) - 1] * 1e6 if c else None for b in BUDGETS]
                 reach = next((i + 1 for i, v in enumerate(c) if ref and v <= ref * 1.0001), None)
                 share = sum(res["cost_model_seconds"].values()) / res["seconds"] if res["cost_model_seconds"] else None
-                rows.append({**res, "best_us": at, "reach_xgb": reach, "share": share})
-                fmt = lambda v: f"{v:.1f}" if v else "-"  # noqa: E731
-                lines.append(f"| {task} | {method} | {fmt(at[0])} | {fmt(at[1])} | {fmt(at[2])} | "
+                rows.append({**res, "best_us": at, "reach_xgb": reach, "share": share, "curve_s": c})
+                lines.append(f"| {task} | {seed} | {method} | {fmt(at[0])} | {fmt(at[1])} | {fmt(at[2])} | "
                              f"{at[2] / (ref * 1e6):.2f} | {reach or '-'} | {res['seconds']:.0f} | "
                              f"{f'{100 * share:.0f}%' if share is not None else '-'} |" if ref and at[2] else
-                             f"| {task} | {method} | - | - | - | - | - | {res['seconds']:.0f} | - |")
-    lines += ["", "Reproduce:", "", "```bash", f"python examples/bench_costmodel.py run --work {work}",
-              f"python examples/bench_costmodel.py report --work {work} --out {out}", "```", ""]
+                             f"| {task} | {seed} | {method} | - | - | - | - | - | {res['seconds']:.0f} | - |")
+    lines += ["", *summary(rows, seeds), "", "Reproduce:", "", "```bash",
+              f"python examples/bench_costmodel.py run --work {work} --seeds {','.join(map(str, seeds))}",
+              f"python examples/bench_costmodel.py report --work {work} --seeds {','.join(map(str, seeds))} --out {out}",
+              "```", ""]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
     print("\n".join(lines))
+
+
+def summary(rows: list[dict], seeds: list[int]) -> list[str]:
+    """The issue's targets per method: geometric mean over tasks of best@64 relative to xgb's and to
+    xgb-warm16's best@64 (per seed, then the mean over seeds), runs reaching xgb@128 within 64 trials."""
+    by = {(r["task"], r["seed"], r["method"]): r for r in rows if r["best_us"][1]}
+    lines = ["| method | best@64 / xgb@64 (geomean) | best@64 / xgb-warm16@64 | reaches xgb@128 within 64 | "
+             "cost model share (median) |", "| --- | --- | --- | --- | --- |"]
+    for method in METHODS:
+        per_seed = {ref: [] for ref in ("xgb", "xgb-warm16")}
+        reach, shares = [], []
+        for seed in seeds:
+            for ref in per_seed:
+                logs = [math.log(r["best_us"][1] / by[(t, seed, ref)]["best_us"][1])
+                        for (t, s_, m), r in by.items() if m == method and s_ == seed and (t, seed, ref) in by]
+                if logs:
+                    per_seed[ref].append(math.exp(statistics.mean(logs)))
+            for (t, s_, m), r in by.items():
+                if m == method and s_ == seed:
+                    reach.append(r["reach_xgb"] is not None and r["reach_xgb"] <= 64)
+                    if r["share"] is not None:
+                        shares.append(r["share"])
+        if not reach:
+            continue
+        ratio = {ref: f"{statistics.mean(v):.2f}" + (f" (seeds {', '.join(f'{x:.2f}' for x in v)})" if len(v) > 1 else "")
+                 if v else "-" for ref, v in per_seed.items()}
+        lines.append(f"| {method} | {ratio['xgb']} | {ratio['xgb-warm16']} | {sum(reach)} / {len(reach)} | "
+                     f"{f'{100 * statistics.median(shares):.0f}%' if shares else '-'} |")
+    return lines
 
 
 def main() -> None:
@@ -182,16 +282,22 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--pretrained", help="narformer-pre/predict-only: a cost model from `tunedb pretrain`")
+    ap.add_argument("--corpus", default="", help="comma-separated `tunedb collect` folders: mlp-pre trains on "
+                                                 "them; no benchmark task may be one of their workloads")
     ap.add_argument("--out", type=Path, default=Path("docs/results/costmodel.md"))
     args = ap.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds, tasks = [int(s) for s in args.seeds.split(",")], args.tasks.split(",")
+    corpus = [c for c in args.corpus.split(",") if c]
     if args.phase == "report":
-        return report(args.work, args.out, seeds)
+        return report(args.work, args.out, seeds, tasks)
+    if corpus and (seen := tasks_in_corpus(tasks, corpus)):
+        raise SystemExit(f"tasks in the corpus, so not held out: {', '.join(seen)}")
     methods = [m for m in METHODS if m in args.methods.split(",")]  # xgb first: pre-training reads its records
     for seed in seeds:
         for method in methods:
-            for task in args.tasks.split(","):
-                r = run_one(args.work, task, method, args.trials, seed, args.cores)
+            for task in tasks:
+                r = run_one(args.work, task, method, args.trials, seed, args.cores, args.pretrained, corpus)
                 print(json.dumps(r), flush=True)
 
 
