@@ -148,6 +148,22 @@ def test_whole_network_tuning_shares_trials_and_compares_with_onnxruntime(tmp_pa
     assert report.tuned_ms > 0 and report.untuned_ms > 0 and report.onnxruntime_ms > 0
     assert {"import", "untuned build and measure", "onnxruntime measure", "task extraction", "tuning",
             "tuned build", "tuned measure"} == set(report.phases)
+    # the tuning curve over wall time: never rising, within the tuning time
+    times, lat = zip(*report.curve)
+    assert list(lat) == sorted(lat, reverse=True) and 0 <= times[0] <= times[-1] <= report.tuning_seconds
+
+
+def test_network_curve_sums_weighted_task_bests_once_every_task_has_one(tmp_path):
+    import json
+
+    from narformer_tvm.integrations.tvm_tuning import network_curve, time_to_reach
+
+    rows = [{"s": 1.0, "task": 0, "us": [10.0, None]}, {"s": 2.0, "task": 1, "us": [None]},
+            {"s": 3.0, "task": 1, "us": [5.0, 7.0]}, {"s": 4.0, "task": 0, "us": [8.0]}]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"s": 5, "ta')
+    curve = network_curve(tmp_path / "c.jsonl", weights=[2, 3])
+    assert curve == [(3.0, 2 * 10.0 + 3 * 5.0), (4.0, 2 * 8.0 + 3 * 5.0)]  # the torn last line is skipped
+    assert time_to_reach(curve, 31.0) == 4.0 and time_to_reach(curve, 30.0) is None
 
 
 def test_tune_refuses_a_target_this_machine_lacks(tmp_path, capsys):

@@ -173,6 +173,10 @@ def tune(model, trials, target, scheduler, compare_onnxruntime, cost_model, pret
     elif compare_onnxruntime:
         click.echo("ONNX Runtime: not measured (no provider for this target, or the model failed there)")
     click.echo("wall time per phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.phases.items()))
+    if report.curve:
+        (s0, us0), (s1, us1) = report.curve[0], report.curve[-1]
+        click.echo(f"tuning curve (sum of weight x best task latency): {us0:.1f} us at {s0:.0f} s, {us1:.1f} us at "
+                   f"{s1:.0f} s; every batch in {work_dir}/tuning_curve.jsonl")
     if report.measured is not None:
         click.echo(f"predict-only: {sum(r.trials for r in report.tasks)} schedules explored by prediction, "
                    f"{report.measured} built and measured")

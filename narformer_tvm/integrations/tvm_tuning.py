@@ -42,6 +42,7 @@ class TuneReport:
     onnxruntime_ms: float | None = None  # the same model under ONNX Runtime (default session options)
     scheduler: str = "gradient"
     phases: dict = field(default_factory=dict)  # phase -> wall seconds
+    curve: list = field(default_factory=list)  # (tuning seconds, estimated network us): sum of weight x best task
 
 
 SCHEDULERS = ("gradient", "per-task")
@@ -157,6 +158,8 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
             _tune_each(ms, tasks, tvm_target, trials, seed, builder, runner, database, cm, work_dir, predict_only,
                        measure_top_n, report, progress)
     report.tuning_seconds = time.time() - t_start
+    if not predict_only:
+        report.curve = network_curve(work_dir / CURVE, [int(t.weight) for t in tasks])
     report.cost_model_seconds = dict(getattr(cm, "seconds", {}) or {})
     with phase("tuned build"), tvm_target, tvm.transform.PassContext(opt_level=3):
         tuned = ms.relax_integration.compile_relax(database, mod, tvm_target, params=None)
@@ -191,12 +194,62 @@ def task_context(ms, task, target, rand_state: int):
                           rand_state=rand_state)
 
 
-def tune_task(ms, task, target, trials: int, rand_state: int, builder, runner, database, cm, work_dir: Path) -> None:
+def tune_task(ms, task, target, trials: int, rand_state: int, builder, runner, database, cm, work_dir: Path,
+              callbacks: list | None = None) -> None:
     """``trials`` measured (or predicted) schedules of one task into ``database``."""
     ms.tune_tasks(tasks=[task_context(ms, task, target, rand_state)], task_weights=[1.0],
                   work_dir=str(Path(work_dir) / "logs"), max_trials_global=trials, max_trials_per_task=trials,
                   num_trials_per_iter=min(64, trials), builder=builder, runner=runner, database=database,
-                  cost_model=cm, task_scheduler="round-robin")
+                  cost_model=cm, task_scheduler="round-robin",
+                  measure_callbacks=list(ms.measure_callback.MeasureCallback.create("default")) + (callbacks or []))
+
+
+CURVE = "tuning_curve.jsonl"  # one line per measured batch: seconds into tuning, task index, run times (us)
+
+
+def curve_recorder(ms, path: Path, start: float, task_offset: int = 0):
+    """A measure callback appending each measured batch to ``path`` (the tuning curve over wall time)."""
+    import json
+
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class CurveRecorder(ms.measure_callback.PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            us = [1e6 * float(np.median([float(x) for x in r.run_secs])) if r.run_secs and r.error_msg is None
+                  else None for r in runner_results]
+            with open(path, "a") as f:
+                f.write(json.dumps({"s": round(time.time() - start, 3), "task": task_offset + int(task_id),
+                                    "us": us}) + "\n")
+
+    return CurveRecorder()
+
+
+def network_curve(path: Path, weights: list[int]) -> list[tuple[float, float]]:
+    """(seconds, estimated network latency in us) after each measured batch once every task has a working
+    schedule: the sum over tasks of weight x best latency so far, the estimate MetaSchedule's gradient
+    scheduler works with."""
+    import json
+
+    best: dict[int, float] = {}
+    out = []
+    lines = path.read_text().splitlines() if path.is_file() else []
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by an interrupted run
+            continue
+        ok = [u for u in r["us"] if u is not None]
+        if ok:
+            best[r["task"]] = min(best.get(r["task"], float("inf")), min(ok))
+        if len(best) == len(weights):
+            out.append((r["s"], sum(w * best[k] for k, w in enumerate(weights))))
+    return out
+
+
+def time_to_reach(curve: list[tuple[float, float]], latency_us: float) -> float | None:
+    """Tuning seconds until the estimated network latency is at or below ``latency_us``."""
+    return next((s for s, us in curve if us <= latency_us * 1.0001), None)
 
 
 def task_best(database, mod) -> tuple[int, float | None]:
@@ -215,11 +268,14 @@ def _tune_jointly(ms, tasks, target, trials, seed, builder, runner, database, cm
     per_iter = max(1, min(64, trials // (2 * len(tasks)) or 1))
     explored = ms.database.MemoryDatabase() if predict_only else database
     t0 = time.time()
+    (work_dir / CURVE).unlink(missing_ok=True)
+    callbacks = list(ms.measure_callback.MeasureCallback.create("default")) + \
+        ([] if predict_only else [curve_recorder(ms, work_dir / CURVE, t0)])
     error = None
     try:
         ms.tune_tasks(tasks=ctxs, task_weights=[float(t.weight) for t in tasks], work_dir=str(work_dir / "logs"),
                       max_trials_global=trials, num_trials_per_iter=per_iter, builder=builder, runner=runner,
-                      database=explored, cost_model=cm, task_scheduler="gradient")
+                      database=explored, cost_model=cm, task_scheduler="gradient", measure_callbacks=callbacks)
     except Exception as e:  # what was measured before stays in the database and is still used
         error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
     if predict_only:
@@ -240,6 +296,8 @@ def _tune_each(ms, tasks, target, trials, seed, builder, runner, database, cm, w
     from narformer_tvm.integrations.tvm_records import measure_top
 
     per_task = max(1, trials // len(tasks))
+    start = time.time()
+    (work_dir / CURVE).unlink(missing_ok=True)
     for k, task in enumerate(tasks):
         tr = TaskResult(task.task_name, int(task.weight))
         if progress:
@@ -247,7 +305,8 @@ def _tune_each(ms, tasks, target, trials, seed, builder, runner, database, cm, w
         t0 = time.time()
         try:
             explored = ms.database.MemoryDatabase() if predict_only else database
-            tune_task(ms, task, target, per_task, seed + k, builder, runner, explored, cm, work_dir)
+            tune_task(ms, task, target, per_task, seed + k, builder, runner, explored, cm, work_dir,
+                      None if predict_only else [curve_recorder(ms, work_dir / CURVE, start, task_offset=k)])
             if predict_only:
                 report.measured += measure_top(explored, database, target, measure_top_n)
             tr.trials = task_best(explored, task.dispatched[0])[0]

@@ -1,0 +1,116 @@
+"""Whole-network tuning with each cost model: how soon does it reach XGBoost's final network latency?
+
+    python examples/bench_tune_network.py run resnet.onnx vit.onnx --work /tmp/bench-net --trials 256 \
+        --seeds 0,1,2 --pretrained cm.pt
+    python examples/bench_tune_network.py report --work /tmp/bench-net --seeds 0,1,2 --out docs/results/tune-network.md
+
+Each network is tuned by `narformer-tvm tune`'s joint (gradient) task scheduler with the same trials and
+seed under every method: ``xgb`` (MetaSchedule's default), ``xgb-warm16`` (its model used from the 17th
+measurement), ``random``, ``narformer`` (from scratch, online) and ``narformer-pre`` (the ``--pretrained``
+cost model, fine-tuned online). The tuning curve is the sum over tasks of weight x best latency so far
+after each measured batch (what the scheduler optimises); the target reads it against wall time:
+seconds until a method's curve reaches xgb's final value, as a share of xgb's tuning time. The tuned
+network is also built and measured at the end. Runs are resumable (one folder per network/method/seed).
+Use networks none of whose tasks are in the pre-training corpus.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import asdict
+from pathlib import Path
+
+METHODS = ("xgb", "xgb-warm16", "random", "narformer", "narformer-pre")
+
+
+def run_one(work: Path, net: Path, method: str, trials: int, seed: int, pretrained: str | None) -> dict:
+    from narformer_tvm.integrations.tvm_tuning import tune_onnx
+
+    out = work / net.stem / f"{method}-s{seed}"
+    done = out / "report.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    if method == "narformer-pre" and not pretrained:
+        raise SystemExit("narformer-pre needs --pretrained (a cost model from `tunedb pretrain`)")
+    name = {"xgb-warm16": "xgb", "narformer-pre": "narformer"}.get(method, method)
+    kwargs = {"xgb-warm16": {"num_warmup_samples": 16}, "narformer-pre": {"pretrained": pretrained}}.get(method, {})
+    report = tune_onnx(net, out, trials, name, seed=seed, cost_model_kwargs=kwargs, compare_onnxruntime=False)
+    result = {**asdict(report), "method": method, "seed": seed, "network": net.stem}
+    done.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def report(work: Path, out: Path, seeds: list[int]) -> None:
+    from narformer_tvm.integrations.tvm_tuning import time_to_reach
+
+    lines = ["# Whole-network tuning: time to reach XGBoost's final network latency", "",
+             "Curve: sum over tasks of weight x best latency so far (us). `to xgb final`: tuning seconds until the "
+             "curve reaches xgb's final value, and that as a share of xgb's tuning time. `tuned ms`: the tuned build "
+             "measured.", "",
+             "| network | seed | method | final curve us | / xgb | to xgb final (s) | share of xgb time | tuned ms | "
+             "tuning s | cost model s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    shares: dict[str, list] = {m: [] for m in METHODS}
+    for net in sorted(p.name for p in work.iterdir() if p.is_dir()):
+        for seed in seeds:
+            ref_path = work / net / f"xgb-s{seed}" / "report.json"
+            if not ref_path.exists():
+                continue
+            ref = json.loads(ref_path.read_text())
+            ref_final, ref_time = ref["curve"][-1][1], ref["tuning_seconds"]
+            for method in METHODS:
+                path = work / net / f"{method}-s{seed}" / "report.json"
+                if not path.exists():
+                    continue
+                r = json.loads(path.read_text())
+                curve = [tuple(c) for c in r["curve"]]
+                reach = time_to_reach(curve, ref_final) if curve else None
+                share = reach / ref_time if reach is not None else None
+                shares[method].append(share)
+                final = curve[-1][1] if curve else None
+                lines.append(f"| {net} | {seed} | {method} | {final:.1f} | {final / ref_final:.2f} | "
+                             f"{f'{reach:.0f}' if reach is not None else 'not reached'} | "
+                             f"{f'{100 * share:.0f}%' if share is not None else '-'} | {r['tuned_ms']:.3f} | "
+                             f"{r['tuning_seconds']:.0f} | {sum(r['cost_model_seconds'].values()):.0f} |"
+                             if final else f"| {net} | {seed} | {method} | - | - | - | - | - | - | - |")
+    lines += ["", "| method | runs reaching xgb's final latency | within 50% of xgb's time | median share |",
+              "| --- | --- | --- | --- |"]
+    for method, v in shares.items():
+        if v:
+            got = [x for x in v if x is not None]
+            lines.append(f"| {method} | {len(got)} / {len(v)} | {sum(x <= 0.5 for x in got)} / {len(v)} | "
+                         f"{f'{100 * statistics.median(got):.0f}%' if got else '-'} |")
+    lines += ["", "Reproduce:", "", "```bash", f"python examples/bench_tune_network.py run NETWORKS --work {work} "
+              f"--seeds {','.join(map(str, seeds))} --pretrained CM",
+              f"python examples/bench_tune_network.py report --work {work} --seeds {','.join(map(str, seeds))} "
+              f"--out {out}", "```", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("phase", choices=["run", "report"])
+    ap.add_argument("networks", nargs="*", type=Path)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--trials", type=int, default=256)
+    ap.add_argument("--seeds", default="0", help="comma-separated")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--pretrained")
+    ap.add_argument("--out", type=Path, default=Path("docs/results/tune-network.md"))
+    args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.phase == "report":
+        return report(args.work, args.out, seeds)
+    methods = [m for m in METHODS if m in args.methods.split(",")]  # xgb first: the others are read against it
+    for seed in seeds:
+        for net in args.networks:
+            for method in methods:
+                r = run_one(args.work, net, method, args.trials, seed, args.pretrained)
+                print(json.dumps({k: r[k] for k in ("network", "method", "seed", "tuned_ms", "tuning_seconds")}),
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
