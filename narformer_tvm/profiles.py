@@ -145,7 +145,21 @@ def load_ort_predictor(spec: str | None):
     return Predictor.load(path)
 
 
-EXTRA_PREDICTORS = ("ort_configs", "ort_ratios")  # profile.json fields naming further files in the folder
+EXTRA_PREDICTORS = ("ort_configs", "ort_ratios", "tvm_cost_model")  # profile.json fields naming further files
+
+
+def shipped_cost_model(target: str = "llvm") -> Path | None:
+    """The pre-trained TVM cost model (``tunedb pretrain``) of the profile that fits this machine, when
+    that profile ships one for ``target``; None otherwise (tuning then learns from scratch)."""
+    profiles = list_profiles()
+    name = default_profile()
+    meta = json.loads((profiles[name] / "profile.json").read_text())
+    file = meta.get("tvm_cost_model")
+    fp = meta.get("fingerprint")
+    if not file or meta.get("target", "llvm") != target or (fp and hardware_differences(fp)):
+        return None
+    path = profiles[name] / file
+    return path if path.is_file() else None
 
 
 def hardware_differences(fp: dict) -> list[str]:

@@ -121,7 +121,9 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, allow_l
               help="Also measure the model under ONNX Runtime.")
 @click.option("--cost-model", type=click.Choice(["narformer", "xgb", "random"]), default="narformer", show_default=True)
 @click.option("--pretrained", type=click.Path(dir_okay=False, path_type=str), default=None,
-              help="narformer: start from a cost model saved earlier (tunedb pretrain, or a previous tune).")
+              help="narformer: start from a cost model saved earlier (tunedb pretrain, or a previous tune); "
+                   "default: the one this machine's hardware profile ships, if any.")
+@click.option("--from-scratch", is_flag=True, help="narformer: ignore the profile's pre-trained cost model.")
 @click.option("--frozen", is_flag=True, help="narformer: never retrain during tuning.")
 @click.option("--predict-only", is_flag=True,
               help="Explore with the pre-trained cost model's predictions instead of builds and runs; measure "
@@ -133,8 +135,8 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, allow_l
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Cores (0 = physical cores).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @input_shape_option
-def tune(model, trials, target, scheduler, compare_onnxruntime, cost_model, pretrained, frozen, predict_only,
-         measure_top, work_dir, threads, seed, input_shapes):
+def tune(model, trials, target, scheduler, compare_onnxruntime, cost_model, pretrained, from_scratch, frozen,
+         predict_only, measure_top, work_dir, threads, seed, input_shapes):
     """Tune MODEL's TVM tasks with a cost model, build the tuned network, and compare it with the untuned
     build and with ONNX Runtime; wall time per phase."""
     from rich.table import Table
@@ -144,6 +146,13 @@ def tune(model, trials, target, scheduler, compare_onnxruntime, cost_model, pret
 
     extra = {}
     if cost_model == "narformer":
+        if not pretrained and not from_scratch:
+            from narformer_tvm.profiles import shipped_cost_model
+
+            found = shipped_cost_model(target)
+            pretrained = str(found) if found else None
+            click.echo(f"cost model: pre-trained {found}" if found else
+                       "cost model: learning from scratch (no pre-trained one ships for this machine and target)")
         extra = {"pretrained": pretrained, "frozen": frozen}
     elif pretrained or frozen or predict_only:
         raise click.UsageError("--pretrained/--frozen/--predict-only apply to --cost-model narformer")
