@@ -30,29 +30,29 @@ ROOT = Path(__file__).resolve().parents[1]
 def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt) -> dict:
     """What `calibrate` would have chosen from the rows measured within ``minutes``, scored on ``test``;
     every adaptation's own test score beside."""
-    from narformer_tvm.calibrate import METHODS, TRAINED, _predict, accuracy, apply, fit_method, split_of
+    from narformer_tvm.calibrate import METHODS, TRAINED, _predict, accuracy, apply, choose, fit_method, split_of
     from narformer_tvm.learn.train import LinearBaseline
 
     t_cal, t_test = np.array([s.latency_ms for s in cal]), np.array([s.latency_ms for s in test])
     k = clock <= 60 * minutes
     parts = {p: k & np.array([split_of(s.key) == p for s in cal]) for p in ("train", "val", "test")}
     pick = lambda p: [s for s, keep in zip(cal, parts[p]) if keep]  # noqa: E731
-    mape = lambda pred, true: float(np.mean(np.abs(pred - true) / true))  # noqa: E731
+    errors = lambda pred, true: np.abs(pred - true) / true  # noqa: E731
     fit_rows = parts["train"] | parts["val"]
     val, preds, out = {}, {}, {"minutes": minutes, "calibration_models": int(k.sum()), "seconds": {}}
     for m in METHODS:
-        val[m] = mape(apply(fit_method(m, p_cal[parts["train"]], t_cal[parts["train"]]), p_cal[parts["val"]]),
-                      t_cal[parts["val"]])
+        val[m] = errors(apply(fit_method(m, p_cal[parts["train"]], t_cal[parts["train"]]), p_cal[parts["val"]]),
+                        t_cal[parts["val"]])
         mapped = fit_method(m, p_cal[fit_rows], t_cal[fit_rows])
         preds[m] = {"test": apply(mapped, p_test), "held": apply(mapped, p_cal[parts["test"]])}
     for m, train in (TRAINED.items() if ckpt is not None else []):
         t0 = time.time()
         trained = train(ckpt, pick("train"), pick("val"))
         out["seconds"][m] = time.time() - t0
-        val[m] = mape(_predict(trained, pick("val")), t_cal[parts["val"]])
+        val[m] = errors(_predict(trained, pick("val")), t_cal[parts["val"]])
         preds[m] = {"test": _predict(trained, test), "held": _predict(trained, pick("test"))}
-    out["method"] = min(val, key=val.get)
-    out["validation"] = val
+    out["method"] = choose(val)
+    out["validation"] = {m: float(e.mean()) for m, e in val.items()}
     out["adapt_s"] = sum(out["seconds"].values())
     out["by_method"] = {m: accuracy(p["test"], t_test) for m, p in preds.items()}
     out["calibrated"] = out["by_method"][out["method"]]
@@ -144,8 +144,8 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
              f"{100 * base_acc['mape']:.1f}%, Acc(10%) {100 * base_acc['acc10']:.0f}%, bias {100 * base_acc['bias']:+.0f}%."
              + (f" Noise floor of this configuration (MAPE between the main and `{args.noise_pass}` passes over {floor['pairs']} test models): "
                 f"{100 * floor['mape']:.2f}%." if floor else ""), "",
-             "The adaptation is the one with the lowest MAPE on the validation part of the calibration rows "
-             "(as `calibrate` chooses); every adaptation's test MAPE is beside it.", "",
+             "The adaptation is the simplest one within one standard error of the lowest MAPE on the validation "
+             "part of the calibration rows (as `calibrate` chooses); every adaptation's test MAPE is beside it.", "",
              "| profiling (min) | calibration models | chosen adaptation | test MAPE (90% interval) | Acc(10%) | "
              "bias | held-out calibration MAPE | training s | scaled | loglinear | fine-tuned | from scratch | "
              "FLOPs+MAC |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -163,8 +163,8 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
         met = c["mape"] <= 0.08 and c["acc10"] >= 0.70
         lines += ["", f"Target (MAPE <= 8% and Acc(10%) >= 70% after <= 10 minutes of profiling): "
                   f"{'**met**' if met else '**missed**'} at {r['minutes']:g} min: MAPE {100 * c['mape']:.1f}%, "
-                  f"Acc(10%) {100 * c['acc10']:.0f}%. The test models were measured in other sittings than the "
-                  "calibration, so a level drift between sittings counts against it."]
+                  f"Acc(10%) {100 * c['acc10']:.0f}%. Where the test models were measured in other sittings than the "
+                  "calibration, a level drift between sittings counts against it."]
     long = [r for r in rows if r["minutes"] >= 30]
     if long and floor:
         h = long[-1]["held_out_calibration"]

@@ -8,8 +8,8 @@ validates the choice of adaptation, the rest fits it. Adaptations are log-linear
 predictor's output (latency = exp(a) * base ** b): ``base`` (none), ``scaled`` (a only) and
 ``loglinear`` (a and b); and, where torch and the base's checkpoint are installed, ``finetune`` (the
 base's weights trained on from the training rows) and ``scratch`` (a predictor of the base's shape
-trained from nothing on them), both stopping early on the validation rows. The one with the lowest
-validation MAPE is scored once on the held-out rows (a map is first refitted on training and
+trained from nothing on them), both stopping early on the validation rows. The simplest adaptation whose
+validation MAPE is within one standard error of the lowest (``choose``) is scored once on the held-out rows (a map is first refitted on training and
 validation rows; a trained predictor has used the validation rows to stop).
 """
 from __future__ import annotations
@@ -113,6 +113,20 @@ def scratch(checkpoint: Path, train: list, val: list, seed: int = 0,
 TRAINED = {"finetune": finetune, "scratch": scratch}  # adaptations that train weights (torch)
 
 
+def choose(errors: dict[str, np.ndarray]) -> str:
+    """The adaptation to keep, from each one's absolute relative errors on the same validation rows
+    (in order of complexity): the simplest whose mean is within one standard error of the best one's
+    (the paired difference's), so that a few validation rows cannot hand the profile to a trained
+    predictor that merely got lucky on them."""
+    best = min(errors, key=lambda m: errors[m].mean())
+    for method, err in errors.items():
+        diff = err - errors[best]
+        se = diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1 else math.inf
+        if diff.mean() <= se:
+            return method
+    return best
+
+
 def finetune_checkpoint(base: str) -> Path | None:
     """The base profile's torch checkpoint where fine-tuning can run here (torch installed, a source
     checkout rather than a wheel), else None."""
@@ -199,19 +213,19 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     if min(p.sum() for p in parts.values()) < 2:  # few models, unlucky hashes: every fourth, in order
         tags = np.array([("test", "val", "train", "train")[i % 4] for i in range(len(samples))])
         parts = {k: tags == k for k in ("train", "val", "test")}
+    errors = {}  # absolute relative error of each adaptation on each validation row
     for method in METHODS:
         cal = fit_method(method, pred[parts["train"]], true[parts["train"]])
-        v = apply(cal, pred[parts["val"]])
-        result.validation[method] = float(np.mean(np.abs(v - true[parts["val"]]) / true[parts["val"]]))
+        errors[method] = np.abs(apply(cal, pred[parts["val"]]) - true[parts["val"]]) / true[parts["val"]]
     checkpoint = finetune_checkpoint(base) if allow_finetune else None
     trained = {}
     if checkpoint is not None:
         pick = lambda part: [s for s, keep in zip(samples, parts[part]) if keep]  # noqa: E731
         for method, train in TRAINED.items():
             trained[method] = train(checkpoint, pick("train"), pick("val"), progress=_epoch_progress(progress, method))
-            v = _predict(trained[method], pick("val"))
-            result.validation[method] = float(np.mean(np.abs(v - true[parts["val"]]) / true[parts["val"]]))
-    best = min(result.validation, key=result.validation.get)
+            errors[method] = np.abs(_predict(trained[method], pick("val")) - true[parts["val"]]) / true[parts["val"]]
+    result.validation = {m: float(e.mean()) for m, e in errors.items()}
+    best = choose(errors)
     if best in trained:
         result.calibration = {"method": best, "log_scale": 0.0, "exponent": 1.0}
         adapted = _predict(trained[best], [s for s, keep in zip(samples, parts["test"]) if keep])

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from narformer_tvm.calibrate import accuracy, apply, calibrate, calibration_variants, fit_method, split_of
+from narformer_tvm.calibrate import (accuracy, apply, calibrate, calibration_variants, choose, fit_method,
+                                     split_of)
 from narformer_tvm.cli.calibrate_cmd import parse_budget
 from narformer_tvm.cli.main import cli
 from narformer_tvm.errors import InputError
@@ -39,6 +40,17 @@ def test_adaptations_and_their_accuracy():
     acc = accuracy(apply(loglin, pred), true)
     assert acc["n"] == 40 and acc["mape_90"][0] <= acc["mape"] <= acc["mape_90"][1] and acc["acc10"] == 1.0
     assert {split_of(f"k{i}") for i in range(50)} == {"train", "val", "test"}
+
+
+def test_a_complex_adaptation_is_kept_only_when_it_wins_beyond_chance():
+    base = np.array([0.10, 0.12, 0.08, 0.30])
+    lucky = {"base": base, "scaled": base + 0.01, "scratch": np.array([0.02, 0.25, 0.01, 0.22])}
+    assert lucky["scratch"].mean() < base.mean() and choose(lucky) == "base"  # 4 rows: a lower mean by chance
+    rng = np.random.default_rng(0)
+    base = np.abs(rng.normal(0.10, 0.03, 60))
+    clear = {"base": base, "scaled": 0.5 * base, "finetune": 0.3 * base}
+    assert choose(clear) == "finetune"
+    assert choose({"base": base, "scaled": base - 0.001 * rng.random(60), "loglinear": 0.5 * base}) == "loglinear"
 
 
 def test_budgets_parse_and_bad_ones_are_refused():

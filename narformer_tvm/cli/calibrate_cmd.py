@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import click
 
@@ -51,14 +52,20 @@ def calibrate(target, runtime, threads, opt_level, budget, base, name, rpc_track
     seconds = parse_budget(budget)
     cfg = MeasureConfig(runtime=runtime, target=target, threads=threads, opt_level=opt_level, rpc_tracker=rpc_tracker, rpc_key=rpc_key)
     with progress_bar(log_every_s=30) as bar:
-        task = bar.add_task(f"profiling the calibration set ({budget} budget)", total=None, status="")
+        # the budget, not the list's length, ends profiling: the bar counts its seconds
+        task = bar.add_task(f"profiling the calibration set (seconds of the {budget} budget)", total=seconds,
+                            status="")
+        start = time.monotonic()
         training = {}
         labels = {"finetune": "fine-tuning the base predictor", "scratch": "training a predictor from scratch"}
 
         def on_progress(kind, i, n, msg):
-            if kind in labels and kind not in training:
-                training[kind] = bar.add_task(labels[kind], total=None, status="")
-            bar.update(training.get(kind, task), completed=i, total=n or None, status=msg)
+            if kind in labels:
+                if kind not in training:
+                    training[kind] = bar.add_task(labels[kind], total=None, status="")
+                bar.update(training[kind], completed=i, total=n or None, status=msg)
+            else:
+                bar.update(task, completed=int(min(seconds, time.monotonic() - start)), status=f"{i} models; {msg}")
 
         result = run(cfg, base, seconds, name, progress=on_progress, include_noisy=include_noisy,
                      allow_finetune=finetune, variant=variant)
