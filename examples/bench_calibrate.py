@@ -31,25 +31,25 @@ def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt) -> dict:
     """What `calibrate` would have chosen from the rows measured within ``minutes``, scored on ``test``;
     every adaptation's own test score beside."""
     from narformer_tvm.calibrate import METHODS, TRAINED, _predict, accuracy, apply, choose, fit_method, split_of
+    from narformer_tvm.learn.metrics import relative_errors
     from narformer_tvm.learn.train import LinearBaseline
 
     t_cal, t_test = np.array([s.latency_ms for s in cal]), np.array([s.latency_ms for s in test])
     k = clock <= 60 * minutes
     parts = {p: k & np.array([split_of(s.key) == p for s in cal]) for p in ("train", "val", "test")}
     pick = lambda p: [s for s, keep in zip(cal, parts[p]) if keep]  # noqa: E731
-    errors = lambda pred, true: np.abs(pred - true) / true  # noqa: E731
     fit_rows = parts["train"] | parts["val"]
     val, preds, out = {}, {}, {"minutes": minutes, "calibration_models": int(k.sum()), "seconds": {}}
     for m in METHODS:
-        val[m] = errors(apply(fit_method(m, p_cal[parts["train"]], t_cal[parts["train"]]), p_cal[parts["val"]]),
-                        t_cal[parts["val"]])
+        val[m] = relative_errors(apply(fit_method(m, p_cal[parts["train"]], t_cal[parts["train"]]),
+                                       p_cal[parts["val"]]), t_cal[parts["val"]])
         mapped = fit_method(m, p_cal[fit_rows], t_cal[fit_rows])
         preds[m] = {"test": apply(mapped, p_test), "held": apply(mapped, p_cal[parts["test"]])}
     for m, train in (TRAINED.items() if ckpt is not None else []):
         t0 = time.time()
         trained = train(ckpt, pick("train"), pick("val"))
         out["seconds"][m] = time.time() - t0
-        val[m] = errors(_predict(trained, pick("val")), t_cal[parts["val"]])
+        val[m] = relative_errors(_predict(trained, pick("val")), t_cal[parts["val"]])
         preds[m] = {"test": _predict(trained, test), "held": _predict(trained, pick("test"))}
     out["method"] = choose(val)
     out["validation"] = {m: float(e.mean()) for m, e in val.items()}

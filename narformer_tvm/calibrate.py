@@ -9,8 +9,9 @@ predictor's output (latency = exp(a) * base ** b): ``base`` (none), ``scaled`` (
 ``loglinear`` (a and b); and, where torch and the base's checkpoint are installed, ``finetune`` (the
 base's weights trained on from the training rows) and ``scratch`` (a predictor of the base's shape
 trained from nothing on them), both stopping early on the validation rows. The simplest adaptation whose
-validation MAPE is within one standard error of the lowest (``choose``) is scored once on the held-out rows (a map is first refitted on training and
-validation rows; a trained predictor has used the validation rows to stop).
+validation MAPE is within one standard error of the lowest (``choose``) is scored once on the held-out
+rows (a map is first refitted on training and validation rows; a trained predictor has used the
+validation rows to stop).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from narformer_tvm.errors import InputError
+from narformer_tvm.learn.metrics import relative_errors
 
 CALIBRATION_SET = Path(__file__).resolve().parent / "calibration_set.json"
 METHODS = ("base", "scaled", "loglinear")
@@ -73,7 +75,7 @@ def apply(cal: dict, pred: np.ndarray) -> np.ndarray:
 
 def accuracy(pred: np.ndarray, true: np.ndarray, seed: int = 0, rounds: int = 1000) -> dict:
     """MAPE and Acc(10%) with 90% bootstrap intervals over the models."""
-    err = np.abs(pred - true) / true
+    err = relative_errors(pred, true)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(err), (rounds, len(err)))
     mapes, accs = err[idx].mean(1), (err[idx] <= 0.10).mean(1)
@@ -216,14 +218,14 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     errors = {}  # absolute relative error of each adaptation on each validation row
     for method in METHODS:
         cal = fit_method(method, pred[parts["train"]], true[parts["train"]])
-        errors[method] = np.abs(apply(cal, pred[parts["val"]]) - true[parts["val"]]) / true[parts["val"]]
+        errors[method] = relative_errors(apply(cal, pred[parts["val"]]), true[parts["val"]])
     checkpoint = finetune_checkpoint(base) if allow_finetune else None
     trained = {}
     if checkpoint is not None:
         pick = lambda part: [s for s, keep in zip(samples, parts[part]) if keep]  # noqa: E731
         for method, train in TRAINED.items():
             trained[method] = train(checkpoint, pick("train"), pick("val"), progress=_epoch_progress(progress, method))
-            errors[method] = np.abs(_predict(trained[method], pick("val")) - true[parts["val"]]) / true[parts["val"]]
+            errors[method] = relative_errors(_predict(trained[method], pick("val")), true[parts["val"]])
     result.validation = {m: float(e.mean()) for m, e in errors.items()}
     best = choose(errors)
     if best in trained:

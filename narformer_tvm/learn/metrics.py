@@ -11,10 +11,16 @@ def _arrays(pred, true) -> tuple[np.ndarray, np.ndarray]:
     return p, t
 
 
+def relative_errors(pred, true) -> np.ndarray:
+    """|pred - true| / true per model, as fractions."""
+    p, t = _arrays(pred, true)
+    return np.abs(p - t) / t
+
+
 def mape(pred, true) -> float:
     """Mean absolute percentage error, as a fraction (0.0307 = 3.07%)."""
-    p, t = _arrays(pred, true)
-    return float(np.mean(np.abs(p - t) / t)) if len(t) else float("nan")
+    err = relative_errors(pred, true)
+    return float(np.mean(err)) if len(err) else float("nan")
 
 
 def rmspe(pred, true) -> float:
@@ -25,8 +31,8 @@ def rmspe(pred, true) -> float:
 
 def acc_within(pred, true, delta: float) -> float:
     """Share of predictions within ``delta`` relative error (Acc(10%) is delta=0.1)."""
-    p, t = _arrays(pred, true)
-    return float(np.mean(np.abs(p - t) / t <= delta)) if len(t) else float("nan")
+    err = relative_errors(pred, true)
+    return float(np.mean(err <= delta)) if len(err) else float("nan")
 
 
 def kendall_tau(x, y) -> float:
