@@ -43,6 +43,15 @@ def coverage(tables) -> dict:
             "nodes": [min(nodes), max(nodes)]}
 
 
+def merge_coverage(a: dict | None, b: dict | None) -> dict | None:
+    """The coverage of two training sets together (a fine-tuned predictor saw both)."""
+    if not a or not b:
+        return a or b
+    ops = {op: a["op_types"].get(op, 0) + b["op_types"].get(op, 0) for op in {*a["op_types"], *b["op_types"]}}
+    return {"models": a["models"] + b["models"], "op_types": dict(sorted(ops.items())),
+            **{k: [min(a[k][0], b[k][0]), max(a[k][1], b[k][1])] for k in ("macs", "nodes")}}
+
+
 def outside_training(graph: OpGraph, cov: dict | None) -> list[str]:
     """Why a prediction for ``graph`` extrapolates beyond the predictor's training models (empty: it
     does not, or the predictor records no coverage)."""

@@ -124,6 +124,33 @@ def test_training_reduces_validation_error_on_real_measurements(real_samples, tm
     assert not list(tmp_path.glob("p.pt*.state"))  # resumable state is removed once done
 
 
+def test_a_predictor_records_what_it_trained_on_and_a_finetune_adds_to_it(real_samples, tmp_path):
+    """Coverage (what `estimate` warns against) is the training and validation models, never the held-out
+    ones; a fine-tuned predictor covers both its datasets; the profile written from it says the same."""
+    from narformer_tvm.estimate import coverage
+    from narformer_tvm.learn.shipping import rescore_profile, write_profile
+
+    vit = [s for s in real_samples if s.family == "vit"]
+    cnn = [s for s in real_samples if s.family in ("resnet", "vgg")]
+    assert vit and cnn and "MatMul" in {o for s in vit for o in s.table.ops}
+    assert "MatMul" not in {o for s in cnn for o in s.table.ops}
+    fast = FitConfig(epochs=1, batch_size=16, lr=1e-3)
+    pred = train_predictor(cnn[:-2], cnn[-2:-1], TrainOptions(model={"d_model": 16, "n_groups": 2}, fit=fast))
+    assert pred.metadata["coverage"] == coverage([s.table for s in cnn[:-1]])  # cnn[-1] held out
+    assert "MatMul" not in pred.metadata["coverage"]["op_types"]
+    tuned = train_predictor(vit[:-1], vit[-1:], TrainOptions(fit=fast), init=pred)
+    cov = tuned.metadata["coverage"]
+    assert cov["models"] == len(cnn) - 1 + len(vit)
+    assert cov["op_types"]["MatMul"] == sum("MatMul" in s.table.ops for s in vit)
+    assert cov["op_types"]["Conv"] == sum("Conv" in s.table.ops for s in [*cnn[:-1], *vit])
+    first, second = pred.metadata["coverage"], coverage([s.table for s in vit])
+    assert cov["macs"] == [min(first["macs"][0], second["macs"][0]), max(first["macs"][1], second["macs"][1])]
+    tuned.profile = {"dataset": str(SAMPLE_DB), "labels": "raw"}  # a dataset holding many models it never saw
+    folder = tmp_path / "unit-cpu"
+    assert json.loads(write_profile(tuned, folder).read_text())["coverage"] == cov
+    assert rescore_profile(folder)["coverage"] == cov
+
+
 def test_ensemble_members_trained_apart_equal_one_run(real_samples, tmp_path):
     """Members trained by separate calls (one process per core) sharing a checkpoint make the same
     ensemble as one call training them all; the call that finds a member missing returns None."""

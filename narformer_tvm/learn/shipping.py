@@ -55,7 +55,7 @@ def write_profile(predictor: Predictor, folder: str | Path, name: str | None = N
             meta[key] = predictor.metadata[key]
     if (folder / PUBLISHED_DB).exists():
         meta["published"] = published_metrics(predictor, folder)
-    if (cov := dataset_coverage(predictor.profile)) is not None:
+    if (cov := predictor.metadata.get("coverage") or dataset_coverage(predictor.profile)) is not None:
         meta["coverage"] = cov  # what `estimate` compares a model with, to warn of extrapolation
     (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return folder / "profile.json"
@@ -73,22 +73,24 @@ def published_metrics(predictor, folder: Path) -> dict:
 
 
 def dataset_coverage(profile: dict) -> dict | None:
-    """``estimate.coverage`` of the dataset a profile's predictor trained on (None: not here)."""
+    """``estimate.coverage`` of the training split of the dataset a profile's predictor trained on, for
+    a predictor that does not record its own (None: the dataset is not here)."""
     from narformer_tvm.estimate import coverage
     from narformer_tvm.learn.samples import dataset_path, load_samples
+    from narformer_tvm.learn.splits import split_same_distribution
 
     path = dataset_path(profile["dataset"]) if profile.get("dataset") else None
     if path is None:
         return None
     samples, _ = load_samples(path, **label_options(profile))
-    return coverage([s.table for s in samples])
+    return coverage([samples[i].table for i in split_same_distribution(samples)[0]])
 
 
 def rescore_profile(folder: str | Path) -> dict:
     """profile.json's metrics recomputed for the predictor beside it, as the rules stand now (graph
     duplicates merged, training graphs left out of the published networks): the held-out split of its
-    dataset and the published networks. The predictor files are not touched."""
-    from narformer_tvm.estimate import coverage
+    dataset and the published networks. The predictor files are not touched, nor is the coverage
+    (what it trained on; a dataset grown since holds models it never saw)."""
     from narformer_tvm.learn.evaluate import score_predictor
     from narformer_tvm.learn.samples import dataset_path, load_samples
     from narformer_tvm.learn.splits import split_same_distribution
@@ -103,11 +105,12 @@ def rescore_profile(folder: str | Path) -> dict:
         samples, cfg = load_samples(path, **label_options(meta)) if path else (None, None)
     except InputError:  # not one configuration's dataset: nothing to score on
         samples = None
-    if samples:  # one read serves the held-out score and the coverage
+    if samples:
         test = [samples[i] for i in split_same_distribution(samples)[1]]
         meta["metrics"] = {"split": "same", "graph_duplicates_merged": cfg["graph_duplicates"],
                            **score_predictor(predictor, test, "held-out").metrics()}
-        meta["coverage"] = coverage([s.table for s in samples])
+    if predictor.metadata.get("coverage"):
+        meta["coverage"] = predictor.metadata["coverage"]
     if (folder / PUBLISHED_DB).exists():
         meta["published"] = published_metrics(predictor, folder)
     (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")

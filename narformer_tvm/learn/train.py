@@ -250,7 +250,11 @@ def train_predictor(train: Sequence[Sample], val: Sequence[Sample], opts: TrainO
         return None
     for m in pred.models:
         m.eval()
-    pred.metadata = {**pred.metadata, "train_samples": len(train), "val_samples": len(val),
+    from narformer_tvm.estimate import coverage, merge_coverage
+
+    # What `estimate` compares a model with to warn of extrapolation: every model the weights learnt from.
+    seen = merge_coverage(pred.metadata.get("coverage"), coverage([s.table for s in [*train, *val]]))
+    pred.metadata = {**pred.metadata, "train_samples": len(train), "val_samples": len(val), "coverage": seen,
                      "train_seconds": round(time.time() - t0, 1),
                      "val_mape": mape(pred.predict_encoded(g_val)[0], y_val) if g_val else None,
                      "options": {"model": opts.model, "features": opts.features, "fit": asdict(opts.fit),
