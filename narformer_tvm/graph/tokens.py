@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from narformer_tvm.graph.fusion import fusion_flags
 from narformer_tvm.graph.onnx_graph import OpGraph, OpNode
+from narformer_tvm.graph.scalars import SCALARS
 
 FEATURE_VERSION = 1  # bump when the encoding of a graph changes; checkpoints record it
 
@@ -40,13 +42,6 @@ VOCAB: tuple[str, ...] = (
 )
 
 
-SCALARS: tuple[str, ...] = (
-    "out_0", "out_1", "out_2", "out_3", "in_0", "in_1", "in_2", "in_3", "kernel_h", "kernel_w",
-    "stride_h", "stride_w", "pad_h", "pad_w", "dilation_h", "dilation_w", "group", "axis",
-    "n_inputs", "log_flops", "log_params", "log_memory",
-)
-
-
 STATIC: tuple[str, ...] = ("log_batch", "log_macs", "log_flops", "log_params", "log_memory", "log_nodes")
 
 
@@ -60,6 +55,7 @@ class FeatureConfig:
     attr_encoding: str = "sinusoidal"  # "sinusoidal" | "raw" (one log-scaled number per scalar)
     n_freqs: int = 8  # frequencies per sinusoid-encoded scalar (each gives a sin and a cos)
     max_period: float = 10000.0  # slowest sinusoid's period, as in Transformer position codes
+    fusion: bool = False  # two flags per operator: ONNX Runtime runs it inside a fused kernel (graph.fusion)
     version: int = FEATURE_VERSION
 
     def __post_init__(self):
@@ -75,7 +71,7 @@ class FeatureConfig:
     @property
     def n_features(self) -> int:
         per = 2 * self.n_freqs if self.attr_encoding == "sinusoidal" else 1
-        return self.op_width + per * len(SCALARS)
+        return self.op_width + per * len(SCALARS) + (2 if self.fusion else 0)
 
     @property
     def n_static(self) -> int:
@@ -231,7 +227,10 @@ def encode_table(t: GraphTable, cfg: FeatureConfig = FeatureConfig()) -> Encoded
         attr_feat = sinusoid(scalars, cfg.n_freqs, cfg.max_period)
     else:
         attr_feat = np.log2(1.0 + np.abs(scalars)) / 8.0
-    x = np.concatenate([op_feat, attr_feat], axis=1).astype(np.float32)
+    parts = [op_feat, attr_feat]
+    if cfg.fusion:
+        parts.append(fusion_flags(t, nchwc=True))
+    x = np.concatenate(parts, axis=1).astype(np.float32)
     return EncodedGraph(x=x, edges=t.edges, static=t.static, name=t.name, cost=node_costs(t), kind=node_kinds(t))
 
 

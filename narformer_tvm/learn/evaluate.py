@@ -55,6 +55,8 @@ METHODS: dict[str, TrainOptions | LinearBaseline | None] = {
     # the same line per operator: the model corrects each operator's time per GFLOP and per GB
     "narformer_roofline": TrainOptions(model={"readout": "roofline"}),
     "narformer_by_kind": TrainOptions(model={"readout": "by_kind"}),
+    # flops_mac with each operator told whether ONNX Runtime fuses it into a neighbour's kernel
+    "narformer_flops_mac_fusion": TrainOptions(model={"readout": "flops_mac"}, features={"fusion": True}),
     **ABLATIONS,
 }
 
