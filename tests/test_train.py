@@ -279,7 +279,8 @@ def test_train_and_evaluate_cli(tmp_path, capsys, exported):
         main(["train", *args, "--out", str(out), "--ensemble", "2", "--profile-dir", str(tmp_path / "prof")])
     captured = capsys.readouterr()
     assert exc.value.code == 0, captured.err
-    assert "test (" in captured.err and "predictor written" in captured.out
+    assert "validation (" in captured.err and "predictor written" in captured.out
+    assert "MAPE" not in captured.err.split("test split")[1]  # the test split is scored, not shown before a choice
     p = Predictor.load(out)
     assert len(p.models) == 2 and p.profile["runtime"] == "onnxruntime" and p.metadata["test"]["n"] > 0
     prof = json.loads((tmp_path / "prof" / "profile.json").read_text())

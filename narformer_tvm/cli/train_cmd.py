@@ -93,9 +93,12 @@ def train(task, benchmark, data_path, train_size, db_path, runtime, target, out,
                    f"trained; {out} is written by the run that finishes the last member (or rerun without --members)")
         return
     pred.profile = _dataset_profile(cfg, db_path)
-    if m := _test_metrics(pred, samples, test_idx):
-        con.print(f"test ({len(test_idx)} held-out models): MAPE {100 * m['mape']:.2f}%  RMSPE {100 * m['rmspe']:.2f}%  "
-                  f"Acc(10%) {100 * m['acc10']:.1f}%  Acc(5%) {100 * m['acc5']:.1f}%  tau {m['kendall_tau']:.3f}")
+    if not recalibrate and pred.metadata.get("val_mape") is not None:
+        con.print(f"validation ({len(val)} models, the number to choose a predictor by): "
+                  f"MAPE {100 * pred.metadata['val_mape']:.2f}%")
+    if _test_metrics(pred, samples, test_idx):  # kept for its profile; shown once a choice is made
+        con.print(f"test split ({len(test_idx)} held-out models) scored into the predictor's metadata, not shown: "
+                  f"`narformer-tvm evaluate --db {db_path} --test-split --predictor {out}` shows it")
     pred.save(out)
     took = "recalibrated" if recalibrate else f"{pred.metadata['train_seconds']} s"
     click.echo(f"predictor written to {out} ({took})")
