@@ -140,6 +140,36 @@ def test_graph_attention_only_sees_neighbours():
     assert torch.all(diff[2:] == 0)
 
 
+def test_graph_attention_over_edges_equals_the_dense_product(monkeypatch):
+    """Large graphs take the edge-list path: the same outputs and gradients as the dense N x N one (in
+    float64: exactly, up to summation order), padding included; an ONNX export traces the dense one."""
+    import narformer_tvm.model.narformer as nf
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(3)
+    graphs = [encode(random_graph(rng, n), CFG) for n in (90, 40, 70)]  # padded to 90
+    batch = collate(graphs)
+    model = NARFormer(ModelConfig(n_features=CFG.n_features, d_model=16, n_groups=4, dropout=0.0)).double().eval()
+    attention = model.blocks[0].attn
+    h0 = torch.randn(3, 90, 16, dtype=torch.float64)
+    weights = torch.randn(3, 90, 16, dtype=torch.float64)
+    results = []
+    for threshold in (10 ** 9, 8):
+        monkeypatch.setattr(nf, "SPARSE_FROM", threshold)
+        h = h0.clone().requires_grad_(True)
+        attention.zero_grad()
+        out = attention(h, batch.adj.double(), batch.mask)
+        (out * weights).sum().backward()
+        results.append((out.detach(), h.grad, attention.query.weight.grad.clone()))
+    for dense, sparse in zip(*results):
+        torch.testing.assert_close(sparse, dense, rtol=1e-12, atol=1e-12)
+    model.float()
+    with torch.no_grad():
+        sparse = model(*batch.inputs())
+        monkeypatch.setattr(nf, "SPARSE_FROM", 10 ** 9)
+        torch.testing.assert_close(sparse, model(*batch.inputs()), rtol=1e-5, atol=0)
+
+
 def test_group_linear_has_fewer_weights_and_matches_blockdiag():
     gl = GroupLinear(16, 32, 4)
     assert sum(p.numel() for p in gl.parameters()) == 4 * 4 * 8 + 32
