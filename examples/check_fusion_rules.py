@@ -1,12 +1,13 @@
 """How often the fusion rules (narformer_tvm.graph.fusion) agree with ONNX Runtime's optimised graph, on
 one exported network of each zoo family and corpus model type.
 
-    python examples/check_fusion_rules.py --out docs/results/fusion-rules.md [--families resnet,bert]
+    python examples/check_fusion_rules.py --out docs/results/fusion-rules.md [--families resnet,bert] [--level basic]
 
-Per network: the compute operators compared (layout ops that ORT moves rather than fuses are left out),
-those whose output ORT keeps inside a fused kernel, and the rules' misses and false fusions (extended
-level, names kept); then the NCHWc convolutions (level all) with a residual sum and with an activation,
-counted by ORT and by the rules.
+Per network: the compute operators compared (layout ops that ORT moves rather than fuses are left
+out), those whose output ORT keeps inside a fused kernel, and the rules' misses and false fusions at
+``--level`` (extended by default; it and basic keep the names of what they do not fuse); then the
+NCHWc convolutions (level all) with a residual sum and with an activation, counted by ORT and by the
+rules.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--families", default=None, help="comma-separated (default: every zoo family and corpus type)")
     ap.add_argument("--out", type=Path, default=None, help="markdown table to write")
+    ap.add_argument("--level", choices=["basic", "extended"], default="extended", help="ORT optimisation level")
     args = ap.parse_args()
     families = args.families.split(",") if args.families else zoo.family_names("all") + zoo.family_names("corpus")
     lines = ["| network (variant 0) | compute ops | fused by ORT | rules missed | rules extra | which | "
@@ -32,7 +34,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for fam in families:
             v = zoo.variant(fam, 0, 0)
-            r = check_rules(v.export(Path(tmp) / f"{v.name}.onnx"))
+            r = check_rules(v.export(Path(tmp) / f"{v.name}.onnx"), args.level)
             which = ", ".join([f"missed {o}" for o in sorted(set(r["missed"]))] + [f"extra {o}" for o in sorted(set(r["extra"]))])
             totals += [r["compared"], r["fused"], len(r["missed"]), len(r["extra"])]
             lines.append(f"| {v.name} | {r['compared']} | {r['fused']} | {len(r['missed'])} | {len(r['extra'])} | {which} | "
@@ -43,8 +45,9 @@ def main() -> None:
                  f"agreement {100 * agree:.1f}% | | |")
     print(lines[-1])
     if args.out:
-        cmd = "python examples/check_fusion_rules.py --out " + str(args.out) + (f" --families {args.families}" if args.families else "")
-        args.out.write_text("# Fusion rules against ONNX Runtime's optimised graphs\n\n" + __doc__.split("\n\n", 2)[2]
+        cmd = (f"python examples/check_fusion_rules.py --out {args.out}" + (f" --families {args.families}" if args.families else "")
+               + (f" --level {args.level}" if args.level != "extended" else ""))
+        args.out.write_text(f"# Fusion rules against ONNX Runtime's optimised graphs (level {args.level})\n\n" + __doc__.split("\n\n", 2)[2]
                             + "\n" + "\n".join(lines) + f"\n\nReproduce: `{cmd}`\n")
 
 

@@ -90,11 +90,24 @@ def test_rules_name_the_tensors_ort_fuses_away(name, tmp_path):
     assert r["fused"] >= (1 if name == "cell" else 4)  # each model has fusions to find
 
 
+@pytest.mark.parametrize("name", ["cnn", "bert", "llama"])
+def test_at_level_basic_only_pads_and_folded_constants_fuse(name, tmp_path):
+    path = {"cnn": _cnn}.get(name, lambda p: _transformer(name, p))(tmp_path)
+    r = check_rules(path, "basic")
+    # ORT's basic level makes a Gemm of some MatMul + bias pairs (BERT's feed-forward ones, not its
+    # attention projections): the rules, seeing no difference in the stored graph, fuse none at basic.
+    assert set(r["missed"]) <= ({"MatMul"} if name == "bert" else set()) and not r["extra"], r
+    t = _table(path)
+    assert fused_edges(t, "basic") < fused_edges(t, "extended")
+    with pytest.raises(ValueError, match="basic, extended, all"):
+        fused_edges(t, "fast")
+
+
 def test_nchwc_layout_fuses_the_residual_add_and_its_activation(tmp_path):
     r = check_rules(_cnn(tmp_path))
     assert r["ort"] == r["rules"] and r["ort"]["sum"] == 1 and r["ort"]["activation"] >= 3
     t = _table(_cnn(tmp_path))
-    assert not fused_edges(t, nchwc=False) >= fused_edges(t, nchwc=True)  # the Sum is the layout's
+    assert not fused_edges(t, "extended") >= fused_edges(t, "all")  # the Sum is the layout's
 
 
 def test_flags_are_two_optional_feature_columns(tmp_path):

@@ -4,11 +4,11 @@ ONNX Runtime rewrites the graph before it runs it (level ``all``): Conv with its
 the NCHWc layout, with a residual Add and the activation after it), MatMul with a constant bias Add (a
 Gemm), MatMul with a scale (FusedMatMul), x * sigmoid(x) (QuickGelu), the Erf and Tanh forms of GELU,
 RMS norms (SimplifiedLayerNormalization), Add before LayerNormalization (SkipLayerNormalization), a
-zero Pad into the Conv after it; and it computes repeated operators once. A fused group is one kernel:
-its inner tensors are never written to memory. The rules below find these groups from what a dataset
-stores of a graph (op types, edges, how many inputs are activations), so every dataset gets the
-features without re-exporting a model; ``measure.ort_fusions`` checks them against the graph ONNX
-Runtime saves after optimising (``examples/check_fusion_rules.py``).
+zero Pad into the Conv after it, 1 / x times y as y / x; and it computes repeated operators once. A
+fused group is one kernel: its inner tensors are never written to memory. The rules below find these
+groups from what a dataset stores of a graph (op types, edges, how many inputs are activations), so
+every dataset gets the features without re-exporting a model; ``measure.ort_fusions`` checks them
+against the graph ONNX Runtime saves after optimising (``examples/check_fusion_rules.py``).
 """
 from __future__ import annotations
 
@@ -61,10 +61,14 @@ class _Graph:
             self.fused.add((p, c))
 
 
-def _conv_chains(g: _Graph, nchwc: bool) -> None:
-    """Conv (BatchNormalization and a bias folded in) or Gemm, then its activation or, NCHWc, a residual sum."""
+def _conv_chains(g: _Graph, level: str) -> None:
+    """Conv (BatchNormalization and a bias folded in: basic), then its activation, Gemm's, and MatMul's
+    bias (extended) or, in the NCHWc layout (all), a residual sum and the activation after it."""
+    nchwc = level == "all"
     for i, op in enumerate(g.ops):
         if op not in ("Conv", "Gemm") and not (op == "MatMul" and g.n_in[i] == 1):
+            continue
+        if level == "basic" and op != "Conv":
             continue
         j = i
         if op == "MatMul":  # MatMulAddFusion: a constant bias Add makes it a Gemm
@@ -76,6 +80,8 @@ def _conv_chains(g: _Graph, nchwc: bool) -> None:
                 and (g.ops[c] == "BatchNormalization" or g.by_constant(c)):  # folded into the weights, the bias
             g.fuse(j, c)
             j = c
+        if level == "basic":
+            continue
         if (c := g.only(j, NCHWC_ACTIVATIONS if nchwc and op == "Conv" else ACTIVATIONS)) is not None:
             g.fuse(j, c)
         elif op == "Conv" and nchwc and (c := g.only(j, {"Add"})) is not None and g.n_in[c] == 2:
@@ -93,6 +99,13 @@ def _pads(g: _Graph) -> None:
     for i, op in enumerate(g.ops):
         if op == "Pad" and (c := g.only(i, {"Conv", "MaxPool", "AveragePool"})) is not None:
             g.fuse(i, c)
+
+
+def _div_muls(g: _Graph) -> None:
+    """DivMulFusion: 1 / x times y becomes y / x (an RMS norm's reciprocal square root)."""
+    for i, op in enumerate(g.ops):
+        if op == "Div" and g.by_constant(i) and g.only(i, {"Mul"}) is not None:
+            g.fuse(i, g.only(i))
 
 
 def _matmul_fusions(g: _Graph) -> None:
@@ -189,25 +202,35 @@ def duplicates(t) -> set[int]:
     return {i for group in duplicate_groups(t) for i in group[1:]}
 
 
-def fused_edges(t, nchwc: bool = True) -> set[tuple[int, int]]:
-    """Edges (producer, consumer) of a GraphTable that ONNX Runtime runs inside one kernel. ``nchwc``:
-    the CPU provider's NCHWc layout (optimisation level ``all``) and its Conv + Add + activation fusion."""
+LEVELS = ("basic", "extended", "all")  # ONNX Runtime's graph optimisation levels, each adding to the last
+
+
+def fused_edges(t, level: str = "all") -> set[tuple[int, int]]:
+    """Edges (producer, consumer) of a GraphTable that ONNX Runtime runs inside one kernel at
+    optimisation ``level``: basic folds Pads and BatchNormalization and bias Adds into convolutions
+    and a reciprocal into the product after it (and makes a Gemm of some MatMul + bias pairs, which the stored graph cannot tell apart);
+    extended adds the activation, GELU, norm and MatMul fusions; all adds the CPU provider's NCHWc
+    layout with its Conv + Add + activation fusion."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}, not {level!r}")
     g = _Graph(t)
     _pads(g)
-    _conv_chains(g, nchwc)
-    _matmul_fusions(g)
-    _gelus(g)
-    _quick_gelus(g)
-    _norms(g)
+    _div_muls(g)
+    _conv_chains(g, level)
+    if level != "basic":
+        _matmul_fusions(g)
+        _gelus(g)
+        _quick_gelus(g)
+        _norms(g)
     return g.fused
 
 
-def fusion_flags(t, nchwc: bool = True) -> np.ndarray:
+def fusion_flags(t, level: str = "all") -> np.ndarray:
     """(N, 2) float32 per operator of a GraphTable: its output is never written to memory (it stays
     inside a fused kernel, or a duplicate is computed once); it reads an input from inside a fused
     kernel (one operator of that kernel, not its own)."""
     flags = np.zeros((len(t.ops), 2), dtype=np.float32)
-    for p, c in fused_edges(t, nchwc):
+    for p, c in fused_edges(t, level):
         flags[p, 0] = flags[c, 1] = 1.0
-    flags[sorted(duplicates(t)), 0] = 1.0
+    flags[sorted(duplicates(t)), 0] = 1.0  # common-subexpression elimination runs at every level
     return flags

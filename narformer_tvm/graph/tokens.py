@@ -229,7 +229,7 @@ def encode_table(t: GraphTable, cfg: FeatureConfig = FeatureConfig()) -> Encoded
         attr_feat = np.log2(1.0 + np.abs(scalars)) / 8.0
     parts = [op_feat, attr_feat]
     if cfg.fusion:
-        parts.append(fusion_flags(t, nchwc=True))
+        parts.append(fusion_flags(t, "all"))  # the level of the CPU profiles' configuration
     x = np.concatenate(parts, axis=1).astype(np.float32)
     return EncodedGraph(x=x, edges=t.edges, static=t.static, name=t.name, cost=node_costs(t), kind=node_kinds(t))
 

@@ -21,11 +21,12 @@ _VIEWS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose"}  # ORT may 
 
 
 def optimised(path: str | Path, level: str = "extended") -> onnx.ModelProto:
-    """The graph ONNX Runtime's CPU provider runs for ``path`` at ``level`` (extended | all)."""
+    """The graph ONNX Runtime's CPU provider runs for ``path`` at ``level`` (basic | extended | all)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.graph_optimization_level = {"extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    so.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
                                     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
     so.log_severity_level = 3
     with tempfile.TemporaryDirectory() as tmp:
@@ -34,12 +35,12 @@ def optimised(path: str | Path, level: str = "extended") -> onnx.ModelProto:
         return onnx.load(so.optimized_model_filepath)
 
 
-def unwritten_outputs(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Per operator of ``build_graph(path)``: its op type, and whether ORT (extended level, which keeps
-    the names of what it does not fuse) computes its output inside a fused kernel: the tensor is gone
-    from the optimised graph, and not merely renamed through a view or a moved Transpose."""
+def unwritten_outputs(path: str | Path, level: str = "extended") -> tuple[list[str], np.ndarray]:
+    """Per operator of ``build_graph(path)``: its op type, and whether ORT (at ``level``, basic or
+    extended, which keep the names of what they do not fuse) computes its output inside a fused kernel:
+    the tensor is gone from the optimised graph, and not merely renamed through a view or a moved Transpose."""
     model = onnx.load(str(path), load_external_data=False)
-    opt = optimised(path)
+    opt = optimised(path, level)
     survive = {o for n in opt.graph.node for o in n.output} | {o.name for o in model.graph.output}
     readers = defaultdict(list)
     for n in model.graph.node:
@@ -63,19 +64,20 @@ def nchwc_fusions(path: str | Path) -> dict[str, int]:
             "activation": sum(any(a.name == "activation" for a in n.attribute) for n in convs)}
 
 
-def check_rules(path: str | Path) -> dict:
-    """The fusion rules against ORT on one model: per compute operator (layout ops left out), whether
-    ORT keeps its output inside a kernel and whether the rules say so. Which of a duplicate group ORT
-    keeps is its own choice: within a group only the count is compared."""
-    ops, unwritten = unwritten_outputs(path)
+def check_rules(path: str | Path, level: str = "extended") -> dict:
+    """The fusion rules against ORT on one model at ``level`` (basic | extended): per compute operator
+    (layout ops left out), whether ORT keeps its output inside a kernel and whether the rules say so.
+    Which of a duplicate group ORT keeps is its own choice: within a group only the count is compared.
+    Then the NCHWc fusions of level all, counted by ORT and by the rules."""
+    ops, unwritten = unwritten_outputs(path, level)
     t = table(build_graph(path))
-    predicted = fusion_flags(t, nchwc=False)[:, 0].astype(bool)
+    predicted = fusion_flags(t, level)[:, 0].astype(bool)
     for group in duplicate_groups(t):
         if predicted[group].sum() == unwritten[group].sum():
             predicted[group] = unwritten[group]
     compute = np.array([op not in LAYOUT for op in ops])
     missed, extra = compute & unwritten & ~predicted, compute & predicted & ~unwritten
-    edges = fused_edges(t, nchwc=True)
+    edges = fused_edges(t, "all")
     into = {c: p for p, c in edges}
 
     def root(i):  # the operator that hosts i's fused kernel (a Pad folded into a Conv is not)
