@@ -62,19 +62,21 @@ class _Graph:
 
 
 def _conv_chains(g: _Graph, level: str) -> None:
-    """Conv (BatchNormalization and a bias folded in: basic), then its activation, Gemm's, and MatMul's
-    bias (extended) or, in the NCHWc layout (all), a residual sum and the activation after it."""
+    """Conv (BatchNormalization and a bias folded in) and MatMul with its bias (basic), then their
+    activation and Gemm's (extended) or, in the NCHWc layout (all), a residual sum and the activation."""
     nchwc = level == "all"
     for i, op in enumerate(g.ops):
         if op not in ("Conv", "Gemm") and not (op == "MatMul" and g.n_in[i] == 1):
             continue
-        if level == "basic" and op != "Conv":
+        if level == "basic" and op == "Gemm":  # its activation fusion is extended
             continue
         j = i
         if op == "MatMul":  # MatMulAddFusion: a constant bias Add makes it a Gemm
             if (c := g.only(j, {"Add"})) is None or not g.by_constant(c):
                 continue
             g.fuse(j, c)
+            if level == "basic":
+                continue
             j = c
         while op == "Conv" and (c := g.only(j, {"BatchNormalization", "Add"})) is not None \
                 and (g.ops[c] == "BatchNormalization" or g.by_constant(c)):  # folded into the weights, the bias
@@ -207,8 +209,9 @@ LEVELS = ("basic", "extended", "all")  # ONNX Runtime's graph optimisation level
 
 def fused_edges(t, level: str = "all") -> set[tuple[int, int]]:
     """Edges (producer, consumer) of a GraphTable that ONNX Runtime runs inside one kernel at
-    optimisation ``level``: basic folds Pads and BatchNormalization and bias Adds into convolutions
-    and a reciprocal into the product after it (and makes a Gemm of some MatMul + bias pairs, which the stored graph cannot tell apart);
+    optimisation ``level``: basic folds Pads and BatchNormalization and bias Adds into convolutions,
+    a reciprocal into the product after it, and makes a Gemm of a MatMul and its bias (of most: ORT
+    leaves some that the stored graph cannot tell apart, BERT's attention projections);
     extended adds the activation, GELU, norm and MatMul fusions; all adds the CPU provider's NCHWc
     layout with its Conv + Add + activation fusion."""
     if level not in LEVELS:
