@@ -36,7 +36,8 @@ class _Graph:
     def __init__(self, t):
         self.ops = t.ops
         self.n_in = t.scalars[:, _N_INPUTS]
-        kept = {i: group[0] for group in duplicate_groups(t) for i in group[1:]}
+        self.kept = {i: group[0] for group in duplicate_groups(t) for i in group[1:]}  # duplicate -> the one computed
+        kept = self.kept
         edges = {(kept.get(int(s), int(s)), int(d)) for s, d in t.edges if int(d) not in kept}
         self.prods: list[list[int]] = [[] for _ in t.ops]
         self.cons: list[list[int]] = [[] for _ in t.ops]
@@ -207,9 +208,8 @@ def duplicates(t) -> set[int]:
 LEVELS = ("basic", "extended", "all")  # ONNX Runtime's graph optimisation levels, each adding to the last
 
 
-def fused_edges(t, level: str = "all") -> set[tuple[int, int]]:
-    """Edges (producer, consumer) of a GraphTable that ONNX Runtime runs inside one kernel at
-    optimisation ``level``: basic folds Pads and BatchNormalization and bias Adds into convolutions,
+def _fused(t, level: str) -> _Graph:
+    """The fused edges of a GraphTable at ONNX Runtime optimisation ``level``: basic folds Pads and BatchNormalization and bias Adds into convolutions,
     a reciprocal into the product after it, and makes a Gemm of a MatMul and its bias (of most: ORT
     leaves some that the stored graph cannot tell apart, BERT's attention projections);
     extended adds the activation, GELU, norm and MatMul fusions; all adds the CPU provider's NCHWc
@@ -225,15 +225,22 @@ def fused_edges(t, level: str = "all") -> set[tuple[int, int]]:
         _gelus(g)
         _quick_gelus(g)
         _norms(g)
-    return g.fused
+    return g
+
+
+def fused_edges(t, level: str = "all") -> set[tuple[int, int]]:
+    """Edges (producer, consumer) of a GraphTable that ONNX Runtime runs inside one kernel at ``level``
+    (see ``_fused``)."""
+    return _fused(t, level).fused
 
 
 def fusion_flags(t, level: str = "all") -> np.ndarray:
     """(N, 2) float32 per operator of a GraphTable: its output is never written to memory (it stays
     inside a fused kernel, or a duplicate is computed once); it reads an input from inside a fused
     kernel (one operator of that kernel, not its own)."""
+    g = _fused(t, level)
     flags = np.zeros((len(t.ops), 2), dtype=np.float32)
-    for p, c in fused_edges(t, level):
+    for p, c in g.fused:
         flags[p, 0] = flags[c, 1] = 1.0
-    flags[sorted(duplicates(t)), 0] = 1.0  # common-subexpression elimination runs at every level
+    flags[sorted(g.kept), 0] = 1.0  # common-subexpression elimination runs at every level
     return flags

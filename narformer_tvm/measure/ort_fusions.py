@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from narformer_tvm.graph.fusion import NCHWC_ACTIVATIONS, duplicate_groups, fused_edges, fusion_flags
-from narformer_tvm.graph.onnx_graph import build_graph
+from narformer_tvm.graph.onnx_graph import OpGraph, build_graph
 from narformer_tvm.graph.tokens import table
 
 # Ops that ORT moves, merges or eliminates without fusing compute (the transpose optimiser, reshape
@@ -35,8 +35,8 @@ def optimised(path: str | Path, level: str = "extended") -> onnx.ModelProto:
         return onnx.load(so.optimized_model_filepath)
 
 
-def unwritten_outputs(path: str | Path, level: str = "extended") -> tuple[list[str], np.ndarray]:
-    """Per operator of ``build_graph(path)``: its op type, and whether ORT (at ``level``, basic or
+def unwritten_outputs(path: str | Path, level: str = "extended") -> tuple[OpGraph, np.ndarray]:
+    """``build_graph(path)``, and per operator whether ORT (at ``level``, basic or
     extended, which keep the names of what they do not fuse) computes its output inside a fused kernel:
     the tensor is gone from the optimised graph, and not merely renamed through a view or a moved Transpose."""
     model = onnx.load(str(path), load_external_data=False)
@@ -53,7 +53,7 @@ def unwritten_outputs(path: str | Path, level: str = "extended") -> tuple[list[s
 
     by_name = {n.name or f"{n.op_type}_{k}": n for k, n in enumerate(model.graph.node)}  # as build_graph names them
     graph = build_graph(path)
-    return [n.op_type for n in graph.nodes], np.array([not written(by_name[n.name].output[0]) for n in graph.nodes])
+    return graph, np.array([not written(by_name[n.name].output[0]) for n in graph.nodes])
 
 
 def nchwc_fusions(path: str | Path) -> dict[str, int]:
@@ -69,8 +69,9 @@ def check_rules(path: str | Path, level: str = "extended") -> dict:
     (layout ops left out), whether ORT keeps its output inside a kernel and whether the rules say so.
     Which of a duplicate group ORT keeps is its own choice: within a group only the count is compared.
     Then the NCHWc fusions of level all, counted by ORT and by the rules."""
-    ops, unwritten = unwritten_outputs(path, level)
-    t = table(build_graph(path))
+    graph, unwritten = unwritten_outputs(path, level)
+    t = table(graph)
+    ops = t.ops
     predicted = fusion_flags(t, level)[:, 0].astype(bool)
     for group in duplicate_groups(t):
         if predicted[group].sum() == unwritten[group].sum():
