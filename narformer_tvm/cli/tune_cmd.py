@@ -201,7 +201,8 @@ def tunedb():
 @tunedb.command("collect")
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=str), required=True,
-              help="Collection folder: one MetaSchedule database for every network, and networks.jsonl.")
+              help="Collection folder: one MetaSchedule database for all networks (a task shared by two networks "
+                   "is collected once), networks.jsonl and tasks.jsonl.")
 @click.option("--trials-per-task", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--search", "cost_model", type=click.Choice(["xgb", "random"]), default="xgb", show_default=True,
               help="What guides the evolutionary search that samples the schedules: the default tuner's XGBoost "
