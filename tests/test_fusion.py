@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from narformer_tvm.graph.fusion import duplicates, fused_edges
+from narformer_tvm.graph.fusion import duplicate_groups, fused_edges
 from narformer_tvm.graph.onnx_graph import build_graph
 from narformer_tvm.graph.tokens import FeatureConfig, encode_table, table
 from narformer_tvm.measure.ort_fusions import check_rules
@@ -118,6 +118,6 @@ def test_flags_are_two_optional_feature_columns(tmp_path):
     flags = fused.x[:, -2:]
     for p, c in fused_edges(t):
         assert flags[p, 0] == 1 and flags[c, 1] == 1
-    assert flags[:, 0].sum() == len({p for p, _ in fused_edges(t)} | duplicates(t)) < len(t.ops)
+    assert flags[:, 0].sum() == len({p for p, _ in fused_edges(t)} | {i for g in duplicate_groups(t) for i in g[1:]}) < len(t.ops)
     assert FeatureConfig.from_dict(FeatureConfig(fusion=True).to_dict()).fusion
     assert not FeatureConfig.from_dict({k: v for k, v in FeatureConfig().to_dict().items() if k != "fusion"}).fusion

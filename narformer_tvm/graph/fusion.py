@@ -36,8 +36,7 @@ class _Graph:
     def __init__(self, t):
         self.ops = t.ops
         self.n_in = t.scalars[:, _N_INPUTS]
-        self.kept = {i: group[0] for group in duplicate_groups(t) for i in group[1:]}  # duplicate -> the one computed
-        kept = self.kept
+        self.kept = kept = {i: group[0] for group in duplicate_groups(t) for i in group[1:]}  # duplicate -> the one computed
         edges = {(kept.get(int(s), int(s)), int(d)) for s, d in t.edges if int(d) not in kept}
         self.prods: list[list[int]] = [[] for _ in t.ops]
         self.cons: list[list[int]] = [[] for _ in t.ops]
@@ -107,8 +106,8 @@ def _pads(g: _Graph) -> None:
 def _div_muls(g: _Graph) -> None:
     """DivMulFusion: 1 / x times y becomes y / x (an RMS norm's reciprocal square root)."""
     for i, op in enumerate(g.ops):
-        if op == "Div" and g.by_constant(i) and g.only(i, {"Mul"}) is not None:
-            g.fuse(i, g.only(i))
+        if op == "Div" and g.by_constant(i) and (c := g.only(i, {"Mul"})) is not None:
+            g.fuse(i, c)
 
 
 def _matmul_fusions(g: _Graph) -> None:
@@ -200,18 +199,14 @@ def duplicate_groups(t) -> list[list[int]]:
     return [idx for idx in groups.values() if len(idx) > 1]
 
 
-def duplicates(t) -> set[int]:
-    """The operators ORT need not compute: all but the first of each duplicate group."""
-    return {i for group in duplicate_groups(t) for i in group[1:]}
-
-
 LEVELS = ("basic", "extended", "all")  # ONNX Runtime's graph optimisation levels, each adding to the last
 
 
 def _fused(t, level: str) -> _Graph:
-    """The fused edges of a GraphTable at ONNX Runtime optimisation ``level``: basic folds Pads and BatchNormalization and bias Adds into convolutions,
-    a reciprocal into the product after it, and makes a Gemm of a MatMul and its bias (of most: ORT
-    leaves some that the stored graph cannot tell apart, BERT's attention projections);
+    """The fused edges of a GraphTable at ONNX Runtime optimisation ``level``: basic folds Pads,
+    BatchNormalization and bias Adds into convolutions, a reciprocal into the product after it, and
+    makes a Gemm of a MatMul and its bias (of most: ORT leaves some that the stored graph cannot tell
+    apart, BERT's attention projections);
     extended adds the activation, GELU, norm and MatMul fusions; all adds the CPU provider's NCHWc
     layout with its Conv + Add + activation fusion."""
     if level not in LEVELS:
