@@ -24,7 +24,8 @@ from pathlib import Path
 METHODS = ("xgb", "xgb-warm16", "random", "narformer", "narformer-pre")
 
 
-def run_one(work: Path, net: Path, method: str, trials: int, seed: int, pretrained: str | None) -> dict:
+def run_one(work: Path, net: Path, method: str, trials: int, seed: int, pretrained: str | None,
+            threads: int = 0) -> dict:
     from narformer_tvm.integrations.tvm_tuning import tune_onnx
 
     out = work / net.stem / f"{method}-s{seed}"
@@ -35,7 +36,8 @@ def run_one(work: Path, net: Path, method: str, trials: int, seed: int, pretrain
         raise SystemExit("narformer-pre needs --pretrained (a cost model from `tunedb pretrain`)")
     name = {"xgb-warm16": "xgb", "narformer-pre": "narformer"}.get(method, method)
     kwargs = {"xgb-warm16": {"num_warmup_samples": 16}, "narformer-pre": {"pretrained": pretrained}}.get(method, {})
-    report = tune_onnx(net, out, trials, name, seed=seed, cost_model_kwargs=kwargs, compare_onnxruntime=False)
+    report = tune_onnx(net, out, trials, name, threads=threads, seed=seed, cost_model_kwargs=kwargs,
+                       compare_onnxruntime=False)
     result = {**asdict(report), "method": method, "seed": seed, "network": net.stem}
     done.write_text(json.dumps(result, indent=2))
     return result
@@ -106,16 +108,28 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="comma-separated")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--pretrained")
+    ap.add_argument("--threads", type=int, default=0, help="cores for the tuned code (0: all physical cores); "
+                    "the corpus' --threads, so that its records rank schedules as measured here")
+    ap.add_argument("--corpus", default="", help="comma-separated `tunedb collect` folders the pre-trained cost "
+                    "model learnt from: a network sharing a task with them is refused (not held out)")
     ap.add_argument("--out", type=Path, default=Path("docs/results/tune-network.md"))
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.phase == "report":
         return report(args.work, args.out, seeds)
+    if corpus := [c for c in args.corpus.split(",") if c]:
+        from narformer_tvm.integrations.tvm_collect import shared_tasks
+
+        for net in args.networks:
+            shared, n = shared_tasks(net, corpus)
+            print(f"{net}: {n} tasks, {len(shared)} in the corpus{': ' + ', '.join(shared) if shared else ''}")
+            if shared:
+                raise SystemExit(f"{net} shares tasks with the corpus, so it is not held out")
     methods = [m for m in METHODS if m in args.methods.split(",")]  # xgb first: the others are read against it
     for seed in seeds:
         for net in args.networks:
             for method in methods:
-                r = run_one(args.work, net, method, args.trials, seed, args.pretrained)
+                r = run_one(args.work, net, method, args.trials, seed, args.pretrained, args.threads)
                 print(json.dumps({k: r[k] for k in ("network", "method", "seed", "tuned_ms", "tuning_seconds")}),
                       flush=True)
 

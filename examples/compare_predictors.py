@@ -4,6 +4,9 @@ with --test, then the held-out test split, once the choice is made.
 
     python examples/compare_predictors.py --db profiles/cpu-onnxruntime/train cpu-onnxruntime new.pt
     python examples/compare_predictors.py --db profiles/cpu-onnxruntime/train cpu-onnxruntime new.pt --test
+    python examples/compare_predictors.py --db profiles/cpu-onnxruntime-zen5/seed1 --whole cpu-onnxruntime-zen5 new.pt
+
+--whole scores every model of --db: a dataset that no compared predictor trained on (e.g. `seed1/`).
 
 A predictor that trained on some validation models (e.g. the shipped one, trained before the dataset
 grew) is favoured there: the comparison is conservative for a new candidate.
@@ -14,7 +17,7 @@ import argparse
 
 from narformer_tvm.data.labels import label_options
 from narformer_tvm.learn.metrics import summary
-from narformer_tvm.learn.samples import load_samples
+from narformer_tvm.learn.samples import load_samples, unseen_in_training
 from narformer_tvm.learn.splits import carve_validation, split_same_distribution
 from narformer_tvm.learn.train import predict_samples
 from narformer_tvm.measure import zoo
@@ -28,16 +31,24 @@ def main() -> None:
     ap.add_argument("predictors", nargs="+", help="profile names or predictor files; the first sets the labels")
     ap.add_argument("--seed", type=int, default=0, help="train's --seed (it sets the validation carve)")
     ap.add_argument("--test", action="store_true", help="score the test split (after choosing on validation)")
+    ap.add_argument("--whole", action="store_true", help="score every model of --db (no split)")
     args = ap.parse_args()
 
     loaded = [load_predictor(resolve_predictor(p)) for p in args.predictors]
     samples, _ = load_samples(args.db, **label_options(loaded[0].profile))
-    train_idx, test_idx = split_same_distribution(samples)
-    _, val_idx = carve_validation(train_idx, 0.1, args.seed)
-    part = [samples[i] for i in (test_idx if args.test else val_idx)]
+    if args.whole:  # less any model graph-identical to one of a compared predictor's training dataset
+        part = samples
+        for predictor in loaded:
+            part, _ = unseen_in_training(part, predictor.profile)
+        what = f"every model ({len(samples) - len(part)} dropped: graphs in a training dataset)"
+    else:
+        train_idx, test_idx = split_same_distribution(samples)
+        _, val_idx = carve_validation(train_idx, 0.1, args.seed)
+        part = [samples[i] for i in (test_idx if args.test else val_idx)]
+        what = f"{'test' if args.test else 'validation'} split"
     groups = {"all": part, "zoo families": [s for s in part if s.family not in zoo.CORPUS],
               "corpus families": [s for s in part if s.family in zoo.CORPUS]}
-    print(f"{'test' if args.test else 'validation'} split of {args.db}: "
+    print(f"{what} of {args.db}: "
           + ", ".join(f"{name} {len(g)}" for name, g in groups.items()))
     print("| predictor | " + " | ".join(f"{g} MAPE | Acc(10%)" for g in groups) + " |")
     print("| --- |" + " --- | --- |" * len(groups))

@@ -1,7 +1,9 @@
 """tunedb collect: measured schedules of many networks' tasks in one database, resumable, for pretrain."""
 import shutil
 
+import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 
 pytest.importorskip("tvm")
@@ -9,7 +11,8 @@ pytest.importorskip("tvm")
 from test_costmodel import conv_then_dense  # noqa: E402
 
 from narformer_tvm.cli.main import main  # noqa: E402
-from narformer_tvm.integrations.tvm_collect import NETWORKS, _append, finished, summary  # noqa: E402
+from narformer_tvm.errors import InputError  # noqa: E402
+from narformer_tvm.integrations.tvm_collect import NETWORKS, _append, finished, shared_tasks, summary  # noqa: E402
 
 
 def _run(capsys, *args):
@@ -36,6 +39,19 @@ def test_collect_measures_each_task_once_resumes_records_failures_and_feeds_pret
     first = summary(out)
     assert first["networks"] == 3 and first["failed_networks"] == 1 and first["tasks"] >= 2
     assert first["records"] >= first["tasks"]
+
+    shared, n = shared_tasks(tmp_path / "a.onnx", [out])  # an evaluation network must not be one of these
+    assert n == nets["a"]["tasks"] and len(shared) == n
+    other = conv_then_dense()  # the same layers on a 16x16 input: other convolution and dense shapes
+    other.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 16
+    other.graph.input[0].type.tensor_type.shape.dim[3].dim_value = 16
+    other.graph.initializer[1].CopyFrom(onnx.numpy_helper.from_array(
+        np.zeros((1024, 10), dtype=np.float32), "d"))
+    onnx.save(other, tmp_path / "other.onnx")
+    shared, n = shared_tasks(tmp_path / "other.onnx", [out])
+    assert n >= 2 and len(shared) < n
+    with pytest.raises(InputError, match="not a tunedb collection"):
+        shared_tasks(tmp_path / "a.onnx", [tmp_path])
 
     code, text = _run(capsys, *args)  # resumed: nothing left to do
     assert code == 0 and "0 networks collected now" in text and summary(out)["records"] == first["records"]

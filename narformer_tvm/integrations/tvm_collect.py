@@ -71,13 +71,9 @@ def collect(models: Sequence[Path], out_dir: str | Path, trials_per_task: int = 
             progress: Callable[[str], None] | None = None) -> list[NetworkRecord]:
     """Collect ``trials_per_task`` measured schedules of every task of ``models`` into ``out_dir``;
     returns the networks collected by this call."""
-    import onnx
-    from tvm.relax.frontend.onnx import from_onnx
-
-    from narformer_tvm.graph.onnx_graph import load_model
     from narformer_tvm.integrations.cost_models import get_cost_model
     from narformer_tvm.integrations.tvm_env import fast_builder, make_target, meta_schedule
-    from narformer_tvm.integrations.tvm_tuning import extract_tasks, task_best, tune_task
+    from narformer_tvm.integrations.tvm_tuning import task_best, tune_task
     from narformer_tvm.measure.backends import MeasureConfig
     from narformer_tvm.measure.profiler import check_config
 
@@ -101,9 +97,7 @@ def collect(models: Sequence[Path], out_dir: str | Path, trials_per_task: int = 
         rec = NetworkRecord(path.stem, str(path))
         t0 = time.time()
         try:
-            load_model(path, input_shapes)  # our clear error for a bad file, before TVM sees it
-            mod = from_onnx(onnx.load(str(path)), shape_dict=input_shapes or None, keep_params_in_input=False)
-            _, tasks = extract_tasks(mod, tvm_target, path)
+            tasks = network_tasks(path, tvm_target, input_shapes)
         except Exception as e:  # a network TVM cannot import is data, not the end of the collection
             rec.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             tasks = []
@@ -133,6 +127,36 @@ def collect(models: Sequence[Path], out_dir: str | Path, trials_per_task: int = 
         _append(out_dir / NETWORKS, asdict(rec))
         collected.append(rec)
     return collected
+
+
+def network_tasks(path: Path, tvm_target, input_shapes: dict | None = None) -> list:
+    """The MetaSchedule tuning tasks of an ONNX network."""
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from narformer_tvm.graph.onnx_graph import load_model
+    from narformer_tvm.integrations.tvm_tuning import extract_tasks
+
+    load_model(path, input_shapes)  # our clear error for a bad file, before TVM sees it
+    mod = from_onnx(onnx.load(str(path)), shape_dict=input_shapes or None, keep_params_in_input=False)
+    return extract_tasks(mod, tvm_target, path)[1]
+
+
+def shared_tasks(path: str | Path, corpus: Sequence[str | Path], target: str = "llvm",
+                 input_shapes: dict | None = None) -> tuple[list[str], int]:
+    """(the tasks of network ``path`` that are workloads of the ``corpus`` collections, the network's
+    task count): an evaluation network must share none, or the corpus has seen what it is scored on."""
+    from narformer_tvm.integrations.tvm_env import make_target, meta_schedule
+    from narformer_tvm.measure.backends import MeasureConfig
+
+    seen: set[str] = set()
+    for d in corpus:
+        if not (Path(d) / TASKS).is_file():
+            raise InputError(f"{d}: not a tunedb collection (no {TASKS})", hint="pass `tunedb collect --out` folders")
+        seen |= set(_tuned_tasks(Path(d)))
+    ms = meta_schedule()
+    tasks = network_tasks(Path(path), make_target(MeasureConfig(runtime="tvm", target=target)), input_shapes)
+    return [t.task_name for t in tasks if ms.utils.shash2hex(t.dispatched[0]) in seen], len(tasks)
 
 
 def summary(out_dir: str | Path) -> dict:
