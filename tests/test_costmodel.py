@@ -1,5 +1,6 @@
 """NAR-Former as a MetaSchedule cost model: the contract, a real tune, databases, import paths."""
 import math
+import shutil
 
 import numpy as np
 import onnx
@@ -34,6 +35,22 @@ def test_both_import_paths():
         "tvm.s_tir.meta_schedule"
     with pytest.raises(ImportError, match="MetaSchedule not found"):
         _import_first(["narformer_no_such_module.a", "narformer_no_such_module.b"])
+
+
+def test_intrinsics_imported_with_a_quick_stack_that_reads_as_inspect_does():
+    import inspect
+    import sys
+
+    from narformer_tvm.integrations.tvm_env import INTRINSICS, quick_stack
+
+    def frames():
+        return inspect.stack(), quick_stack()
+    slow, quick = frames()
+    fields = lambda f: (f.frame, f.filename, f.lineno, f.function, f.code_context, f.index)  # noqa: E731
+    assert [fields(f) for f in slow[1:]] == [fields(f) for f in quick[1:]]  # [0]: the line that calls each
+    assert quick[0].function == "frames" and "quick_stack()" in quick[0].code_context[0]
+    meta_schedule()
+    assert any(name in sys.modules for name in INTRINSICS) and inspect.stack is not quick_stack
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +100,23 @@ def test_cost_model_contract(tuned, tmp_path):
 
 
 @pytest.mark.slow
-def test_database_reading_and_pretraining(tuned):
+def test_database_reading_and_pretraining(tuned, tmp_path):
     from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel
+    from narformer_tvm.integrations.tvm_records import FEATURE_CACHE
 
-    _, _, work, _ = tuned
+    work = tmp_path / "work"
+    shutil.copytree(tuned[2], work)
     (task, feats, costs), = read_tuning_records(str(work))
     assert len(feats) == 8 and all(f.shape[1] == 164 for f in feats) and all(math.isfinite(c) for c in costs)
+    assert (work / FEATURE_CACHE).is_file()  # the second read takes the features from the cache
+    (task2, feats2, costs2), = read_tuning_records(str(work))
+    assert task2 == task and costs2 == costs and all((a == b).all() for a, b in zip(feats, feats2))
+    records = work / "database_tuning_record.json"
+    records.write_text(records.read_text() + records.read_text().splitlines()[0] + "\n")  # the database grew
+    (_, feats3, _), = read_tuning_records(str(work))
+    assert len(feats3) == 9 and len(read_tuning_records(str(work))[0][1]) == 9
     cm = NARFormerCostModel()
-    assert cm.pretrain([str(work)], steps=5)["records"] == 8 and cm.trained
+    assert cm.pretrain([str(work)], steps=5)["records"] == 9 and cm.trained
     with pytest.raises(InputError, match="no MetaSchedule database"):
         read_tuning_records(str(work / "nope"))
 

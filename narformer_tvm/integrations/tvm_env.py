@@ -2,7 +2,11 @@
 target of this machine, random inputs."""
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
+import linecache
+import sys
 
 import numpy as np
 
@@ -10,6 +14,7 @@ from narformer_tvm.measure.backends import MeasureConfig
 from narformer_tvm.measure.hardware import cpu_flags
 
 MS_MODULES = ("tvm.s_tir.meta_schedule", "tvm.meta_schedule")  # TVM >= 0.24, then older releases
+INTRINSICS = ("tvm.s_tir.tensor_intrin", "tvm.tir.tensor_intrin")  # imported by schedule rules and trace replay
 
 
 def _import_first(names):
@@ -24,7 +29,40 @@ def _import_first(names):
 
 def meta_schedule():
     """The MetaSchedule package of the installed TVM, whichever path it lives at (the one shim)."""
-    return _import_first(MS_MODULES)
+    ms = _import_first(MS_MODULES)
+    _import_intrinsics()
+    return ms
+
+
+def quick_stack(context: int = 1) -> list[inspect.FrameInfo]:
+    """``inspect.stack`` with each frame's file name taken from its code object: inspect resolves a
+    frame's source file through ``getmodule``, a scan of ``sys.modules``, for each frame whose file
+    does not exist (the frozen importlib frames of an import)."""
+    out, frame = [], sys._getframe(1)
+    while frame is not None:
+        name, line = frame.f_code.co_filename, frame.f_lineno
+        lines = index = None
+        if context > 0 and line:
+            start = max(line - 1 - context // 2, 0)
+            got = [linecache.getline(name, i + 1) for i in range(start, start + context)]
+            if any(got):
+                lines, index = got, line - 1 - start
+        out.append(inspect.FrameInfo(frame, name, line, frame.f_code.co_name, lines, index))
+        frame = frame.f_back
+    return out
+
+
+@functools.cache
+def _import_intrinsics() -> None:
+    # TVMScript's prim_func decorator calls inspect.stack() for each of the ~500 intrinsics, inside the
+    # import: a minute or two here, a few seconds with quick_stack in its place for the import.
+    slow, inspect.stack = inspect.stack, quick_stack
+    try:
+        _import_first(INTRINSICS)
+    except ImportError:  # a TVM without them: nothing to speed up
+        pass
+    finally:
+        inspect.stack = slow
 
 
 def fast_build(mod, target, params):

@@ -11,18 +11,43 @@ import numpy as np
 from narformer_tvm.integrations.tvm_env import fast_builder, meta_schedule
 
 
-def read_tuning_records(work_dir: str):
-    """(task hash, per-store features, costs in s) for each workload of a MetaSchedule JSON database
-    (``database_workload.json`` + ``database_tuning_record.json`` in ``work_dir``)."""
-    import tvm
+FEATURE_CACHE = "narformer_features.npz"  # beside the database: replaying traces costs ~25 ms a record
 
-    ms = meta_schedule()
+
+def read_tuning_records(work_dir: str, cache: bool = True):
+    """(task hash, per-store features, costs in s) for each workload of a MetaSchedule JSON database
+    (``database_workload.json`` + ``database_tuning_record.json`` in ``work_dir``). With ``cache``, the
+    features are kept in ``work_dir``/narformer_features.npz and reused while the records file is unchanged."""
     from narformer_tvm.errors import InputError
 
     wl, tr = Path(work_dir) / "database_workload.json", Path(work_dir) / "database_tuning_record.json"
     if not wl.is_file() or not tr.is_file():
         raise InputError(f"{work_dir}: no MetaSchedule database (database_workload.json, database_tuning_record.json)",
                          hint="point at the --work-dir of `narformer-tvm tune` or of a tune_tir/tune_relax run")
+    stamp = np.array([tr.stat().st_size, wl.stat().st_size], dtype=np.int64)
+    path = Path(work_dir) / FEATURE_CACHE
+    if cache and path.is_file():
+        try:
+            with np.load(path) as z:
+                if np.array_equal(z["stamp"], stamp):
+                    return _unpack(z)
+        except (OSError, ValueError, KeyError):  # a torn or foreign file: extract again
+            pass
+    tasks = _extract(wl, tr)
+    if cache:
+        from narformer_tvm.fileio import write_atomically
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would add .npz to a path
+                np.savez(f, stamp=stamp, **_pack(tasks))
+        write_atomically(path, save)
+    return tasks
+
+
+def _extract(wl: Path, tr: Path) -> list:
+    import tvm
+
+    ms = meta_schedule()
     db = ms.database.JSONDatabase(str(wl), str(tr), allow_missing=False)
     extractor = ms.feature_extractor.PerStoreFeature()
     by_task: dict[str, tuple[list, list]] = {}
@@ -42,6 +67,27 @@ def read_tuning_records(work_dir: str):
         by_task[key][0].append(feat)
         by_task[key][1].append(cost)
     return [(k, f, c) for k, (f, c) in by_task.items()]
+
+
+def _pack(tasks: list) -> dict:
+    """Ragged (task, features, costs) lists as flat arrays: records per task, stores per record."""
+    feats = [f for _, fs, _ in tasks for f in fs]
+    width = feats[0].shape[1] if feats else 0
+    return {"keys": np.array([k for k, _, _ in tasks], dtype=str),
+            "records": np.array([len(c) for _, _, c in tasks], dtype=np.int64),
+            "stores": np.array([len(f) for f in feats], dtype=np.int64),
+            "features": np.concatenate(feats) if feats else np.zeros((0, width), np.float32),
+            "costs": np.array([c for _, _, cs in tasks for c in cs], dtype=np.float64)}
+
+
+def _unpack(z) -> list:
+    stores = np.split(z["features"], np.cumsum(z["stores"])[:-1]) if len(z["stores"]) else []
+    out, i = [], 0
+    for key, n in zip(z["keys"], z["records"]):
+        out.append((str(key), [f.reshape(-1, z["features"].shape[1]) for f in stores[i:i + n]],
+                    [float(c) for c in z["costs"][i:i + n]]))
+        i += n
+    return out
 
 
 PREDICTED_SUFFIX = ".predicted"
