@@ -53,6 +53,24 @@ def test_intrinsics_imported_with_a_quick_stack_that_reads_as_inspect_does():
     assert any(name in sys.modules for name in INTRINSICS) and inspect.stack is not quick_stack
 
 
+def test_pretraining_stops_when_the_held_out_tau_stops_rising_and_keeps_the_best_weights():
+    from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel
+
+    rng = np.random.default_rng(0)
+    tasks = []
+    for t in range(12):  # a schedule runs faster the larger its first feature
+        feats = [rng.standard_normal((3, 164)).astype(np.float32) for _ in range(16)]
+        tasks.append((f"task{t}", feats, [float(np.exp(-f[0, 0])) for f in feats]))
+    cm, lines = NARFormerCostModel(seed=0), []
+    r = cm.fit_tasks(tasks, steps=400, validation_share=0.25, eval_every=20, patience=3, progress=lines.append)
+    taus = [tau for _, tau in r["curve"]]
+    best = taus.index(max(taus))
+    assert r["validation_tasks"] == 3 and len(lines) == len(taus) and len(taus) - 1 - best <= 3
+    assert r["validation_tau"] == max(taus) > 0.3 and r["steps"] == r["curve"][best][0]
+    held = [t for t in tasks if t[0] in r["held_out"]]
+    assert cm._held_out_tau(held) == pytest.approx(r["validation_tau"])  # the best scoring's weights
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     """A real tune of a tiny matmul with the cost model plugged in (few trials)."""

@@ -235,22 +235,29 @@ def tunedb_collect(models, out_dir, trials_per_task, cost_model, target, threads
 @tunedb.command("pretrain")
 @click.argument("work_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=str))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str), required=True)
-@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=20000, show_default=True,
+              help="Most minibatch steps; with --validate, training stops when the held-out tau stops rising.")
+@click.option("--eval-every", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Steps between scorings of the held-out tasks (the best scoring's weights are kept).")
+@click.option("--patience", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Scorings without a new best before training stops.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--validate", type=click.FloatRange(0, 0.9), default=0.1, show_default=True,
-              help="Share of the tasks kept out of training and scored (within-task Kendall tau).")
-def tunedb_pretrain(work_dirs, out, steps, seed, validate):
+              help="Share of the tasks kept out of training and scored (within-task Kendall tau); 0 trains "
+                   "all --steps on every task.")
+def tunedb_pretrain(work_dirs, out, steps, eval_every, patience, seed, validate):
     """Train the NAR-Former cost model on MetaSchedule databases in WORK_DIRS (`tunedb collect` corpora,
     `tune` work dirs). The file written holds the weights; `tune --pretrained FILE` fine-tunes it on the
     task at hand."""
     from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel
 
     cm = NARFormerCostModel(seed=seed)
-    r = cm.pretrain(list(work_dirs), steps, validation_share=validate)
+    r = cm.pretrain(list(work_dirs), steps, validation_share=validate, eval_every=eval_every, patience=patience,
+                    progress=click.echo)
     if not r["records"]:
         raise click.ClickException("no tuning records found")
     cm.save_weights(out)
-    held = (f"; on {r['validation_tasks']} tasks kept out, within-task Kendall tau {r['validation_tau']:.3f}"
-            if r["validation_tasks"] else "")
+    held = (f"; on {r['validation_tasks']} tasks kept out, within-task Kendall tau {r['validation_tau']:.3f} "
+            f"(the best scoring, after {r['steps']} steps)" if r["validation_tasks"] else f"; {r['steps']} steps")
     click.echo(f"{r['records']} records of {r['tasks']} tasks from {len(work_dirs)} databases{held}; "
                f"cost model written to {out}")

@@ -145,33 +145,65 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
                 out[np.array(valid)[idx]] = self.model(*collate([graphs[i] for i in idx]).inputs()).numpy()
         return out
 
-    def pretrain(self, work_dirs: list[str], steps: int = 500, validation_share: float = 0.0) -> dict:
+    def pretrain(self, work_dirs: list[str], steps: int = 500, validation_share: float = 0.0,
+                 eval_every: int = 0, patience: int = 4, progress=None) -> dict:
         """Learn offline from MetaSchedule JSON databases (``tunedb collect`` corpora, earlier tuning
         runs); tuning then fine-tunes online (unless frozen). ``validation_share`` of the tasks is kept
-        out and scored: within-task Kendall tau of the scores against measured throughput."""
-        from narformer_tvm.learn.ranking import within_task_kendall
-
+        out and scored: within-task Kendall tau of the scores against measured throughput. With
+        ``eval_every``, training stops once ``patience`` scorings in a row have not beaten the best, and
+        the weights of the best scoring are kept (``steps`` is then the most it trains)."""
         tasks = [t for d in work_dirs for t in read_tuning_records(d)]
-        held = set(self.rng.choice(len(tasks), size=int(round(validation_share * len(tasks))), replace=False)) \
-            if len(tasks) > 1 else set()
+        return self.fit_tasks(tasks, steps, validation_share, eval_every, patience, progress)
+
+    def fit_tasks(self, tasks: list, steps: int = 500, validation_share: float = 0.0, eval_every: int = 0,
+                  patience: int = 4, progress=None) -> dict:
+        """``pretrain`` on (task hash, per-store features, costs) triples."""
+        import copy
+
+        held = sorted(self.rng.choice(len(tasks), size=int(round(validation_share * len(tasks))), replace=False)) \
+            if len(tasks) > 1 else []
+        kept_out = set(held)
         for i, (task, feats, costs) in enumerate(tasks):
-            if i not in held:
+            if i not in kept_out:
                 self.add(task, feats, costs)
         out = {"records": sum(len(c) for _, _, c in tasks), "tasks": len(tasks), "validation_tasks": len(held),
-               "validation_tau": float("nan")}
-        if self.data_size:
+               "validation_tau": float("nan"), "steps": 0, "curve": [], "held_out": [tasks[i][0] for i in held]}
+        if not self.data_size:
+            return out
+        if not (held and eval_every):
             self.train_steps(steps)
-        if held and self.trained:
-            scores, target, groups = [], [], []
-            for i in sorted(held):
-                _, feats, costs = tasks[i]
-                c = np.array(costs, dtype=np.float64)
-                ok = np.isfinite(c) & (c > 0)
-                target.extend(np.where(ok, (c[ok].min() if ok.any() else 1.0) / np.where(ok, c, 1.0), 0.0))
-                scores.extend(self.predict_features(feats))
-                groups.extend([i] * len(costs))
-            out["validation_tau"] = within_task_kendall(np.array(scores), np.array(target), np.array(groups))
+            out["steps"] = steps
+            if held:
+                out["validation_tau"] = self._held_out_tau([tasks[i] for i in held])
+            return out
+        best, since_best = (-math.inf, None, 0), 0
+        while out["steps"] < steps and since_best < patience:
+            self.train_steps(min(eval_every, steps - out["steps"]))
+            out["steps"] = min(out["steps"] + eval_every, steps)
+            tau = self._held_out_tau([tasks[i] for i in held])
+            out["curve"].append((out["steps"], tau))
+            if progress:
+                progress(f"step {out['steps']}/{steps}: within-task Kendall tau {tau:.3f} on the held-out tasks")
+            if tau > best[0] or best[1] is None:  # (a task set without spread scores nan)
+                best, since_best = (tau, copy.deepcopy(self.model.state_dict()), out["steps"]), 0
+            else:
+                since_best += 1
+        self.model.load_state_dict(best[1])
+        out["validation_tau"], out["steps"] = best[0], best[2]
         return out
+
+    def _held_out_tau(self, tasks: list) -> float:
+        """Within-task Kendall tau of the scores against measured throughput (failed runs 0)."""
+        from narformer_tvm.learn.ranking import within_task_kendall
+
+        scores, target, groups = [], [], []
+        for i, (_, feats, costs) in enumerate(tasks):
+            c = np.array(costs, dtype=np.float64)
+            ok = np.isfinite(c) & (c > 0)
+            target.extend(np.where(ok, (c[ok].min() if ok.any() else 1.0) / np.where(ok, c, 1.0), 0.0))
+            scores.extend(self.predict_features(feats))
+            groups.extend([i] * len(costs))
+        return within_task_kendall(np.array(scores), np.array(target), np.array(groups))
 
     # -- MetaSchedule's contract --
     def predict(self, context, candidates) -> np.ndarray:
