@@ -58,15 +58,15 @@ def test_pretraining_stops_when_the_held_out_tau_stops_rising_and_keeps_the_best
 
     rng = np.random.default_rng(0)
     tasks = []
-    for t in range(12):  # a schedule runs faster the larger its first feature
-        feats = [rng.standard_normal((3, 164)).astype(np.float32) for _ in range(16)]
+    for t in range(12):  # a schedule runs faster the larger its first feature (three others are noise)
+        feats = [np.pad(rng.standard_normal((3, 4)), ((0, 0), (0, 160))).astype(np.float32) for _ in range(16)]
         tasks.append((f"task{t}", feats, [float(np.exp(-f[0, 0])) for f in feats]))
     cm, lines = NARFormerCostModel(seed=0), []
     r = cm.fit_tasks(tasks, steps=400, validation_share=0.25, eval_every=20, patience=3, progress=lines.append)
     taus = [tau for _, tau in r["curve"]]
     best = taus.index(max(taus))
     assert r["validation_tasks"] == 3 and len(lines) == len(taus) and len(taus) - 1 - best <= 3
-    assert r["validation_tau"] == max(taus) > 0.3 and r["steps"] == r["curve"][best][0]
+    assert r["validation_tau"] == max(taus) > 0.6 and r["steps"] == r["curve"][best][0]
     held = [t for t in tasks if t[0] in r["held_out"]]
     assert cm._held_out_tau(held) == pytest.approx(r["validation_tau"])  # the best scoring's weights
 
