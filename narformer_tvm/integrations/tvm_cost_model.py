@@ -41,6 +41,14 @@ def _candidate_graph(feat: np.ndarray):
     return EncodedGraph(x=x, edges=edges, static=np.ones(1, dtype=np.float32))
 
 
+def _throughput(costs) -> np.ndarray:
+    """A task's run times as normalised throughput: its best time / each time; failed runs score 0."""
+    c = np.array(costs, dtype=np.float64)
+    ok = np.isfinite(c) & (c > 0)
+    best = c[ok].min() if ok.any() else 1.0
+    return np.where(ok, best / np.where(ok, c, 1.0), 0.0)
+
+
 @derived_object
 class NARFormerCostModel(ms.cost_model.PyCostModel):
     """Graph-aided attention over the buffer stores of each candidate schedule.
@@ -95,12 +103,9 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
         """Features, targets and task sizes, task after task (the row order task_batches assumes)."""
         xs, ys, sizes = [], [], []
         for g in self.data.values():
-            costs = np.array(g["costs"], dtype=np.float64)
-            ok = np.isfinite(costs) & (costs > 0)
-            best = costs[ok].min() if ok.any() else 1.0
-            ys.extend(np.where(ok, best / np.where(ok, costs, 1.0), 0.0))  # failed runs score 0
+            ys.extend(_throughput(g["costs"]))
             xs.extend(g["features"])
-            sizes.append(len(costs))
+            sizes.append(len(g["costs"]))
         return xs, np.array(ys, dtype=np.float32), sizes
 
     def train_steps(self, steps: int) -> float:
@@ -160,27 +165,27 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
         """``pretrain`` on (task hash, per-store features, costs) triples."""
         import copy
 
-        held = sorted(self.rng.choice(len(tasks), size=int(round(validation_share * len(tasks))), replace=False)) \
-            if len(tasks) > 1 else []
-        kept_out = set(held)
+        kept_out = set(self.rng.choice(len(tasks), size=int(round(validation_share * len(tasks))), replace=False)) \
+            if len(tasks) > 1 else set()
+        held = [tasks[i] for i in sorted(kept_out)]
         for i, (task, feats, costs) in enumerate(tasks):
             if i not in kept_out:
                 self.add(task, feats, costs)
         out = {"records": sum(len(c) for _, _, c in tasks), "tasks": len(tasks), "validation_tasks": len(held),
-               "validation_tau": float("nan"), "steps": 0, "curve": [], "held_out": [tasks[i][0] for i in held]}
+               "validation_tau": float("nan"), "steps": 0, "curve": [], "held_out": [t[0] for t in held]}
         if not self.data_size:
             return out
         if not (held and eval_every):
             self.train_steps(steps)
             out["steps"] = steps
             if held:
-                out["validation_tau"] = self._held_out_tau([tasks[i] for i in held])
+                out["validation_tau"] = self._held_out_tau(held)
             return out
         best, since_best = (-math.inf, None, 0), 0
         while out["steps"] < steps and since_best < patience:
             self.train_steps(min(eval_every, steps - out["steps"]))
             out["steps"] = min(out["steps"] + eval_every, steps)
-            tau = self._held_out_tau([tasks[i] for i in held])
+            tau = self._held_out_tau(held)
             out["curve"].append((out["steps"], tau))
             if progress:
                 progress(f"step {out['steps']}/{steps}: within-task Kendall tau {tau:.3f} on the held-out tasks")
@@ -198,9 +203,7 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
 
         scores, target, groups = [], [], []
         for i, (_, feats, costs) in enumerate(tasks):
-            c = np.array(costs, dtype=np.float64)
-            ok = np.isfinite(c) & (c > 0)
-            target.extend(np.where(ok, (c[ok].min() if ok.any() else 1.0) / np.where(ok, c, 1.0), 0.0))
+            target.extend(_throughput(costs))
             scores.extend(self.predict_features(feats))
             groups.extend([i] * len(costs))
         return within_task_kendall(np.array(scores), np.array(target), np.array(groups))
