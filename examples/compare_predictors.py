@@ -17,7 +17,7 @@ import argparse
 
 from narformer_tvm.data.labels import label_options
 from narformer_tvm.learn.metrics import summary
-from narformer_tvm.learn.samples import load_samples, unseen_in_training
+from narformer_tvm.learn.samples import dataset_path, load_samples, unseen_in_training
 from narformer_tvm.learn.splits import carve_validation, split_same_distribution
 from narformer_tvm.learn.train import predict_samples
 from narformer_tvm.measure import zoo
@@ -38,8 +38,8 @@ def main() -> None:
     samples, _ = load_samples(args.db, **label_options(loaded[0].profile))
     if args.whole:  # less any model graph-identical to one of a compared predictor's training dataset
         part = samples
-        for predictor in loaded:
-            part, _ = unseen_in_training(part, predictor.profile)
+        for dataset in {str(dataset_path(d)) for p in loaded if (d := p.profile.get("dataset")) and dataset_path(d)}:
+            part, _ = unseen_in_training(part, {"dataset": dataset})  # each dataset read once
         what = f"every model ({len(samples) - len(part)} dropped: graphs in a training dataset)"
     else:
         train_idx, test_idx = split_same_distribution(samples)
