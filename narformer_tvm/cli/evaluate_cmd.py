@@ -97,10 +97,9 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
     if predictor_spec is not None:
         from narformer_tvm.data.labels import label_options
         from narformer_tvm.model.load import load_predictor
-        from narformer_tvm.profiles import profile_fields, resolve_predictor
+        from narformer_tvm.profiles import resolve_predictor
 
         scored = load_predictor(resolve_predictor(predictor_spec))
-        scored.profile = {**scored.profile, **profile_fields(predictor_spec, ("dataset", "labels"))}
         learned = label_options(scored.profile)
         regime_correct = regime_correct_from(kw, learned["regime_correct"])
         mean_passes = learned["mean_passes"] if mean_passes is None else mean_passes

@@ -207,10 +207,10 @@ def predictions_on_unseen(db: str | Path, predictor_spec: str):
     from narformer_tvm.learn.samples import load_samples, unseen_in_training
     from narformer_tvm.learn.train import predict_samples
     from narformer_tvm.model.load import load_predictor
-    from narformer_tvm.profiles import profile_fields, resolve_predictor
+    from narformer_tvm.profiles import resolve_predictor
 
     predictor = load_predictor(resolve_predictor(predictor_spec))
-    profile = {**predictor.profile, **profile_fields(predictor_spec, ("dataset", "labels"))}
+    profile = predictor.profile
     samples, cfg = load_samples(db, **label_options(profile))
     samples, left_out = unseen_in_training(samples, profile)
     pred, _ = predict_samples(predictor, samples)

@@ -99,7 +99,6 @@ def rescore_profile(folder: str | Path) -> dict:
     folder = Path(folder)
     meta = json.loads((folder / "profile.json").read_text())
     predictor = load_predictor(folder / meta.get("onnx", meta["predictor"]))
-    predictor.profile = {**predictor.profile, **{k: meta[k] for k in ("dataset", "labels") if k in meta}}
     path = dataset_path(meta["dataset"]) if meta.get("dataset") else None
     try:
         samples, cfg = load_samples(path, **label_options(meta)) if path else (None, None)
