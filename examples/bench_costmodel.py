@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -95,7 +96,8 @@ def run_one(work: Path, task: str, method: str, trials: int, seed: int, cores: i
     done = out / "result.json"
     if done.exists():
         return json.loads(done.read_text())
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # a run cut off earlier: its records would join this run's curve
+    out.mkdir(parents=True)
     target = host_target(cores)
     builder, runner, database = fast_builder(), "local", "json"
     if method in ("xgb", "random"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 from dataclasses import asdict
 from pathlib import Path
@@ -34,6 +35,7 @@ def run_one(work: Path, net: Path, method: str, trials: int, seed: int, pretrain
         return json.loads(done.read_text())
     if method == "narformer-pre" and not pretrained:
         raise SystemExit("narformer-pre needs --pretrained (a cost model from `tunedb pretrain`)")
+    shutil.rmtree(out, ignore_errors=True)  # a run cut off earlier: its records would join this run's curve
     name = {"xgb-warm16": "xgb", "narformer-pre": "narformer"}.get(method, method)
     kwargs = {"xgb-warm16": {"num_warmup_samples": 16}, "narformer-pre": {"pretrained": pretrained}}.get(method, {})
     report = tune_onnx(net, out, trials, name, threads=threads, seed=seed, cost_model_kwargs=kwargs,
