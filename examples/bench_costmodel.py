@@ -35,6 +35,7 @@ others with ``--trials 64`` into the same ``--work`` (a budget beyond a run's tr
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import shutil
@@ -105,7 +106,7 @@ def run_one(work: Path, task: str, method: str, trials: int, seed: int, cores: i
     elif method == "xgb-warm16":  # xgb's model from the 17th sample on, as narformer (its default waits for 100)
         cm = timed_xgb(ms, num_warmup_samples=16)
     elif method in ("mlp", "mlp-pre"):
-        cm = mlp_model(ms, corpus if method == "mlp-pre" else [], seed)
+        cm = mlp_model(ms, corpus if method == "mlp-pre" else [], seed, work)
     elif pretrained and method in ("narformer-pre", "predict-only"):
         cm = NARFormerCostModel(seed=seed, pretrained=pretrained)
     else:
@@ -159,9 +160,10 @@ def timed(model_class, **kw):
     return cm
 
 
-def mlp_model(ms, corpus: list[str], seed: int):
+def mlp_model(ms, corpus: list[str], seed: int, cache_dir: Path | None = None):
     """MetaSchedule's MLPModel; with ``corpus`` (tunedb collect folders) pre-trained on all their records
-    first, as its own ``State.load`` of raw databases followed by ``train_full`` would."""
+    first, as its own ``State.load`` of raw databases followed by ``train_full`` would. The pre-trained
+    state is kept in ``cache_dir``, one per seed and corpus state (every task's run would train the same model)."""
     import importlib
     import random
 
@@ -172,20 +174,29 @@ def mlp_model(ms, corpus: list[str], seed: int):
     mlp = importlib.import_module(ms.__name__ + ".cost_model.mlp_model")
     cm = timed(mlp.MLPModel)
     trainer = cm._inst.trainer
+    stamp = [(str(d), (Path(d) / "database_tuning_record.json").stat().st_size) for d in corpus]
+    key = hashlib.sha1(json.dumps(stamp).encode()).hexdigest()[:10]
+    cache = cache_dir / f"mlp-pretrained-s{seed}-{key}.tar" if cache_dir and corpus else None
+    if cache and cache.is_file():
+        trainer.state.load(str(cache))
+        trainer.state.untrained_size = 0  # as train_full leaves it
+        return cm
     for d in corpus:
         db = ms.database.JSONDatabase(str(Path(d) / "database_workload.json"),
                                       str(Path(d) / "database_tuning_record.json"), allow_missing=False)
         by_task: dict[str, list] = {}
         for rec in db.get_all_tuning_records():
             by_task.setdefault(ms.utils.shash2hex(rec.workload.mod), []).append(rec)
-        for key, recs in by_task.items():
+        for task_key, recs in by_task.items():
             ctx = ms.TuneContext(mod=recs[0].workload.mod, target=recs[0].target)
             results = [ms.runner.RunnerResult(run_secs=r.run_secs, error_msg=None) for r in recs]
             feats, costs = mlp.extract_features(ctx, [r.as_measure_candidate() for r in recs], results,
                                                 trainer.state.extractor)
-            trainer.state.add_to_group(feats, costs, key)
+            trainer.state.add_to_group(feats, costs, task_key)
     if trainer.state.data_size:
         trainer.train_full()
+        if cache:
+            trainer.state.save(str(cache))
     return cm
 
 

@@ -265,3 +265,33 @@ def test_cost_models_by_name():
     assert get_cost_model("random") is not None
     with pytest.raises(InputError, match="choose from: .*narformer"):
         get_cost_model("nope")
+
+
+def test_the_shipped_cost_model_ranks_held_out_records_better_than_random(tmp_path):
+    """Records of benchmark tasks that are no workload of the corpus it was trained on (conv 3x3,
+    depthwise, attention scores; 32 each, spread over each task's latency range)."""
+    import gzip
+    import json
+    from pathlib import Path
+
+    from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel
+    from narformer_tvm.learn.ranking import within_task_kendall
+    from narformer_tvm.profiles import list_profiles
+
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        with gzip.open(Path(__file__).parent / "data" / "tvm-heldout" / f"{name}.gz", "rt") as f:
+            (tmp_path / name).write_text(f.read())
+    tasks = read_tuning_records(str(tmp_path), cache=False)
+    assert [len(c) for _, _, c in tasks] == [32, 32, 32]
+    groups = np.concatenate([[i] * len(c) for i, (_, _, c) in enumerate(tasks)])
+    speed = np.concatenate([1 / np.array(c) for _, _, c in tasks])
+    shipped = [folder / meta["tvm_cost_model"] for folder in list_profiles().values()
+               for meta in [json.loads((folder / "profile.json").read_text())] if "tvm_cost_model" in meta]
+    assert shipped, "no profile ships a TVM cost model"
+    bound = 0.25  # random scores: tau ~ N(0, 0.07) averaged over 3 tasks of 32
+    rng = np.random.default_rng(0)
+    assert max(within_task_kendall(rng.random(len(speed)), speed, groups) for _ in range(20)) < bound
+    for path in shipped:
+        cm = NARFormerCostModel(pretrained=str(path))
+        scores = cm.predict_features([f for _, fs, _ in tasks for f in fs])
+        assert within_task_kendall(scores, speed, groups) > bound, path
