@@ -171,6 +171,7 @@ def mlp_model(ms, corpus: list[str], seed: int, cache_dir: Path | None = None):
 
     random.seed(seed)  # train_full draws its test split with Python's random
     torch.manual_seed(seed)
+    _step_lr_takes_verbose(torch)
     mlp = importlib.import_module(ms.__name__ + ".cost_model.mlp_model")
     cm = timed(mlp.MLPModel)
     trainer = cm._inst.trainer
@@ -198,6 +199,20 @@ def mlp_model(ms, corpus: list[str], seed: int, cache_dir: Path | None = None):
         if cache:
             trainer.state.save(str(cache))
     return cm
+
+
+def _step_lr_takes_verbose(torch) -> None:
+    """MLPModel's train_full passes StepLR(verbose=True), an argument torch 2.13 no longer takes."""
+    import inspect
+
+    step_lr = torch.optim.lr_scheduler.StepLR
+    if "verbose" in inspect.signature(step_lr.__init__).parameters:
+        return
+
+    class StepLR(step_lr):
+        def __init__(self, *args, verbose=None, **kwargs):
+            super().__init__(*args, **kwargs)
+    torch.optim.lr_scheduler.StepLR = StepLR
 
 
 def tasks_in_corpus(tasks: list[str], corpus: list[str]) -> list[str]:

@@ -161,7 +161,8 @@ def test_tune_cli_reports_tuned_and_untuned(tmp_path, capsys):
     out = capsys.readouterr().out
     assert exc.value.code == 0 and "built and measured" in out, out
     with pytest.raises(SystemExit) as exc:
-        main(["tune", str(tmp_path / "conv.onnx"), "--predict-only", "--work-dir", str(tmp_path / "q")])
+        main(["tune", str(tmp_path / "conv.onnx"), "--predict-only", "--from-scratch",  # no shipped model either
+              "--work-dir", str(tmp_path / "q")])
     assert exc.value.code == 2 and "--pretrained" in capsys.readouterr().err
 
 
