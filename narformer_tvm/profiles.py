@@ -145,16 +145,17 @@ def load_ort_predictor(spec: str | None):
     return Predictor.load(path)
 
 
-EXTRA_PREDICTORS = ("ort_configs", "ort_ratios", "tvm_cost_model")  # profile.json fields naming further files
+EXTRA_PREDICTORS = ("ort_configs", "ort_ratios", "tvm_cost_model", "tvm_task_latency")  # profile.json fields naming further files
 
 
-def shipped_cost_model(target: str = "llvm") -> Path | None:
-    """The pre-trained TVM cost model (``tunedb pretrain``) of the profile that fits this machine, when
-    that profile ships one for ``target``; None otherwise (tuning then learns from scratch)."""
+def shipped_cost_model(target: str = "llvm", field: str = "tvm_cost_model") -> Path | None:
+    """The pre-trained TVM cost model (``tunedb pretrain``; or with ``field="tvm_task_latency"`` the
+    task-latency model of ``tunedb task-latency``) of the profile that fits this machine, when that
+    profile ships one for ``target``; None otherwise (tuning then learns from scratch)."""
     profiles = list_profiles()
     name = default_profile()
     meta = json.loads((profiles[name] / "profile.json").read_text())
-    file = meta.get("tvm_cost_model")
+    file = meta.get(field)
     fp = meta.get("fingerprint")
     if not file or meta.get("target", "llvm") != target or (fp and hardware_differences(fp)):
         return None

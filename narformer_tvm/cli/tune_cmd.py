@@ -114,9 +114,16 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, allow_l
               help="Total trials over all the model's tasks.")
 @click.option("--target", type=click.Choice(["llvm", "cuda"]), default="llvm", show_default=True,
               help="llvm: this CPU; cuda: this machine's GPU.")
-@click.option("--scheduler", type=click.Choice(["gradient", "per-task"]), default="gradient", show_default=True,
+@click.option("--scheduler", type=click.Choice(["gradient", "per-task", "share"]), default="gradient",
+              show_default=True,
               help="gradient: MetaSchedule's task scheduler shares the trials by task weight and expected gain; "
-                   "per-task: an even split, each task tuned on its own.")
+                   "per-task: an even split, each task tuned on its own; share: gradient over the tasks that make "
+                   "up all but --drop-share of the network's predicted latency (CPU only).")
+@click.option("--task-latency", type=click.Path(dir_okay=False, path_type=str), default=None,
+              help="share: the task-latency model (tunedb task-latency); default: the one this machine's profile "
+                   "ships, if any.")
+@click.option("--drop-share", type=click.FloatRange(0, 0.5), default=0.01, show_default=True,
+              help="share: the largest part of the predicted network latency left to default schedules.")
 @click.option("--compare-onnxruntime/--no-compare-onnxruntime", default=True, show_default=True,
               help="Also measure the model under ONNX Runtime.")
 @click.option("--cost-model", type=click.Choice(["narformer", "xgb", "random"]), default="narformer", show_default=True)
@@ -135,8 +142,8 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, allow_l
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Cores (0 = physical cores).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @input_shape_option
-def tune(model, trials, target, scheduler, compare_onnxruntime, cost_model, pretrained, from_scratch, frozen,
-         predict_only, measure_top, work_dir, threads, seed, input_shapes):
+def tune(model, trials, target, scheduler, task_latency, drop_share, compare_onnxruntime, cost_model, pretrained,
+         from_scratch, frozen, predict_only, measure_top, work_dir, threads, seed, input_shapes):
     """Tune MODEL's TVM tasks with a cost model, build the tuned network, and compare it with the untuned
     build and with ONNX Runtime; wall time per phase."""
     from rich.table import Table
@@ -156,6 +163,11 @@ def tune(model, trials, target, scheduler, compare_onnxruntime, cost_model, pret
         extra = {"pretrained": pretrained, "frozen": frozen}
     elif pretrained or frozen or predict_only:
         raise click.UsageError("--pretrained/--frozen/--predict-only apply to --cost-model narformer")
+    if scheduler == "share" and not task_latency:
+        from narformer_tvm.profiles import shipped_cost_model
+
+        found = shipped_cost_model(target, "tvm_task_latency")
+        task_latency = str(found) if found else None
     if predict_only and not pretrained:
         raise click.UsageError("--predict-only needs --pretrained (a cost model trained with `tunedb pretrain`)")
     with progress_bar() as bar:
@@ -163,13 +175,18 @@ def tune(model, trials, target, scheduler, compare_onnxruntime, cost_model, pret
         report = tune_onnx(model, work_dir, trials, cost_model, threads, parse_input_shapes(input_shapes), seed, extra,
                            progress=lambda m: bar.update(task, status=m), predict_only=predict_only,
                            measure_top_n=measure_top, target=target, scheduler=scheduler,
-                           compare_onnxruntime=compare_onnxruntime)
+                           compare_onnxruntime=compare_onnxruntime, task_latency=task_latency,
+                           drop_share=drop_share)
     t = Table(title=f"{model}: {cost_model}, {trials} trials ({scheduler} scheduler, {target})", title_justify="left")
-    for col in ("task", "weight", "trials", "best us", "time s", "status"):
+    shares = scheduler == "share"
+    cols = ("task", "weight") + (("predicted share",) if shares else ()) + ("trials", "best us", "time s", "status")
+    for col in cols:
         t.add_column(col, justify="left" if col in ("task", "status") else "right")
     for r in report.tasks:
-        t.add_row(r.name, str(r.weight), str(r.trials), f"{r.best_us:.2f}" if r.best_us else "", f"{r.seconds:.0f}",
-                  "[red]" + r.error + "[/red]" if r.error else "ok")
+        status = ("[red]" + r.error + "[/red]" if r.error else
+                  "default schedule (small predicted share)" if r.default_schedule else "ok")
+        t.add_row(r.name, str(r.weight), *((f"{100 * r.predicted_share:.1f}%",) if shares else ()), str(r.trials),
+                  f"{r.best_us:.2f}" if r.best_us else "", f"{r.seconds:.0f}", status)
     make_console().print(t)
     cm_s = sum(report.cost_model_seconds.values())
     click.echo(f"untuned {report.untuned_ms:.4f} ms, tuned {report.tuned_ms:.4f} ms "
@@ -261,3 +278,24 @@ def tunedb_pretrain(work_dirs, out, steps, eval_every, patience, seed, validate)
             f"(the best scoring, after {r['steps']} steps)" if r["validation_tasks"] else f"; {r['steps']} steps")
     click.echo(f"{r['records']} records of {r['tasks']} tasks from {len(work_dirs)} databases{held}; "
                f"cost model written to {out}")
+
+
+@tunedb.command("task-latency")
+@click.argument("work_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=str))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=str), required=True)
+@click.option("--ridge", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+def tunedb_task_latency(work_dirs, out, ridge):
+    """Fit the model that predicts a task's best latency from its design space (before measuring any of
+    it) on the databases in WORK_DIRS; `tune --scheduler share` weighs tasks by it. Prints its 5-fold
+    held-out accuracy over the tasks."""
+    from narformer_tvm.integrations.tvm_task_latency import TaskLatencyModel, corpus_tasks, cross_validate
+
+    with progress_bar() as bar:
+        task = bar.add_task("design spaces", total=None, status="")
+        features, log_seconds = corpus_tasks(work_dirs, progress=lambda m: bar.update(task, status=m))
+    if len(features) < 10:
+        raise click.ClickException(f"{len(features)} tasks with a measured record: too few to fit (10 or more)")
+    cv = cross_validate(features, log_seconds, ridge)
+    TaskLatencyModel.fit(features, log_seconds, ridge).save(out)
+    click.echo(f"{cv['tasks']} tasks; held out (5 folds): Spearman {cv['spearman']:.3f}, within 2x "
+               f"{100 * cv['within_2x']:.0f}%; model written to {out}")

@@ -3,7 +3,10 @@ compare the tuned network with the untuned build and with ONNX Runtime, timing e
 
 Trials are shared across the tasks by MetaSchedule's task scheduler (``gradient``: by each task's
 weight and expected gain, as ``relax_integration.tune_relax`` does), or split evenly with each task
-tuned on its own (``per-task``: a failing task is reported and the others go on). The tuning records
+tuned on its own (``per-task``: a failing task is reported and the others go on), or by the gradient
+scheduler over the tasks that make up all but a small share of the network's predicted latency
+(``share``: weight x the task-latency model's prediction; the rest keep their default schedules and
+the warm-up round spends nothing on them). The tuning records
 land in a MetaSchedule JSON database in the work dir."""
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ class TaskResult:
     best_us: float | None = None
     error: str | None = None
     seconds: float = 0.0
+    predicted_share: float | None = None  # share scheduler: of the network's predicted latency
+    default_schedule: bool = False  # share scheduler: left untuned
 
 
 @dataclass
@@ -45,7 +50,7 @@ class TuneReport:
     curve: list = field(default_factory=list)  # (tuning seconds, estimated network us): sum of weight x best task
 
 
-SCHEDULERS = ("gradient", "per-task")
+SCHEDULERS = ("gradient", "per-task", "share")
 
 
 class _Phases:
@@ -97,10 +102,13 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
               threads: int = 0, input_shapes: dict | None = None, seed: int = 0, cost_model_kwargs: dict | None = None,
               progress: Callable[[str], None] | None = None, predict_only: bool = False,
               measure_top_n: int = 4, target: str = "llvm", scheduler: str = "gradient",
-              compare_onnxruntime: bool = True) -> TuneReport:
+              compare_onnxruntime: bool = True, task_latency: str | Path | None = None,
+              drop_share: float = 0.01) -> TuneReport:
     """Tune every task of an ONNX model for ``target`` within ``trials`` in all. ``predict_only``:
     explore with the (pre-trained, frozen) cost model's predictions in place of builds and runs, then
-    measure the ``measure_top_n`` best predicted schedules of each task for real."""
+    measure the ``measure_top_n`` best predicted schedules of each task for real. ``scheduler="share"``
+    weighs the tasks with the ``task_latency`` model (``tunedb task-latency``) and tunes those that make
+    up all but ``drop_share`` of the predicted network latency."""
     import onnx
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
@@ -120,6 +128,7 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
         raise InputError(f"unknown task scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     if predict_only and cost_model != "narformer":
         raise InputError("predict-only tuning uses the narformer cost model", hint="pass --cost-model narformer")
+    latency_model = _task_latency_model(task_latency, target) if scheduler == "share" else None
     ms = meta_schedule()
     path, work_dir = Path(path), Path(work_dir)
     load_model(path, input_shapes)  # validates the file with our clear errors before TVM sees it
@@ -149,17 +158,27 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
     builder, runner = predict_only_pair(cm) if predict_only else (fast_builder(), ms.runner.LocalRunner())
     report.measured = 0 if predict_only else None
     t_start = time.time()
-    if scheduler == "gradient":
+    kept, shares = list(range(len(tasks))), None
+    if scheduler == "share":
+        with phase("task weighing"):
+            kept, shares = _weigh_tasks(ms, tasks, tvm_target, latency_model, drop_share)
+    tuning_tasks = [tasks[i] for i in kept]
+    if scheduler in ("gradient", "share"):
         with phase("tuning"):
-            _tune_jointly(ms, tasks, tvm_target, trials, seed, builder, runner, database, cm, work_dir, predict_only,
-                          measure_top_n, report)
+            _tune_jointly(ms, tuning_tasks, tvm_target, trials, seed, builder, runner, database, cm, work_dir,
+                          predict_only, measure_top_n, report)
     else:
         with phase("tuning"):
             _tune_each(ms, tasks, tvm_target, trials, seed, builder, runner, database, cm, work_dir, predict_only,
                        measure_top_n, report, progress)
     report.tuning_seconds = time.time() - t_start
     if not predict_only:
-        report.curve = network_curve(work_dir / CURVE, [int(t.weight) for t in tasks])
+        report.curve = network_curve(work_dir / CURVE, [int(t.weight) for t in tuning_tasks])
+    if shares is not None:  # the tasks left to their default schedules, after the tuned ones
+        for tr, i in zip(report.tasks, kept):
+            tr.predicted_share = float(shares[i])
+        report.tasks += [TaskResult(t.task_name, int(t.weight), predicted_share=float(shares[i]),
+                                    default_schedule=True) for i, t in enumerate(tasks) if i not in kept]
     report.cost_model_seconds = dict(getattr(cm, "seconds", {}) or {})
     with phase("tuned build"), tvm_target, tvm.transform.PassContext(opt_level=3):
         tuned = ms.relax_integration.compile_relax(database, mod, tvm_target, params=None)
@@ -289,6 +308,28 @@ def _tune_jointly(ms, tasks, target, trials, seed, builder, runner, database, cm
     total = sum(tr.trials for tr in report.tasks) or 1
     for tr in report.tasks:
         tr.seconds = spent * tr.trials / total
+
+
+def _task_latency_model(path, target: str):
+    from narformer_tvm.integrations.tvm_task_latency import TaskLatencyModel
+
+    if target != "llvm":  # a GPU kernel left without a schedule has no thread binding and does not build
+        raise InputError("the share scheduler leaves tasks unscheduled, which only a CPU target builds",
+                         hint="use --scheduler gradient for --target cuda")
+    if path is None:
+        raise InputError("the share scheduler needs a task-latency model and this machine's profile ships none",
+                         hint="fit one with `narformer-tvm tunedb task-latency CORPUS --out FILE`, pass --task-latency")
+    return TaskLatencyModel.load(path)
+
+
+def _weigh_tasks(ms, tasks, target, model, drop_share: float) -> tuple[list[int], np.ndarray]:
+    """(indices of the tasks to tune, each task's share of the predicted network latency)."""
+    from narformer_tvm.integrations.tvm_task_latency import design_space_features, heavy_tasks
+
+    seconds = model.predict(np.stack([design_space_features(ms, t.dispatched[0], target) for t in tasks]))
+    latency = np.array([float(t.weight) for t in tasks]) * seconds
+    shares = latency / latency.sum()
+    return heavy_tasks(shares, drop_share), shares
 
 
 def _tune_each(ms, tasks, target, trials, seed, builder, runner, database, cm, work_dir, predict_only,
