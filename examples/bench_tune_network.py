@@ -7,39 +7,46 @@
 Each network is tuned by `narformer-tvm tune`'s joint (gradient) task scheduler with the same trials and
 seed under every method: ``xgb`` (MetaSchedule's default), ``xgb-warm16`` (its model used from the 17th
 measurement), ``random``, ``narformer`` (from scratch, online) and ``narformer-pre`` (the ``--pretrained``
-cost model, fine-tuned online). The tuning curve is the sum over tasks of weight x best latency so far
+cost model, fine-tuned online); ``xgb-share`` and ``narformer-pre-share`` tune with the ``share`` scheduler
+(``--task-latency``: only the tasks that make up all but 1% of the predicted network latency). The tuning curve is the sum over tasks of weight x best latency so far
 after each measured batch (what the scheduler optimises); the target reads it against wall time:
 seconds until a method's curve reaches xgb's final value, as a share of xgb's tuning time. The tuned
 network is also built and measured at the end. Runs are resumable (one folder per network/method/seed).
-Use networks none of whose tasks are in the pre-training corpus.
+Use networks none of whose tasks are in the pre-training corpus. The share methods' curves leave out the
+tasks kept at their default schedules, so they are read by the tuned build's measured latency only.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 from dataclasses import asdict
 from pathlib import Path
 
-METHODS = ("xgb", "xgb-warm16", "random", "narformer", "narformer-pre")
+METHODS = ("xgb", "xgb-warm16", "random", "narformer", "narformer-pre", "xgb-share", "narformer-pre-share")
 
 
 def run_one(work: Path, net: Path, method: str, trials: int, seed: int, pretrained: str | None,
-            threads: int = 0) -> dict:
+            threads: int = 0, task_latency: str | None = None) -> dict:
     from narformer_tvm.integrations.tvm_tuning import tune_onnx
 
     out = work / net.stem / f"{method}-s{seed}"
     done = out / "report.json"
     if done.exists():
         return json.loads(done.read_text())
-    if method == "narformer-pre" and not pretrained:
-        raise SystemExit("narformer-pre needs --pretrained (a cost model from `tunedb pretrain`)")
+    if method.startswith("narformer-pre") and not pretrained:
+        raise SystemExit(f"{method} needs --pretrained (a cost model from `tunedb pretrain`)")
+    if method.endswith("-share") and not task_latency:
+        raise SystemExit(f"{method} needs --task-latency (a model from `tunedb task-latency`)")
     shutil.rmtree(out, ignore_errors=True)  # a run cut off earlier: its records would join this run's curve
-    name = {"xgb-warm16": "xgb", "narformer-pre": "narformer"}.get(method, method)
-    kwargs = {"xgb-warm16": {"num_warmup_samples": 16}, "narformer-pre": {"pretrained": pretrained}}.get(method, {})
+    base = method.removesuffix("-share")
+    name = {"xgb-warm16": "xgb", "narformer-pre": "narformer"}.get(base, base)
+    kwargs = {"xgb-warm16": {"num_warmup_samples": 16}, "narformer-pre": {"pretrained": pretrained}}.get(base, {})
+    share = {"scheduler": "share", "task_latency": task_latency} if method.endswith("-share") else {}
     report = tune_onnx(net, out, trials, name, threads=threads, seed=seed, cost_model_kwargs=kwargs,
-                       compare_onnxruntime=False)
+                       compare_onnxruntime=False, **share)
     result = {**asdict(report), "method": method, "seed": seed, "network": net.stem}
     done.write_text(json.dumps(result, indent=2))
     return result
@@ -55,6 +62,7 @@ def report(work: Path, out: Path, seeds: list[int]) -> None:
              "| network | seed | method | final curve us | / xgb | to xgb final (s) | share of xgb time | tuned ms | "
              "tuning s | cost model s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     shares: dict[str, list] = {m: [] for m in METHODS}
+    builds: dict[str, list] = {m: [] for m in METHODS}  # tuned build's latency / xgb's, same network and seed
     for net in sorted(p.name for p in work.iterdir() if p.is_dir()):
         for seed in seeds:
             ref_path = work / net / f"xgb-s{seed}" / "report.json"
@@ -71,20 +79,27 @@ def report(work: Path, out: Path, seeds: list[int]) -> None:
                 if not path.exists():
                     continue
                 r = json.loads(path.read_text())
-                curve = [tuple(c) for c in r["curve"]]
+                partial = any(t.get("default_schedule") for t in r["tasks"])  # a curve over the tuned tasks only
+                curve = [] if partial else [tuple(c) for c in r["curve"]]
                 reach = time_to_reach(curve, ref_final) if curve else None
                 share = reach / ref_time if reach is not None else None
-                shares[method].append(share)
+                if not partial:
+                    shares[method].append(share)
+                builds[method].append(r["tuned_ms"] / ref["tuned_ms"])
                 final = curve[-1][1] if curve else None
                 if final is None:
-                    lines.append(f"| {net} | {seed} | {method} | no network latency: some tasks never measured "
-                                 "| | | | | | |")
+                    why = "tasks at default schedules" if partial else "no network latency: some tasks never measured"
+                    lines.append(f"| {net} | {seed} | {method} | {why} | | | | {r['tuned_ms']:.3f} | "
+                                 f"{r['tuning_seconds']:.0f} | {sum(r['cost_model_seconds'].values()):.0f} |")
                     continue
                 lines.append(f"| {net} | {seed} | {method} | {final:.1f} | {final / ref_final:.2f} | "
                              f"{f'{reach:.0f}' if reach is not None else 'not reached'} | "
                              f"{f'{100 * share:.0f}%' if share is not None else '-'} | {r['tuned_ms']:.3f} | "
                              f"{r['tuning_seconds']:.0f} | {sum(r['cost_model_seconds'].values()):.0f} |"
                              if final else f"| {net} | {seed} | {method} | - | - | - | - | - | - | - |")
+    lines += ["", "| method | runs | tuned build / xgb's (geometric mean) |", "| --- | --- | --- |"]
+    lines += [f"| {m} | {len(v)} | {math.exp(statistics.fmean(math.log(x) for x in v)):.3f} |"
+              for m, v in builds.items() if v]
     lines += ["", "| method | runs reaching xgb's final latency | within 50% of xgb's time | median share |",
               "| --- | --- | --- | --- |"]
     for method, v in shares.items():
@@ -110,6 +125,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="comma-separated")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--pretrained")
+    ap.add_argument("--task-latency", help="the share methods' task-latency model (`tunedb task-latency`)")
     ap.add_argument("--threads", type=int, default=0, help="cores for the tuned code (0: all physical cores); "
                     "the corpus' --threads, so that its records rank schedules as measured here")
     ap.add_argument("--corpus", default="", help="comma-separated `tunedb collect` folders the pre-trained cost "
@@ -131,7 +147,8 @@ def main() -> None:
     for seed in seeds:
         for net in args.networks:
             for method in methods:
-                r = run_one(args.work, net, method, args.trials, seed, args.pretrained, args.threads)
+                r = run_one(args.work, net, method, args.trials, seed, args.pretrained, args.threads,
+                            args.task_latency)
                 print(json.dumps({k: r[k] for k in ("network", "method", "seed", "tuned_ms", "tuning_seconds")}),
                       flush=True)
 
