@@ -123,7 +123,8 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, allow_l
               help="share: the task-latency model (tunedb task-latency); default: the one this machine's profile "
                    "ships, if any.")
 @click.option("--drop-share", type=click.FloatRange(0, 0.5), default=0.01, show_default=True,
-              help="share: the largest part of the predicted network latency left to default schedules.")
+              help="share: the largest part of the predicted network latency left to default schedules (predicted "
+                   "as tuned: a default schedule runs slower than that).")
 @click.option("--compare-onnxruntime/--no-compare-onnxruntime", default=True, show_default=True,
               help="Also measure the model under ONNX Runtime.")
 @click.option("--cost-model", type=click.Choice(["narformer", "xgb", "random"]), default="narformer", show_default=True)
