@@ -20,6 +20,20 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def read_model_json(path: str | Path, fmt: str, kind: str, hint: str) -> dict:
+    """A small model saved as JSON with a ``format`` field: its fields, or a CheckpointError naming the
+    file and the fault (unreadable, or another format) with ``hint``."""
+    from narformer_tvm.errors import CheckpointError
+
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable {kind} ({type(e).__name__})", hint=hint) from None
+    if not isinstance(d, dict) or d.get("format") != fmt:
+        raise CheckpointError(f"{path}: not a {kind} of format {fmt}", hint=hint)
+    return d
+
+
 def read_results(path: Path, matches: Callable[[dict], bool]) -> dict | None:
     """The JSON state saved in ``path`` (which exists) when it parses and ``matches`` accepts it, else None."""
     try:

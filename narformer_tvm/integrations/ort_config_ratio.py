@@ -16,7 +16,6 @@ from typing import Sequence
 
 import numpy as np
 
-from narformer_tvm.errors import CheckpointError
 from narformer_tvm.graph.tokens import LOG_SCALE, SCALARS, GraphTable
 from narformer_tvm.integrations.ort_tuning import Candidate, config_vector, is_default
 from narformer_tvm.measure.ort_session import OPT_LEVELS
@@ -94,13 +93,9 @@ class RatioModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "RatioModel":
-        try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable ratio model ({e})") from e
-        if d.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: not a configuration-ratio model of format {FORMAT}",
-                                  hint="fit one with examples/bench_tune_ort.py fit")
+        from narformer_tvm.fileio import read_model_json
+
+        d = read_model_json(path, FORMAT, "configuration-ratio model", "fit one with examples/bench_tune_ort.py fit")
         return cls(np.array(d["weights"]), d["sigma"], d["cores"], d.get("rows", 0), d.get("models", 0))
 
 

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from narformer_tvm.errors import CheckpointError, InputError
+from narformer_tvm.errors import InputError
 
 FORMAT = "narformer-tvm-task-latency"
 
@@ -48,14 +48,11 @@ class TaskLatencyModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "TaskLatencyModel":
-        try:
-            meta = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable task-latency model ({type(e).__name__})") from None
-        if meta.pop("format", None) != FORMAT:
-            raise CheckpointError(f"{path}: not a narformer-tvm task-latency model",
-                                  hint="fit one with `narformer-tvm tunedb task-latency CORPUS --out FILE`")
-        return cls(**meta)
+        from narformer_tvm.fileio import read_model_json
+
+        meta = read_model_json(path, FORMAT, "task-latency model",
+                               "fit one with `narformer-tvm tunedb task-latency CORPUS --out FILE`")
+        return cls(**{k: v for k, v in meta.items() if k != "format"})
 
 
 def design_space_features(ms, mod, target) -> np.ndarray:
