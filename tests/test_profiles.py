@@ -3,19 +3,21 @@ import json
 from pathlib import Path
 
 from narformer_tvm.measure.backends import MeasureConfig, fingerprint
-from narformer_tvm.profiles import list_profiles, shipped_cost_model
+from narformer_tvm.profiles import DEFAULT_PROFILES, list_profiles, shipped_cost_model
 
 
 def _profile_here(tmp_path: Path, monkeypatch, **fields) -> Path:
-    """A profile named like the default one, for this machine's hardware, shadowing the shipped one."""
+    """Profiles named like every default one, for this machine's hardware unless ``fields`` say otherwise,
+    shadowing the shipped ones (some ship a cost model); the folder of the first, which tune picks."""
     monkeypatch.setenv("NARFORMER_USER_DIR", str(tmp_path / "user"))
     monkeypatch.setenv("NARFORMER_PROFILES", str(tmp_path / "profiles"))
     shipped = json.loads((list_profiles()["cpu-onnxruntime"] / "profile.json").read_text())
-    folder = tmp_path / "profiles" / "cpu-onnxruntime"
-    folder.mkdir(parents=True)
-    meta = {**shipped, "fingerprint": fingerprint(MeasureConfig()), **fields}
-    (folder / "profile.json").write_text(json.dumps(meta))
-    return folder
+    for name in DEFAULT_PROFILES:
+        folder = tmp_path / "profiles" / name
+        folder.mkdir(parents=True)
+        meta = {**shipped, "fingerprint": fingerprint(MeasureConfig()), **fields}
+        (folder / "profile.json").write_text(json.dumps(meta))
+    return tmp_path / "profiles" / DEFAULT_PROFILES[0]
 
 
 def test_tune_finds_the_cost_model_of_the_profile_for_this_machine_and_target(tmp_path, monkeypatch):
