@@ -296,3 +296,15 @@ def test_the_shipped_cost_model_ranks_held_out_records_better_than_random(tmp_pa
         cm = NARFormerCostModel(pretrained=str(path))
         scores = cm.predict_features([f for _, fs, _ in tasks for f in fs])
         assert within_task_kendall(scores, speed, groups) > bound, path
+
+
+def test_candidates_are_batched_as_their_chain_graphs_would_be():
+    from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel, _candidate_graph, _chain_batch
+    from narformer_tvm.model.batching import pad_graphs
+
+    rng = np.random.default_rng(0)
+    feats = [rng.random((int(rng.integers(1, 9)), 164)).astype(np.float32) for _ in range(50)]
+    slow, fast = pad_graphs([_candidate_graph(f) for f in feats]), _chain_batch(feats)
+    assert slow.keys() == fast.keys() and all(np.array_equal(slow[k], fast[k]) for k in slow)
+    scores = NARFormerCostModel().predict_features(feats + [np.zeros((0, 164), np.float32)])
+    assert scores.shape == (51,) and scores[-1] == 0 and np.isfinite(scores).all()
