@@ -299,12 +299,21 @@ def test_the_shipped_cost_model_ranks_held_out_records_better_than_random(tmp_pa
 
 
 def test_candidates_are_batched_as_their_chain_graphs_would_be():
-    from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel, _candidate_graph, _chain_batch
-    from narformer_tvm.model.batching import pad_graphs
+    from narformer_tvm.graph.tokens import EncodedGraph, sinusoid
+    from narformer_tvm.integrations.tvm_cost_model import N_POS_FREQS, NARFormerCostModel, _chain_batch
+    from narformer_tvm.model.batching import collate
+
+    def chain(feat):  # one node per store with a code of its position, an edge from each store to the next
+        n = len(feat)
+        pos = sinusoid(np.arange(n, dtype=np.float64)[:, None], N_POS_FREQS, 100.0).astype(np.float32)
+        edges = np.array([(i, i + 1) for i in range(n - 1)], dtype=np.int64).reshape(-1, 2)
+        return EncodedGraph(x=np.concatenate([feat, pos], axis=1), edges=edges, static=np.ones(1, np.float32))
 
     rng = np.random.default_rng(0)
     feats = [rng.random((int(rng.integers(1, 9)), 164)).astype(np.float32) for _ in range(50)]
-    slow, fast = pad_graphs([_candidate_graph(f) for f in feats]), _chain_batch(feats)
-    assert slow.keys() == fast.keys() and all(np.array_equal(slow[k], fast[k]) for k in slow)
+    ys = rng.random(50)
+    slow, fast = collate([chain(f) for f in feats], ys), _chain_batch(feats, ys)
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(slow.inputs(), fast.inputs()))
+    assert np.array_equal(slow.y.numpy(), fast.y.numpy())
     scores = NARFormerCostModel().predict_features(feats + [np.zeros((0, 164), np.float32)])
     assert scores.shape == (51,) and scores[-1] == 0 and np.isfinite(scores).all()

@@ -31,20 +31,14 @@ N_STORE_FEATURES = 164  # MetaSchedule's PerStoreFeature vector per buffer store
 N_POS_FREQS = 4
 
 
-def _candidate_graph(feat: np.ndarray):
-    from narformer_tvm.graph.tokens import EncodedGraph, sinusoid
+def _chain_batch(features: list[np.ndarray], targets: np.ndarray | None = None):
+    """The model's batch of candidates, each a chain of its stores (node i: store i's features and a
+    code of i; edges i -> i+1), built as arrays at once (what ``collate`` gives for those graphs):
+    predict scores thousands of candidates per search round."""
+    import torch
 
-    n = feat.shape[0]
-    pos = sinusoid(np.arange(n, dtype=np.float64)[:, None], N_POS_FREQS, 100.0)
-    x = np.concatenate([feat.astype(np.float32), pos.astype(np.float32)], axis=1)
-    edges = np.array([(i, i + 1) for i in range(n - 1)], dtype=np.int64).reshape(-1, 2)
-    return EncodedGraph(x=x, edges=edges, static=np.ones(1, dtype=np.float32))
-
-
-def _chain_batch(features: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """The padded model inputs of ``_candidate_graph`` chains (what ``pad_graphs`` gives for them), built
-    at once: predict scores thousands of candidates per search round."""
     from narformer_tvm.graph.tokens import sinusoid
+    from narformer_tvm.model.batching import INPUT_NAMES, Batch
 
     b, n = len(features), max(len(f) for f in features)
     lengths = np.array([len(f) for f in features])
@@ -63,8 +57,10 @@ def _chain_batch(features: list[np.ndarray]) -> dict[str, np.ndarray]:
     degree = np.zeros((b, n, 2), dtype=np.float32)  # (in, out) as pad_graphs counts them
     degree[:, 1:, 0] = nxt
     degree[:, :-1, 1] = nxt
-    return {"x": x, "adj": adj, "degree": degree, "mask": mask, "static": np.ones((b, 1), dtype=np.float32),
-            "cost": np.zeros((b, n, 2), dtype=np.float32), "kind": np.zeros((b, n), dtype=np.int64)}
+    arrays = {"x": x, "adj": adj, "degree": degree, "mask": mask, "static": np.ones((b, 1), dtype=np.float32),
+              "cost": np.zeros((b, n, 2), dtype=np.float32), "kind": np.zeros((b, n), dtype=np.int64)}
+    y = torch.tensor(np.asarray(targets, dtype=np.float32)) if targets is not None else None
+    return Batch(*(torch.from_numpy(arrays[k]) for k in INPUT_NAMES), y)
 
 
 def _throughput(costs) -> np.ndarray:
@@ -101,7 +97,7 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
         self.rng = np.random.default_rng(seed)
         self.frozen, self.num_warmup_samples = frozen, num_warmup_samples
         self.update_steps, self.batch_size = update_steps, batch_size
-        self.data: dict[str, dict] = {}  # task hash -> {"features": [...], "costs": [...], "graphs": [...]}
+        self.data: dict[str, dict] = {}  # task hash -> {"features": [...], "costs": [...]}
         self.focus: str | None = None  # the task being tuned: in every online minibatch
         self.tasks_per_batch, self.regression_weight = 4, 0.5
         self.trained = False
@@ -118,12 +114,11 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
         return [x.numpy().astype(np.float32) for x in self.extractor.extract_from(context, candidates)]
 
     def add(self, task: str, features: list[np.ndarray], costs: list[float]) -> None:
-        g = self.data.setdefault(task, {"features": [], "costs": [], "graphs": []})
+        g = self.data.setdefault(task, {"features": [], "costs": []})
         for f, c in zip(features, costs):
             if len(f):
                 g["features"].append(f)
                 g["costs"].append(c)
-                g["graphs"].append(_candidate_graph(f))  # built once: training revisits every record
 
     def _training_set(self):
         """Features, targets and task sizes, task after task (the row order task_batches assumes)."""
@@ -139,19 +134,17 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
         import torch
 
         from narformer_tvm.learn.ranking import pairwise_rank_loss, task_batches
-        from narformer_tvm.model.batching import collate
 
-        _, ys, sizes = self._training_set()
+        xs, ys, sizes = self._training_set()
         if not ys.size:
             return float("nan")
-        graphs = [gr for g in self.data.values() for gr in g["graphs"]]
         groups = torch.as_tensor(np.repeat(np.arange(len(sizes)), sizes))
         focus = [list(self.data).index(self.focus)] if self.focus in self.data else None
         self.model.train()
         loss_value = float("nan")
         for _ in range(steps):
             idx = task_batches(sizes, self.batch_size, self.tasks_per_batch, self.rng, focus)
-            batch = collate([graphs[i] for i in idx], ys[idx])
+            batch = _chain_batch([xs[i] for i in idx], ys[idx])
             pred = self.model(*batch.inputs())
             loss = pairwise_rank_loss(pred, batch.y, groups[idx]) + \
                 self.regression_weight * ((pred - batch.y) ** 2).mean()
@@ -166,14 +159,13 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
     def predict_features(self, features: list[np.ndarray]) -> np.ndarray:
         import torch
 
-        from narformer_tvm.model.batching import INPUT_NAMES, size_buckets
+        from narformer_tvm.model.batching import size_buckets
 
         out = np.zeros(len(features))
         valid = np.array([i for i, f in enumerate(features) if len(f)], dtype=np.int64)
         with torch.no_grad():
             for idx in size_buckets([len(features[i]) for i in valid], 1024):
-                arrays = _chain_batch([features[i] for i in valid[idx]])
-                out[valid[idx]] = self.model(*(torch.from_numpy(arrays[k]) for k in INPUT_NAMES)).numpy()
+                out[valid[idx]] = self.model(*_chain_batch([features[i] for i in valid[idx]]).inputs()).numpy()
         return out
 
     def pretrain(self, work_dirs: list[str], steps: int = 500, validation_share: float = 0.0,
