@@ -14,16 +14,23 @@ from narformer_tvm.integrations.tvm_env import fast_builder, meta_schedule
 FEATURE_CACHE = "narformer_features.npz"  # beside the database: replaying traces costs ~25 ms a record
 
 
-def read_tuning_records(work_dir: str, cache: bool = True):
-    """(task hash, per-store features, costs in s) for each workload of a MetaSchedule JSON database
-    (``database_workload.json`` + ``database_tuning_record.json`` in ``work_dir``). With ``cache``, the
-    features are kept in ``work_dir``/narformer_features.npz and reused while the records file is unchanged."""
+def database_files(work_dir: str | Path) -> tuple[Path, Path]:
+    """The workload and tuning-record files of the MetaSchedule JSON database in ``work_dir``."""
     from narformer_tvm.errors import InputError
 
     wl, tr = Path(work_dir) / "database_workload.json", Path(work_dir) / "database_tuning_record.json"
     if not wl.is_file() or not tr.is_file():
         raise InputError(f"{work_dir}: no MetaSchedule database (database_workload.json, database_tuning_record.json)",
-                         hint="point at the --work-dir of `narformer-tvm tune` or of a tune_tir/tune_relax run")
+                         hint="point at the --work-dir of `narformer-tvm tune` or of a tune_tir/tune_relax run, "
+                              "or a `tunedb collect` folder")
+    return wl, tr
+
+
+def read_tuning_records(work_dir: str, cache: bool = True):
+    """(task hash, per-store features, costs in s) for each workload of a MetaSchedule JSON database
+    (``database_workload.json`` + ``database_tuning_record.json`` in ``work_dir``). With ``cache``, the
+    features are kept in ``work_dir``/narformer_features.npz and reused while the records file is unchanged."""
+    wl, tr = database_files(work_dir)
     stamp = np.array([tr.stat().st_size, wl.stat().st_size], dtype=np.int64)
     path = Path(work_dir) / FEATURE_CACHE
     if cache and path.is_file():

@@ -11,8 +11,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from narformer_tvm.errors import InputError
-
 FORMAT = "narformer-tvm-task-latency"
 
 
@@ -68,13 +66,12 @@ def corpus_tasks(work_dirs: Sequence[str | Path], progress: Callable[[str], None
     """(features (T, F), log best seconds (T,)) of every workload with a measured record in the
     MetaSchedule databases of ``work_dirs``."""
     from narformer_tvm.integrations.tvm_env import meta_schedule
+    from narformer_tvm.integrations.tvm_records import database_files
 
     ms = meta_schedule()
     best: dict[str, tuple] = {}
     for d in work_dirs:
-        wl, tr = Path(d) / "database_workload.json", Path(d) / "database_tuning_record.json"
-        if not wl.is_file() or not tr.is_file():
-            raise InputError(f"{d}: no MetaSchedule database (database_workload.json, database_tuning_record.json)")
+        wl, tr = database_files(d)
         for rec in ms.database.JSONDatabase(str(wl), str(tr), allow_missing=False).get_all_tuning_records():
             secs = [float(s) for s in rec.run_secs or []]
             cost = float(np.median(secs)) if secs else np.inf
@@ -115,7 +112,8 @@ def heavy_tasks(shares: Sequence[float], drop: float) -> list[int]:
     """Indices of the tasks to tune: the largest predicted shares of the network's latency until at most
     ``drop`` of it is left (the rest keep their default schedules); never none."""
     order = np.argsort(shares)[::-1]
-    total, kept, left = float(np.sum(shares)), [], float(np.sum(shares))
+    total = left = float(np.sum(shares))
+    kept: list[int] = []
     for i in order:
         if kept and left <= drop * total:
             break
