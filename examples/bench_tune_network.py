@@ -7,9 +7,10 @@
 Each network is tuned by `narformer-tvm tune`'s joint (gradient) task scheduler with the same trials and
 seed under every method: ``xgb`` (MetaSchedule's default), ``xgb-warm16`` (its model used from the 17th
 measurement), ``random``, ``narformer`` (from scratch, online) and ``narformer-pre`` (the ``--pretrained``
-cost model, fine-tuned online); ``xgb-share`` and ``narformer-pre-share`` tune with the ``share`` scheduler
-(``--task-latency``: only the tasks that make up all but 1% of the predicted network latency). The tuning curve is the sum over tasks of weight x best latency so far
-after each measured batch (what the scheduler optimises); the target reads it against wall time:
+cost model, fine-tuned online); ``xgb-share`` and ``narformer-pre-share`` tune with the ``share``
+scheduler (``--task-latency``: only the tasks that make up all but 1% of the predicted network latency).
+The tuning curve is the sum over tasks of weight x best latency so far after each measured batch (what
+the scheduler optimises); the target reads it against wall time:
 seconds until a method's curve reaches xgb's final value, as a share of xgb's tuning time. The tuned
 network is also built and measured at the end. Runs are resumable (one folder per network/method/seed).
 Use networks none of whose tasks are in the pre-training corpus. The share methods' curves leave out the

@@ -145,7 +145,8 @@ def load_ort_predictor(spec: str | None):
     return Predictor.load(path)
 
 
-EXTRA_PREDICTORS = ("ort_configs", "ort_ratios", "tvm_cost_model", "tvm_task_latency")  # profile.json fields naming further files
+# profile.json fields naming further files
+EXTRA_PREDICTORS = ("ort_configs", "ort_ratios", "tvm_cost_model", "tvm_task_latency")
 
 
 def shipped_cost_model(target: str = "llvm", field: str = "tvm_cost_model") -> Path | None:
