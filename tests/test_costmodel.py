@@ -7,6 +7,7 @@ import onnx
 import pytest
 
 tvm = pytest.importorskip("tvm")
+tvm_ffi = pytest.importorskip("tvm_ffi")
 
 from narformer_tvm.errors import InputError  # noqa: E402
 from narformer_tvm.integrations.tvm_env import (
@@ -102,6 +103,25 @@ def test_cost_model_contract(tuned, tmp_path):
         cands.append(ms.MeasureCandidate(sch, rec.args_info))
     scores = cm.predict(ctx, cands)
     assert scores.shape == (5,) and np.isfinite(scores).all()
+    # features are extracted once per distinct schedule; repeats read the same numbers back
+    fresh = [x.numpy().astype(np.float32) for x in ms.feature_extractor.PerStoreFeature().extract_from(ctx, cands)]
+    distinct = len({tvm_ffi.structural_hash(c.sch.mod) for c in cands})
+    real, calls = cm.extractor, []
+
+    class Counting:
+        def extract_from(self, context, candidates):
+            calls.append(len(candidates))
+            return real.extract_from(context, candidates)
+
+    cm.extractor = Counting()
+    cm.feature_cache.clear()
+    first, again = cm._features(ctx, cands + cands[:2]), cm._features(ctx, cands)
+    assert distinct > 1 and calls == [distinct]
+    assert all(np.array_equal(a, b) for a, b in zip(first + again, fresh + fresh[:2] + fresh))
+    cm.feature_cache_size = 2
+    cm._features(ctx, cands)
+    assert len(cm.feature_cache) == 2 and calls == [distinct]
+    cm.extractor = real
     # failed results are accepted and score 0 in training
     failed = [ms.runner.RunnerResult(run_secs=None, error_msg="boom") for _ in cands[:2]]
     cm.update(ctx, cands[:2], failed)

@@ -77,12 +77,15 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
 
     ``pretrained``: a file written by ``save`` (e.g. after offline training on tuning records);
     ``frozen``: never retrain (use a pre-trained model as is); ``update_steps``: gradient steps
-    per ``update`` call, which keeps retraining incremental and cheap.
+    per ``update`` call, which keeps retraining incremental and cheap; ``feature_cache_size``: the
+    most candidates whose features are kept for reuse (least recently scored dropped first).
     """
 
     def __init__(self, *, d_model: int = 64, n_layers: int = 2, n_groups: int = 4, pretrained: str | None = None,
                  frozen: bool = False, num_warmup_samples: int = 16, update_steps: int = 40, batch_size: int = 64,
-                 lr: float = 2e-3, seed: int = 0):
+                 lr: float = 2e-3, seed: int = 0, feature_cache_size: int = 20000):
+        import collections
+
         import torch
 
         from narformer_tvm.model.narformer import ModelConfig, NARFormer
@@ -102,6 +105,8 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
         self.tasks_per_batch, self.regression_weight = 4, 0.5
         self.trained = False
         self.seconds = {"predict": 0.0, "update": 0.0}
+        self.feature_cache: collections.OrderedDict = collections.OrderedDict()  # structural hash -> features
+        self.feature_cache_size = feature_cache_size
         if pretrained:
             self.load(pretrained)
 
@@ -111,7 +116,26 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
         return sum(len(g["costs"]) for g in self.data.values())
 
     def _features(self, context, candidates) -> list[np.ndarray]:
-        return [x.numpy().astype(np.float32) for x in self.extractor.extract_from(context, candidates)]
+        """Per-store features, extracted once per distinct schedule: extraction is nearly all of
+        predict's time, later generations of the evolutionary search score many schedules again, and
+        ``update`` sees the measured ones a second time."""
+        from tvm_ffi import structural_hash
+
+        keys = [structural_hash(c.sch.mod) for c in candidates]
+        todo: dict[int, int] = {}  # key -> index of its first candidate, for the keys not kept
+        for i, key in enumerate(keys):
+            if key in self.feature_cache:
+                self.feature_cache.move_to_end(key)
+            else:
+                todo.setdefault(key, i)
+        if todo:
+            new = self.extractor.extract_from(context, [candidates[i] for i in todo.values()])
+            for key, x in zip(todo, new):
+                self.feature_cache[key] = x.numpy().astype(np.float32)
+        out = [self.feature_cache[key] for key in keys]
+        while len(self.feature_cache) > self.feature_cache_size:
+            self.feature_cache.popitem(last=False)
+        return out
 
     def add(self, task: str, features: list[np.ndarray], costs: list[float]) -> None:
         g = self.data.setdefault(task, {"features": [], "costs": []})
