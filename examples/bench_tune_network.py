@@ -64,6 +64,7 @@ def report(work: Path, out: Path, seeds: list[int]) -> None:
              "tuning s | cost model s |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     shares: dict[str, list] = {m: [] for m in METHODS}
     builds: dict[str, list] = {m: [] for m in METHODS}  # tuned build's latency / xgb's, same network and seed
+    cm_share: dict[str, list] = {m: [] for m in METHODS}  # cost model seconds / tuning seconds
     for net in sorted(p.name for p in work.iterdir() if p.is_dir()):
         for seed in seeds:
             ref_path = work / net / f"xgb-s{seed}" / "report.json"
@@ -87,6 +88,7 @@ def report(work: Path, out: Path, seeds: list[int]) -> None:
                 if not partial:
                     shares[method].append(share)
                 builds[method].append(r["tuned_ms"] / ref["tuned_ms"])
+                cm_share[method].append(sum(r["cost_model_seconds"].values()) / r["tuning_seconds"])
                 final = curve[-1][1] if curve else None
                 if final is None:
                     why = "tasks at default schedules" if partial else "no network latency: some tasks never measured"
@@ -98,9 +100,10 @@ def report(work: Path, out: Path, seeds: list[int]) -> None:
                              f"{f'{100 * share:.0f}%' if share is not None else '-'} | {r['tuned_ms']:.3f} | "
                              f"{r['tuning_seconds']:.0f} | {sum(r['cost_model_seconds'].values()):.0f} |"
                              if final else f"| {net} | {seed} | {method} | - | - | - | - | - | - | - |")
-    lines += ["", "| method | runs | tuned build / xgb's (geometric mean) |", "| --- | --- | --- |"]
-    lines += [f"| {m} | {len(v)} | {math.exp(statistics.fmean(math.log(x) for x in v)):.3f} |"
-              for m, v in builds.items() if v]
+    lines += ["", "| method | runs | tuned build / xgb's (geometric mean) | cost model share of tuning time (median) |",
+              "| --- | --- | --- | --- |"]
+    lines += [f"| {m} | {len(v)} | {math.exp(statistics.fmean(math.log(x) for x in v)):.3f} | "
+              f"{100 * statistics.median(cm_share[m]):.0f}% |" for m, v in builds.items() if v]
     lines += ["", "| method | runs reaching xgb's final latency | within 50% of xgb's time | median share |",
               "| --- | --- | --- | --- |"]
     for method, v in shares.items():

@@ -213,6 +213,7 @@ def test_whole_network_tuning_shares_trials_and_compares_with_onnxruntime(tmp_pa
     assert report.tuned_ms > 0 and report.untuned_ms > 0 and report.onnxruntime_ms > 0
     assert {"import", "untuned build and measure", "onnxruntime measure", "task extraction", "tuning",
             "tuned build", "tuned measure"} == set(report.phases)
+    assert 0 < report.cost_model_seconds["predict"] < report.tuning_seconds  # a built-in model timed too
     # the tuning curve over wall time: never rising, within the tuning time
     times, lat = zip(*report.curve)
     assert list(lat) == sorted(lat, reverse=True) and 0 <= times[0] <= times[-1] <= report.tuning_seconds

@@ -155,6 +155,10 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
                                         str(work_dir / "database_tuning_record.json"))
     kwargs = dict(cost_model_kwargs or {}, **({"seed": seed} if cost_model == "narformer" else {}))
     cm = get_cost_model(cost_model, **kwargs)
+    if not hasattr(cm, "seconds"):  # a built-in: time it, for the cost model's share of tuning time
+        from narformer_tvm.integrations.timed_cost_model import TimedCostModel
+
+        cm = TimedCostModel(cm)
     builder, runner = predict_only_pair(cm) if predict_only else (fast_builder(), ms.runner.LocalRunner())
     report.measured = 0 if predict_only else None
     t_start = time.time()
