@@ -147,7 +147,10 @@ def main() -> None:
             print(f"{net}: {n} tasks, {len(shared)} in the corpus{': ' + ', '.join(shared) if shared else ''}")
             if shared:
                 raise SystemExit(f"{net} shares tasks with the corpus, so it is not held out")
-    methods = [m for m in METHODS if m in args.methods.split(",")]  # xgb first: the others are read against it
+    unknown = set(args.methods.split(",")) - set(METHODS)
+    if unknown:
+        raise SystemExit(f"unknown methods {', '.join(sorted(unknown))}; choose from {', '.join(METHODS)}")
+    methods = sorted(args.methods.split(","), key=lambda m: m != "xgb")  # xgb first: the others are read against it
     for seed in seeds:
         for net in args.networks:
             for method in methods:
