@@ -21,7 +21,7 @@ import numpy as np
 from tvm.ir.utils import derived_object
 
 from narformer_tvm.integrations.tvm_env import meta_schedule
-from narformer_tvm.integrations.tvm_records import read_tuning_records
+from narformer_tvm.integrations.tvm_records import median_seconds, read_tuning_records
 
 ms = meta_schedule()  # this module is imported only where TVM is used (the registry, entry points)
 
@@ -266,8 +266,7 @@ class NARFormerCostModel(ms.cost_model.PyCostModel):
         import time
 
         t0 = time.perf_counter()
-        costs = [float(np.median([float(s) for s in r.run_secs])) if r.run_secs and r.error_msg is None
-                 else math.inf for r in results]
+        costs = [median_seconds(r.run_secs, r.error_msg) for r in results]
         self.focus = ms.utils.shash2hex(context.mod)
         self.add(self.focus, self._features(context, candidates), costs)
         if not self.frozen and self.data_size >= self.num_warmup_samples:

@@ -14,6 +14,13 @@ from narformer_tvm.integrations.tvm_env import fast_builder, meta_schedule
 FEATURE_CACHE = "narformer_features.npz"  # beside the database: replaying traces costs ~25 ms a record
 
 
+def median_seconds(run_secs, error_msg=None) -> float:
+    """A measurement's run time: the median of its repeats; ``math.inf`` for a failed or missing one."""
+    if not run_secs or error_msg is not None:
+        return math.inf
+    return float(np.median([float(s) for s in run_secs]))
+
+
 def database_files(work_dir: str | Path) -> tuple[Path, Path]:
     """The workload and tuning-record files of the MetaSchedule JSON database in ``work_dir``."""
     from narformer_tvm.errors import InputError
@@ -68,7 +75,7 @@ def _extract(wl: Path, tr: Path) -> list:
         ctx = ms.TuneContext(mod=mod, target=rec.target)
         cand = ms.MeasureCandidate(sch, rec.args_info)
         feat = extractor.extract_from(ctx, [cand])[0].numpy().astype(np.float32)
-        cost = float(np.median([float(s) for s in rec.run_secs])) if rec.run_secs else math.inf
+        cost = median_seconds(rec.run_secs)
         key = ms.utils.shash2hex(mod)
         by_task.setdefault(key, ([], []))
         by_task[key][0].append(feat)

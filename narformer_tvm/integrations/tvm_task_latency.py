@@ -66,15 +66,14 @@ def corpus_tasks(work_dirs: Sequence[str | Path], progress: Callable[[str], None
     """(features (T, F), log best seconds (T,)) of every workload with a measured record in the
     MetaSchedule databases of ``work_dirs``."""
     from narformer_tvm.integrations.tvm_env import meta_schedule
-    from narformer_tvm.integrations.tvm_records import database_files
+    from narformer_tvm.integrations.tvm_records import database_files, median_seconds
 
     ms = meta_schedule()
     best: dict[str, tuple] = {}
     for d in work_dirs:
         wl, tr = database_files(d)
         for rec in ms.database.JSONDatabase(str(wl), str(tr), allow_missing=False).get_all_tuning_records():
-            secs = [float(s) for s in rec.run_secs or []]
-            cost = float(np.median(secs)) if secs else np.inf
+            cost = median_seconds(rec.run_secs)
             if not 0 < cost < 1e9:  # failed runs are stored as 1e10
                 continue
             key = ms.utils.shash2hex(rec.workload.mod)

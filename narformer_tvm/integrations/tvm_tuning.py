@@ -10,6 +10,7 @@ the warm-up round spends nothing on them). The tuning records
 land in a MetaSchedule JSON database in the work dir."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from narformer_tvm.errors import InputError
+from narformer_tvm.integrations.tvm_records import median_seconds
 from narformer_tvm.measure.backends import MeasureConfig, runs_per_block
 
 
@@ -239,8 +241,8 @@ def curve_recorder(ms, path: Path, start: float, task_offset: int = 0):
     @derived_object
     class CurveRecorder(ms.measure_callback.PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-            us = [1e6 * float(np.median([float(x) for x in r.run_secs])) if r.run_secs and r.error_msg is None
-                  else None for r in runner_results]
+            secs = [median_seconds(r.run_secs, r.error_msg) for r in runner_results]
+            us = [1e6 * s if math.isfinite(s) else None for s in secs]
             with open(path, "a") as f:
                 f.write(json.dumps({"s": round(time.time() - start, 3), "task": task_offset + int(task_id),
                                     "us": us}) + "\n")
@@ -279,7 +281,7 @@ def task_best(database, mod) -> tuple[int, float | None]:
     """(records, best median run time in us) of one task in ``database``."""
     recs = database.get_top_k(database.commit_workload(mod), 10_000)
     best = [r for r in recs if r.run_secs]
-    return len(recs), (1e6 * float(np.median([float(s) for s in best[0].run_secs])) if best else None)
+    return len(recs), (1e6 * median_seconds(best[0].run_secs) if best else None)
 
 
 def _tune_jointly(ms, tasks, target, trials, seed, builder, runner, database, cm, work_dir, predict_only,
