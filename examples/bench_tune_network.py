@@ -53,6 +53,25 @@ def run_one(work: Path, net: Path, method: str, trials: int, seed: int, pretrain
     return result
 
 
+def rebuild(work: Path, networks: list[Path], threads: int) -> None:
+    """Build each finished run's tuned network again from its database and measure it, and recompute its
+    curve from its measured batches (runs whose tuned build had missed the tuned schedules)."""
+    from narformer_tvm.integrations.tvm_tuning import CURVE, measure_tuned, network_curve
+
+    for net in networks:
+        for done in sorted((work / net.stem).glob("*-s*/report.json")):
+            r = json.loads(done.read_text())
+            if r.get("rebuilt"):
+                continue
+            ms = measure_tuned(net, done.parent, threads=threads, seed=r["seed"])
+            weights = [t["weight"] for t in r["tasks"] if not t.get("default_schedule")]
+            r.update(tuned_ms_before_rebuild=r["tuned_ms"], tuned_ms=ms, rebuilt=True,
+                     curve=network_curve(done.parent / CURVE, weights))
+            done.write_text(json.dumps(r, indent=2))
+            print(f"{net.stem} {r['method']} seed {r['seed']}: tuned {ms:.3f} ms "
+                  f"(was {r['tuned_ms_before_rebuild']:.3f})", flush=True)
+
+
 def report(work: Path, out: Path, seeds: list[int]) -> None:
     from narformer_tvm.integrations.tvm_tuning import time_to_reach
 
@@ -122,7 +141,7 @@ def report(work: Path, out: Path, seeds: list[int]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("phase", choices=["run", "report"])
+    ap.add_argument("phase", choices=["run", "rebuild", "report"])
     ap.add_argument("networks", nargs="*", type=Path)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--trials", type=int, default=256)
@@ -139,6 +158,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.phase == "report":
         return report(args.work, args.out, seeds)
+    if args.phase == "rebuild":
+        return rebuild(args.work, args.networks, args.threads)
     if corpus := [c for c in args.corpus.split(",") if c]:
         from narformer_tvm.integrations.tvm_collect import shared_tasks
 

@@ -202,11 +202,25 @@ def conv_then_dense() -> onnx.ModelProto:
 
 
 @pytest.mark.slow
-def test_whole_network_tuning_shares_trials_and_compares_with_onnxruntime(tmp_path):
-    from narformer_tvm.integrations.tvm_tuning import tune_onnx
+def test_whole_network_tuning_shares_trials_and_compares_with_onnxruntime(tmp_path, capfd):
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from narformer_tvm.integrations.tvm_env import make_target
+    from narformer_tvm.integrations.tvm_tuning import extract_tasks, measure_tuned, tune_onnx
+    from narformer_tvm.measure.backends import MeasureConfig
 
     onnx.save(conv_then_dense(), tmp_path / "net.onnx")
     report = tune_onnx(tmp_path / "net.onnx", tmp_path / "w", trials=8, cost_model="random")
+    # the module tune builds finds a tuned record for every task (TVM warns for each function it misses)
+    target = make_target(MeasureConfig(runtime="tvm", target="llvm"))  # as tune's
+    mod, tasks = extract_tasks(from_onnx(conv_then_dense(), keep_params_in_input=False), target, "net.onnx")
+    db = meta_schedule().database.JSONDatabase(str(tmp_path / "w" / "database_workload.json"),
+                                               str(tmp_path / "w" / "database_tuning_record.json"))
+    capfd.readouterr()
+    with target, tvm.transform.PassContext(opt_level=3):
+        meta_schedule().relax_integration.compile_relax(db, mod, target, params=None, enable_warning=True)
+    assert "record is not found" not in capfd.readouterr().err
+    assert measure_tuned(tmp_path / "net.onnx", tmp_path / "w") > 0  # the same build, again from the folder
     assert report.scheduler == "gradient" and len(report.tasks) >= 2
     assert sum(t.trials for t in report.tasks) >= 2 and all(t.error is None for t in report.tasks)
     assert all(t.best_us for t in report.tasks if t.trials)  # each task tried has a measured best
@@ -230,6 +244,9 @@ def test_network_curve_sums_weighted_task_bests_once_every_task_has_one(tmp_path
     curve = network_curve(tmp_path / "c.jsonl", weights=[2, 3])
     assert curve == [(3.0, 2 * 10.0 + 3 * 5.0), (4.0, 2 * 8.0 + 3 * 5.0)]  # the torn last line is skipped
     assert time_to_reach(curve, 31.0) == 4.0 and time_to_reach(curve, 30.0) is None
+    # a third task never measured (every run failed) keeps its default schedule: left out, not blocking
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + [{"s": 6.0, "task": 2, "us": [None]}]))
+    assert network_curve(tmp_path / "d.jsonl", weights=[2, 3, 4]) == curve + [(6.0, 2 * 8.0 + 3 * 5.0)]
 
 
 def test_tune_refuses_a_target_this_machine_lacks(tmp_path, capsys):

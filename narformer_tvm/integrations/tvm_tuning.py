@@ -195,9 +195,35 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
     return report
 
 
+def measure_tuned(path: str | Path, work_dir: str | Path, threads: int = 0, input_shapes: dict | None = None,
+                  seed: int = 0, target: str = "llvm") -> float:
+    """Build the ONNX model at ``path`` with the schedules ``tune_onnx`` left in ``work_dir`` and measure it
+    (ms), as its tuned build and measure phases do."""
+    import onnx
+    import tvm
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from narformer_tvm.integrations.tvm_env import make_target, meta_schedule, random_inputs
+
+    ms, cfg = meta_schedule(), MeasureConfig(runtime="tvm", target=target, threads=threads)
+    tvm_target = make_target(cfg)
+    model = onnx.load(str(path))
+    mod, _ = extract_tasks(from_onnx(model, shape_dict=input_shapes or None, keep_params_in_input=False),
+                           tvm_target, path)
+    database = ms.database.JSONDatabase(str(Path(work_dir) / "database_workload.json"),
+                                        str(Path(work_dir) / "database_tuning_record.json"))
+    with tvm_target, tvm.transform.PassContext(opt_level=3):
+        tuned = ms.relax_integration.compile_relax(database, mod, tvm_target, params=None)
+    dev = tvm.cuda(0) if target == "cuda" else tvm.cpu()
+    return _time_vm(tuned, random_inputs(model, input_shapes, seed=seed), dev, cfg)
+
+
 def extract_tasks(mod, tvm_target, path: str | Path):
-    """(prepared Relax module, its MetaSchedule tuning tasks), prepared as relax's static_shape_tuning
-    pipeline does; ``path`` names the model in the error when there is nothing to tune."""
+    """(the Relax module to build with the tuned schedules, its MetaSchedule tuning tasks), prepared as
+    relax's static_shape_tuning pipeline does; ``path`` names the model in the error when there is
+    nothing to tune. The module returned is the one before fusion: ``compile_relax`` legalises and
+    fuses again, and a second pass over fused functions annotates them (``op_pattern``), so that no
+    tuned record would match them and the build would keep default schedules."""
     import tvm
     from tvm import relax
 
@@ -205,8 +231,8 @@ def extract_tasks(mod, tvm_target, path: str | Path):
 
     with tvm_target:
         mod = tvm.transform.Sequential([relax.transform.DecomposeOpsForInference(),
-                                        relax.transform.CanonicalizeBindings(), relax.get_pipeline("zero")])(mod)
-        tasks = meta_schedule().relax_integration.extract_tasks(mod, tvm_target)
+                                        relax.transform.CanonicalizeBindings()])(mod)
+        tasks = meta_schedule().relax_integration.extract_tasks(relax.get_pipeline("zero")(mod), tvm_target)
     if not tasks:
         raise InputError(f"{path}: TVM extracted no tunable tasks")
     return mod, tasks
@@ -253,22 +279,26 @@ def curve_recorder(ms, path: Path, start: float, task_offset: int = 0):
 def network_curve(path: Path, weights: list[int]) -> list[tuple[float, float]]:
     """(seconds, estimated network latency in us) after each measured batch once every task has a working
     schedule: the sum over tasks of weight x best latency so far, the estimate MetaSchedule's gradient
-    scheduler works with."""
+    scheduler works with. A task without a working schedule by the end of the run (the scheduler never
+    measured it, or every run of it failed) is left out: it keeps its default schedule whatever the cost
+    model, so it would only hold the curve back."""
     import json
 
-    best: dict[int, float] = {}
-    out = []
-    lines = path.read_text().splitlines() if path.is_file() else []
-    for line in lines:
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
         try:
-            r = json.loads(line)
+            rows.append(json.loads(line))
         except json.JSONDecodeError:  # a line torn by an interrupted run
             continue
+    ever = {r["task"] for r in rows if any(u is not None for u in r["us"])} & set(range(len(weights)))
+    best: dict[int, float] = {}
+    out = []
+    for r in rows:
         ok = [u for u in r["us"] if u is not None]
-        if ok:
+        if ok and r["task"] in ever:
             best[r["task"]] = min(best.get(r["task"], float("inf")), min(ok))
-        if len(best) == len(weights):
-            out.append((r["s"], sum(w * best[k] for k, w in enumerate(weights))))
+        if ever and len(best) == len(ever):
+            out.append((r["s"], sum(weights[k] * b for k, b in best.items())))
     return out
 
 
