@@ -186,8 +186,8 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
         report.tasks += [TaskResult(t.task_name, int(t.weight), predicted_share=float(shares[i]),
                                     default_schedule=True) for i, t in enumerate(tasks) if i not in kept]
     report.cost_model_seconds = dict(getattr(cm, "seconds", {}) or {})
-    with phase("tuned build"), tvm_target, tvm.transform.PassContext(opt_level=3):
-        tuned = ms.relax_integration.compile_relax(database, mod, tvm_target, params=None)
+    with phase("tuned build"):
+        tuned = build_tuned(database, mod, tvm_target)
     with phase("tuned measure"):
         report.tuned_ms = _time_vm(tuned, inputs, dev, cfg)
     if cost_model == "narformer":
@@ -204,18 +204,27 @@ def measure_tuned(path: str | Path, work_dir: str | Path, threads: int = 0, inpu
     from tvm.relax.frontend.onnx import from_onnx
 
     from narformer_tvm.integrations.tvm_env import make_target, meta_schedule, random_inputs
+    from narformer_tvm.integrations.tvm_records import database_files
 
     ms, cfg = meta_schedule(), MeasureConfig(runtime="tvm", target=target, threads=threads)
     tvm_target = make_target(cfg)
     model = onnx.load(str(path))
     mod, _ = extract_tasks(from_onnx(model, shape_dict=input_shapes or None, keep_params_in_input=False),
                            tvm_target, path)
-    database = ms.database.JSONDatabase(str(Path(work_dir) / "database_workload.json"),
-                                        str(Path(work_dir) / "database_tuning_record.json"))
-    with tvm_target, tvm.transform.PassContext(opt_level=3):
-        tuned = ms.relax_integration.compile_relax(database, mod, tvm_target, params=None)
+    wl, tr = database_files(work_dir)
+    tuned = build_tuned(ms.database.JSONDatabase(str(wl), str(tr), allow_missing=False), mod, tvm_target)
     dev = tvm.cuda(0) if target == "cuda" else tvm.cpu()
     return _time_vm(tuned, random_inputs(model, input_shapes, seed=seed), dev, cfg)
+
+
+def build_tuned(database, mod, tvm_target):
+    """``mod`` (as ``extract_tasks`` returns it) built with the schedules in ``database``."""
+    import tvm
+
+    from narformer_tvm.integrations.tvm_env import meta_schedule
+
+    with tvm_target, tvm.transform.PassContext(opt_level=3):
+        return meta_schedule().relax_integration.compile_relax(database, mod, tvm_target, params=None)
 
 
 def extract_tasks(mod, tvm_target, path: str | Path):
