@@ -233,6 +233,25 @@ def test_whole_network_tuning_shares_trials_and_compares_with_onnxruntime(tmp_pa
     assert list(lat) == sorted(lat, reverse=True) and 0 <= times[0] <= times[-1] <= report.tuning_seconds
 
 
+def test_the_search_population_reaches_every_task_context_and_too_small_is_refused(tmp_path):
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from narformer_tvm.integrations.tvm_env import make_target
+    from narformer_tvm.integrations.tvm_tuning import extract_tasks, task_context, tune_onnx
+    from narformer_tvm.measure.backends import MeasureConfig
+
+    target = make_target(MeasureConfig(runtime="tvm", target="llvm"))
+    _, tasks = extract_tasks(from_onnx(conv_then_dense(), keep_params_in_input=False), target, "net.onnx")
+    ms = meta_schedule()
+    small = task_context(ms, tasks[0], target, 0, population=32).search_strategy
+    assert (small.population_size, small.init_min_unmeasured) == (32, 32)
+    default = task_context(ms, tasks[0], target, 0).search_strategy
+    assert default.population_size == 512  # MetaSchedule's own default search, untouched
+    onnx.save(conv_then_dense(), tmp_path / "net.onnx")
+    with pytest.raises(InputError, match="population of 8"):
+        tune_onnx(tmp_path / "net.onnx", tmp_path / "w", trials=4, cost_model="random", population=8)
+
+
 def test_network_curve_sums_weighted_task_bests_once_every_task_has_one(tmp_path):
     import json
 

@@ -142,9 +142,12 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, allow_l
               help="Where the tuning database and logs go.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Cores (0 = physical cores).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--population", type=click.IntRange(min=16), default=512, show_default=True,
+              help="Schedules the evolutionary search scores per generation, in every round of every task: the "
+                   "cost model's work per round (MetaSchedule's default 512).")
 @input_shape_option
 def tune(model, trials, target, scheduler, task_latency, drop_share, compare_onnxruntime, cost_model, pretrained,
-         from_scratch, frozen, predict_only, measure_top, work_dir, threads, seed, input_shapes):
+         from_scratch, frozen, predict_only, measure_top, work_dir, threads, seed, population, input_shapes):
     """Tune MODEL's TVM tasks with a cost model, build the tuned network, and compare it with the untuned
     build and with ONNX Runtime; wall time per phase."""
     from rich.table import Table
@@ -177,7 +180,7 @@ def tune(model, trials, target, scheduler, task_latency, drop_share, compare_onn
                            progress=lambda m: bar.update(task, status=m), predict_only=predict_only,
                            measure_top_n=measure_top, target=target, scheduler=scheduler,
                            compare_onnxruntime=compare_onnxruntime, task_latency=task_latency,
-                           drop_share=drop_share)
+                           drop_share=drop_share, population=population)
     t = Table(title=f"{model}: {cost_model}, {trials} trials ({scheduler} scheduler, {target})", title_justify="left")
     shares = scheduler == "share"
     cols = ("task", "weight") + (("predicted share",) if shares else ()) + ("trials", "best us", "time s", "status")

@@ -50,9 +50,12 @@ class TuneReport:
     scheduler: str = "gradient"
     phases: dict = field(default_factory=dict)  # phase -> wall seconds
     curve: list = field(default_factory=list)  # (tuning seconds, estimated network us): sum of weight x best task
+    population: int = 512  # the evolutionary search's schedules per generation
 
 
 SCHEDULERS = ("gradient", "per-task", "share")
+POPULATION = 512  # MetaSchedule's evolutionary search: schedules scored per generation
+MIN_POPULATION = 16
 
 
 class _Phases:
@@ -105,12 +108,13 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
               progress: Callable[[str], None] | None = None, predict_only: bool = False,
               measure_top_n: int = 4, target: str = "llvm", scheduler: str = "gradient",
               compare_onnxruntime: bool = True, task_latency: str | Path | None = None,
-              drop_share: float = 0.01) -> TuneReport:
+              drop_share: float = 0.01, population: int = POPULATION) -> TuneReport:
     """Tune every task of an ONNX model for ``target`` within ``trials`` in all. ``predict_only``:
     explore with the (pre-trained, frozen) cost model's predictions in place of builds and runs, then
     measure the ``measure_top_n`` best predicted schedules of each task for real. ``scheduler="share"``
     weighs the tasks with the ``task_latency`` model (``tunedb task-latency``) and tunes those that make
-    up all but ``drop_share`` of the predicted network latency."""
+    up all but ``drop_share`` of the predicted network latency. ``population``: schedules the evolutionary
+    search scores per generation (the cost model's work per round)."""
     import onnx
     import tvm
     from tvm.relax.frontend.onnx import from_onnx
@@ -128,6 +132,9 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
 
     if scheduler not in SCHEDULERS:
         raise InputError(f"unknown task scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    if population < MIN_POPULATION:
+        raise InputError(f"a search population of {population} is too small: the evolutionary search starts from "
+                         f"{MIN_POPULATION} random schedules", hint=f"pass --population {MIN_POPULATION} or more")
     if predict_only and cost_model != "narformer":
         raise InputError("predict-only tuning uses the narformer cost model", hint="pass --cost-model narformer")
     latency_model = _task_latency_model(task_latency, target) if scheduler == "share" else None
@@ -138,7 +145,7 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
     check_config(cfg)  # e.g. --target cuda without a GPU: refused here, not deep inside TVM
     work_dir.mkdir(parents=True, exist_ok=True)
     tvm_target = make_target(cfg)
-    report = TuneReport(str(path), cost_model, work_dir=str(work_dir), scheduler=scheduler)
+    report = TuneReport(str(path), cost_model, work_dir=str(work_dir), scheduler=scheduler, population=population)
     phase = _Phases(report, progress)
     with phase("import"):
         model = onnx.load(str(path))
@@ -172,11 +179,11 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
     if scheduler in ("gradient", "share"):
         with phase("tuning"):
             _tune_jointly(ms, tuning_tasks, tvm_target, trials, seed, builder, runner, database, cm, work_dir,
-                          predict_only, measure_top_n, report)
+                          predict_only, measure_top_n, report, population)
     else:
         with phase("tuning"):
             _tune_each(ms, tasks, tvm_target, trials, seed, builder, runner, database, cm, work_dir, predict_only,
-                       measure_top_n, report, progress)
+                       measure_top_n, report, progress, population)
     report.tuning_seconds = time.time() - t_start
     if not predict_only:
         report.curve = network_curve(work_dir / CURVE, [int(t.weight) for t in tuning_tasks])
@@ -247,17 +254,20 @@ def extract_tasks(mod, tvm_target, path: str | Path):
     return mod, tasks
 
 
-def task_context(ms, task, target, rand_state: int):
-    """MetaSchedule's default search over one extracted task: post-order-apply space, evolutionary."""
+def task_context(ms, task, target, rand_state: int, population: int = POPULATION):
+    """MetaSchedule's default search over one extracted task: post-order-apply space, evolutionary
+    (``population`` schedules scored per generation; MetaSchedule's default 512)."""
+    search = "evolutionary" if population == POPULATION else ms.search_strategy.EvolutionarySearch(
+        population_size=population, init_min_unmeasured=min(50, population))
     return ms.TuneContext(mod=task.dispatched[0], target=target, space_generator="post-order-apply",
-                          search_strategy="evolutionary", task_name=task.task_name, num_threads="physical",
+                          search_strategy=search, task_name=task.task_name, num_threads="physical",
                           rand_state=rand_state)
 
 
 def tune_task(ms, task, target, trials: int, rand_state: int, builder, runner, database, cm, work_dir: Path,
-              callbacks: list | None = None) -> None:
+              callbacks: list | None = None, population: int = POPULATION) -> None:
     """``trials`` measured (or predicted) schedules of one task into ``database``."""
-    ms.tune_tasks(tasks=[task_context(ms, task, target, rand_state)], task_weights=[1.0],
+    ms.tune_tasks(tasks=[task_context(ms, task, target, rand_state, population)], task_weights=[1.0],
                   work_dir=str(Path(work_dir) / "logs"), max_trials_global=trials, max_trials_per_task=trials,
                   num_trials_per_iter=min(64, trials), builder=builder, runner=runner, database=database,
                   cost_model=cm, task_scheduler="round-robin",
@@ -324,10 +334,10 @@ def task_best(database, mod) -> tuple[int, float | None]:
 
 
 def _tune_jointly(ms, tasks, target, trials, seed, builder, runner, database, cm, work_dir, predict_only,
-                  measure_top_n, report) -> None:
+                  measure_top_n, report, population) -> None:
     from narformer_tvm.integrations.tvm_records import measure_top
 
-    ctxs = [task_context(ms, t, target, seed + k) for k, t in enumerate(tasks)]
+    ctxs = [task_context(ms, t, target, seed + k, population) for k, t in enumerate(tasks)]
     # small rounds, so that a few dozen trials still reach every task once before the scheduler weighs them
     per_iter = max(1, min(64, trials // (2 * len(tasks)) or 1))
     explored = ms.database.MemoryDatabase() if predict_only else database
@@ -378,7 +388,7 @@ def _weigh_tasks(ms, tasks, target, model, drop_share: float) -> tuple[list[int]
 
 
 def _tune_each(ms, tasks, target, trials, seed, builder, runner, database, cm, work_dir, predict_only,
-               measure_top_n, report, progress) -> None:
+               measure_top_n, report, progress, population) -> None:
     from narformer_tvm.integrations.tvm_records import measure_top
 
     per_task = max(1, trials // len(tasks))
@@ -392,7 +402,8 @@ def _tune_each(ms, tasks, target, trials, seed, builder, runner, database, cm, w
         try:
             explored = ms.database.MemoryDatabase() if predict_only else database
             tune_task(ms, task, target, per_task, seed + k, builder, runner, explored, cm, work_dir,
-                      None if predict_only else [curve_recorder(ms, work_dir / CURVE, start, task_offset=k)])
+                      None if predict_only else [curve_recorder(ms, work_dir / CURVE, start, task_offset=k)],
+                      population)
             if predict_only:
                 report.measured += measure_top(explored, database, target, measure_top_n)
             tr.trials = task_best(explored, task.dispatched[0])[0]
