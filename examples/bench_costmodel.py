@@ -15,7 +15,8 @@ the same trial budget and seed on the same target:
   ``mlp-pre``: the same pre-trained on ``--corpus`` first (its ``train_full``);
 - ``narformer-pre``: pre-trained offline, then fine-tuned online: the ``--pretrained`` cost model
   (``tunedb pretrain`` on a ``tunedb collect`` corpus), or without one the ``xgb`` records of the
-  *other* tasks (leave one task out);
+  *other* tasks (leave one task out); ``narformer-pre-p128``: the same with an evolutionary search
+  population of 128 (``tune --population 128``; MetaSchedule's default 512);
 - ``predict-only``: the pre-trained model explores by prediction alone, then the best 8 schedules are
   built and run.
 
@@ -54,7 +55,8 @@ TASKS = {  # name -> (kind, shape parameters)
     "bert_base_qkv_matmul": ("dense", dict(m=128, k=768, n=2304)),
     "bert_base_attention_scores": ("batch_matmul", dict(b=12, m=128, k=64, n=128)),
 }
-METHODS = ("xgb", "xgb-warm16", "random", "mlp", "mlp-pre", "narformer", "narformer-pre", "predict-only")
+METHODS = ("xgb", "xgb-warm16", "random", "mlp", "mlp-pre", "narformer", "narformer-pre", "narformer-pre-p128",
+           "predict-only")
 BUDGETS = (32, 64, 128)
 
 
@@ -107,11 +109,11 @@ def run_one(work: Path, task: str, method: str, trials: int, seed: int, cores: i
         cm = timed_xgb(ms, num_warmup_samples=16)
     elif method in ("mlp", "mlp-pre"):
         cm = mlp_model(ms, corpus if method == "mlp-pre" else [], seed, work)
-    elif pretrained and method in ("narformer-pre", "predict-only"):
+    elif pretrained and method in ("narformer-pre", "narformer-pre-p128", "predict-only"):
         cm = NARFormerCostModel(seed=seed, pretrained=pretrained)
     else:
         cm = NARFormerCostModel(seed=seed)
-        if method in ("narformer-pre", "predict-only"):
+        if method in ("narformer-pre", "narformer-pre-p128", "predict-only"):
             others = [str(p) for t in TASKS if t != task for p in [work / t / f"xgb-s{seed}"]
                       if (p / "database_tuning_record.json").exists()]
             if not others:
@@ -120,9 +122,11 @@ def run_one(work: Path, task: str, method: str, trials: int, seed: int, cores: i
         if method == "predict-only":
             builder, runner = predict_only(cm)
             database = ms.database.MemoryDatabase()
+    strategy = "evolutionary" if not method.endswith("-p128") else \
+        ms.search_strategy.EvolutionarySearch(population_size=128)  # as `tune --population 128`
     t0 = time.time()
     db = ms.tune_tir(workload(task), target, str(out), trials, num_trials_per_iter=32, builder=builder,
-                     runner=runner, database=database, cost_model=cm, seed=seed)
+                     runner=runner, database=database, cost_model=cm, seed=seed, strategy=strategy)
     seconds = time.time() - t0
     measured = None
     if method == "predict-only":
