@@ -144,7 +144,9 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, allow_l
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--population", type=click.IntRange(min=16), default=512, show_default=True,
               help="Schedules the evolutionary search scores per generation, in every round of every task: the "
-                   "cost model's work per round (MetaSchedule's default 512).")
+                   "cost model's work per round (MetaSchedule's default 512). With the pre-trained NAR-Former, "
+                   "128 tunes in about half the time and reaches XGBoost's result sooner, for tuned builds about "
+                   "1.1x those of 512 (docs/results/tune-network-zen5.md).")
 @input_shape_option
 def tune(model, trials, target, scheduler, task_latency, drop_share, compare_onnxruntime, cost_model, pretrained,
          from_scratch, frozen, predict_only, measure_top, work_dir, threads, seed, population, input_shapes):
