@@ -7,8 +7,8 @@
 Each network is tuned by `narformer-tvm tune`'s joint (gradient) task scheduler with the same trials and
 seed under every method: ``xgb`` (MetaSchedule's default), ``xgb-warm16`` (its model used from the 17th
 measurement), ``random``, ``narformer`` (from scratch, online) and ``narformer-pre`` (the ``--pretrained``
-cost model, fine-tuned online), ``narformer-pre-p128`` (the same with a search population of 128, a
-quarter of MetaSchedule's); ``xgb-share`` and ``narformer-pre-share`` tune with the ``share``
+cost model, fine-tuned online), ``narformer-pre-p128`` and ``-p256`` (the same with a search population
+of 128 or 256; MetaSchedule's is 512); ``xgb-share`` and ``narformer-pre-share`` tune with the ``share``
 scheduler (``--task-latency``: only the tasks that make up all but 1% of the predicted network latency).
 The tuning curve is the sum over tasks of weight x best latency so far after each measured batch (what
 the scheduler optimises); the target reads it against wall time:
@@ -28,8 +28,8 @@ import statistics
 from dataclasses import asdict
 from pathlib import Path
 
-METHODS = ("xgb", "xgb-warm16", "random", "narformer", "narformer-pre", "narformer-pre-p128", "xgb-share",
-           "narformer-pre-share")
+METHODS = ("xgb", "xgb-warm16", "random", "narformer", "narformer-pre", "narformer-pre-p256", "narformer-pre-p128",
+           "xgb-share", "narformer-pre-share")
 
 
 def run_one(work: Path, net: Path, method: str, trials: int, seed: int, pretrained: str | None,
