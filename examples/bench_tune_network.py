@@ -7,8 +7,9 @@
 Each network is tuned by `narformer-tvm tune`'s joint (gradient) task scheduler with the same trials and
 seed under every method: ``xgb`` (MetaSchedule's default), ``xgb-warm16`` (its model used from the 17th
 measurement), ``random``, ``narformer`` (from scratch, online) and ``narformer-pre`` (the ``--pretrained``
-cost model, fine-tuned online), ``narformer-pre-p128`` and ``-p256`` (the same with a search population
-of 128 or 256; MetaSchedule's is 512); ``xgb-share`` and ``narformer-pre-share`` tune with the ``share``
+cost model, fine-tuned online); ``narformer-pre-p128`` and ``-p256``: the same with a search population of
+128 or 256 (MetaSchedule's is 512); ``narformer-pre-p128-x2``: population 128 and twice the trials, about
+the time of the full population's run; ``xgb-share`` and ``narformer-pre-share`` tune with the ``share``
 scheduler (``--task-latency``: only the tasks that make up all but 1% of the predicted network latency).
 The tuning curve is the sum over tasks of weight x best latency so far after each measured batch (what
 the scheduler optimises); the target reads it against wall time:
@@ -29,7 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 METHODS = ("xgb", "xgb-warm16", "random", "narformer", "narformer-pre", "narformer-pre-p256", "narformer-pre-p128",
-           "xgb-share", "narformer-pre-share")
+           "narformer-pre-p128-x2", "xgb-share", "narformer-pre-share")
 
 
 def run_one(work: Path, net: Path, method: str, trials: int, seed: int, pretrained: str | None,
@@ -45,8 +46,9 @@ def run_one(work: Path, net: Path, method: str, trials: int, seed: int, pretrain
     if method.endswith("-share") and not task_latency:
         raise SystemExit(f"{method} needs --task-latency (a model from `tunedb task-latency`)")
     shutil.rmtree(out, ignore_errors=True)  # a run cut off earlier: its records would join this run's curve
-    base, population = re.fullmatch(r"(.+?)(?:-p(\d+))?", method.removesuffix("-share")).groups()
+    base, population, times = re.fullmatch(r"(.+?)(?:-p(\d+))?(?:-x(\d+))?", method.removesuffix("-share")).groups()
     population = int(population or 512)  # -pN: the evolutionary search's population
+    trials *= int(times or 1)  # -xK: K times the trials (a cheaper search given about the same time)
     name = {"xgb-warm16": "xgb", "narformer-pre": "narformer"}.get(base, base)
     kwargs = {"xgb-warm16": {"num_warmup_samples": 16}, "narformer-pre": {"pretrained": pretrained}}.get(base, {})
     share = {"scheduler": "share", "task_latency": task_latency} if method.endswith("-share") else {}

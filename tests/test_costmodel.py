@@ -177,9 +177,10 @@ def test_tune_cli_reports_tuned_and_untuned(tmp_path, capsys):
     assert exc.value.code == 0 and (tmp_path / "cm.pt").exists()
     with pytest.raises(SystemExit) as exc:
         main(["tune", str(tmp_path / "conv.onnx"), "--trials", "8", "--predict-only", "--measure-top", "2",
-              "--pretrained", str(tmp_path / "cm.pt"), "--work-dir", str(tmp_path / "p")])
+              "--pretrained", str(tmp_path / "cm.pt"), "--work-dir", str(tmp_path / "p"), "--population", "64"])
     out = capsys.readouterr().out
     assert exc.value.code == 0 and "built and measured" in out, out
+    assert "search population 64" in " ".join(out.split())  # the table's title, however rich wraps it
     with pytest.raises(SystemExit) as exc:
         main(["tune", str(tmp_path / "conv.onnx"), "--predict-only", "--from-scratch",  # no shipped model either
               "--work-dir", str(tmp_path / "q")])

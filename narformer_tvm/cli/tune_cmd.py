@@ -183,7 +183,9 @@ def tune(model, trials, target, scheduler, task_latency, drop_share, compare_onn
                            measure_top_n=measure_top, target=target, scheduler=scheduler,
                            compare_onnxruntime=compare_onnxruntime, task_latency=task_latency,
                            drop_share=drop_share, population=population)
-    t = Table(title=f"{model}: {cost_model}, {trials} trials ({scheduler} scheduler, {target})", title_justify="left")
+    search = f", search population {population}" if population != 512 else ""
+    t = Table(title=f"{model}: {cost_model}, {trials} trials ({scheduler} scheduler, {target}{search})",
+              title_justify="left")
     shares = scheduler == "share"
     cols = ("task", "weight") + (("predicted share",) if shares else ()) + ("trials", "best us", "time s", "status")
     for col in cols:

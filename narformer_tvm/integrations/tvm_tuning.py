@@ -50,7 +50,7 @@ class TuneReport:
     scheduler: str = "gradient"
     phases: dict = field(default_factory=dict)  # phase -> wall seconds
     curve: list = field(default_factory=list)  # (tuning seconds, estimated network us): sum of weight x best task
-    population: int = 512  # the evolutionary search's schedules per generation
+    population: int = 512  # the evolutionary search's schedules per generation (POPULATION by default)
 
 
 SCHEDULERS = ("gradient", "per-task", "share")
@@ -133,8 +133,8 @@ def tune_onnx(path: str | Path, work_dir: str | Path, trials: int = 64, cost_mod
     if scheduler not in SCHEDULERS:
         raise InputError(f"unknown task scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     if population < MIN_POPULATION:
-        raise InputError(f"a search population of {population} is too small: the evolutionary search starts from "
-                         f"{MIN_POPULATION} random schedules", hint=f"pass --population {MIN_POPULATION} or more")
+        raise InputError(f"a search population of {population} is too small to evolve schedules from",
+                         hint=f"pass --population {MIN_POPULATION} or more (MetaSchedule's default is {POPULATION})")
     if predict_only and cost_model != "narformer":
         raise InputError("predict-only tuning uses the narformer cost model", hint="pass --cost-model narformer")
     latency_model = _task_latency_model(task_latency, target) if scheduler == "share" else None
