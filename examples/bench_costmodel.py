@@ -93,6 +93,7 @@ def run_one(work: Path, task: str, method: str, trials: int, seed: int, cores: i
         meta_schedule,
     )
     from narformer_tvm.integrations.tvm_records import measure_top, predict_only
+    from narformer_tvm.integrations.tvm_tuning import POPULATION, evolutionary_search
 
     ms = meta_schedule()
     out = work / task / f"{method}-s{seed}"
@@ -122,8 +123,7 @@ def run_one(work: Path, task: str, method: str, trials: int, seed: int, cores: i
         if method == "predict-only":
             builder, runner = predict_only(cm)
             database = ms.database.MemoryDatabase()
-    strategy = "evolutionary" if not method.endswith("-p128") else \
-        ms.search_strategy.EvolutionarySearch(population_size=128)  # as `tune --population 128`
+    strategy = evolutionary_search(ms, 128 if method.endswith("-p128") else POPULATION)  # as `tune --population`
     t0 = time.time()
     db = ms.tune_tir(workload(task), target, str(out), trials, num_trials_per_iter=32, builder=builder,
                      runner=runner, database=database, cost_model=cm, seed=seed, strategy=strategy)

@@ -47,13 +47,13 @@ def run_one(work: Path, net: Path, method: str, trials: int, seed: int, pretrain
         raise SystemExit(f"{method} needs --task-latency (a model from `tunedb task-latency`)")
     shutil.rmtree(out, ignore_errors=True)  # a run cut off earlier: its records would join this run's curve
     base, population, times = re.fullmatch(r"(.+?)(?:-p(\d+))?(?:-x(\d+))?", method.removesuffix("-share")).groups()
-    population = int(population or 512)  # -pN: the evolutionary search's population
+    search = {"population": int(population)} if population else {}  # -pN: the evolutionary search's population
     trials *= int(times or 1)  # -xK: K times the trials (a cheaper search given about the same time)
     name = {"xgb-warm16": "xgb", "narformer-pre": "narformer"}.get(base, base)
     kwargs = {"xgb-warm16": {"num_warmup_samples": 16}, "narformer-pre": {"pretrained": pretrained}}.get(base, {})
     share = {"scheduler": "share", "task_latency": task_latency} if method.endswith("-share") else {}
     report = tune_onnx(net, out, trials, name, threads=threads, seed=seed, cost_model_kwargs=kwargs,
-                       compare_onnxruntime=False, population=population, **share)
+                       compare_onnxruntime=False, **search, **share)
     result = {**asdict(report), "method": method, "seed": seed, "network": net.stem}
     done.write_text(json.dumps(result, indent=2))
     return result

@@ -142,9 +142,9 @@ def tune_ort_cmd(model, target, top_k, explore, out_dir, predictor_spec, allow_l
               help="Where the tuning database and logs go.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Cores (0 = physical cores).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--population", type=click.IntRange(min=16), default=512, show_default=True,
+@click.option("--population", type=int, default=None,
               help="Schedules the evolutionary search scores per generation, in every round of every task: the "
-                   "cost model's work per round (MetaSchedule's default 512). With the pre-trained NAR-Former, "
+                   "cost model's work per round (default: MetaSchedule's 512). With the pre-trained NAR-Former, "
                    "128 tunes in about half the time and reaches XGBoost's result sooner, for tuned builds about "
                    "1.1x those of 512 (docs/results/tune-network-zen5.md).")
 @input_shape_option
@@ -182,8 +182,8 @@ def tune(model, trials, target, scheduler, task_latency, drop_share, compare_onn
                            progress=lambda m: bar.update(task, status=m), predict_only=predict_only,
                            measure_top_n=measure_top, target=target, scheduler=scheduler,
                            compare_onnxruntime=compare_onnxruntime, task_latency=task_latency,
-                           drop_share=drop_share, population=population)
-    search = f", search population {population}" if population != 512 else ""
+                           drop_share=drop_share, **({"population": population} if population is not None else {}))
+    search = f", search population {population}" if population is not None else ""
     t = Table(title=f"{model}: {cost_model}, {trials} trials ({scheduler} scheduler, {target}{search})",
               title_justify="left")
     shares = scheduler == "share"

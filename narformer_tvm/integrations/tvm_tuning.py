@@ -23,6 +23,10 @@ from narformer_tvm.integrations.tvm_records import median_seconds
 from narformer_tvm.measure.backends import MeasureConfig, runs_per_block
 
 
+POPULATION = 512  # MetaSchedule's evolutionary search: schedules scored per generation
+MIN_POPULATION = 16
+
+
 @dataclass
 class TaskResult:
     name: str
@@ -50,12 +54,10 @@ class TuneReport:
     scheduler: str = "gradient"
     phases: dict = field(default_factory=dict)  # phase -> wall seconds
     curve: list = field(default_factory=list)  # (tuning seconds, estimated network us): sum of weight x best task
-    population: int = 512  # the evolutionary search's schedules per generation (POPULATION by default)
+    population: int = POPULATION  # the evolutionary search's schedules per generation
 
 
 SCHEDULERS = ("gradient", "per-task", "share")
-POPULATION = 512  # MetaSchedule's evolutionary search: schedules scored per generation
-MIN_POPULATION = 16
 
 
 class _Phases:
@@ -254,14 +256,21 @@ def extract_tasks(mod, tvm_target, path: str | Path):
     return mod, tasks
 
 
+def evolutionary_search(ms, population: int = POPULATION):
+    """MetaSchedule's evolutionary search scoring ``population`` schedules per generation (its own
+    default object when the population is its default)."""
+    if population == POPULATION:
+        return "evolutionary"
+    return ms.search_strategy.EvolutionarySearch(population_size=population,
+                                                 init_min_unmeasured=min(50, population))
+
+
 def task_context(ms, task, target, rand_state: int, population: int = POPULATION):
     """MetaSchedule's default search over one extracted task: post-order-apply space, evolutionary
-    (``population`` schedules scored per generation; MetaSchedule's default 512)."""
-    search = "evolutionary" if population == POPULATION else ms.search_strategy.EvolutionarySearch(
-        population_size=population, init_min_unmeasured=min(50, population))
+    (``population`` schedules scored per generation)."""
     return ms.TuneContext(mod=task.dispatched[0], target=target, space_generator="post-order-apply",
-                          search_strategy=search, task_name=task.task_name, num_threads="physical",
-                          rand_state=rand_state)
+                          search_strategy=evolutionary_search(ms, population), task_name=task.task_name,
+                          num_threads="physical", rand_state=rand_state)
 
 
 def tune_task(ms, task, target, trials: int, rand_state: int, builder, runner, database, cm, work_dir: Path,
