@@ -3,7 +3,9 @@ only in the fast one (docs/profiling.md)."""
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +23,13 @@ PROBE = {"family": "mobilenetv3", "seed": -3, "index": 0,
                  "resolution": 128, "batch": 1}}
 
 
-REGIME_MARGIN = 1.15  # a probe this much slower than the fastest seen: the slow regime
+REGIME_MARGIN = 1.15  # a probe this much slower than the fast level: the slow regime
+
+
+# The fast level is a low quantile of the recent probes, not the fastest one: on a machine whose probe
+# jitters continuously (no two regimes), one lucky probe would make every later probe look slow.
+FAST_QUANTILE = 0.1
+PROBE_WINDOW = 600  # recent probes the level is read from: spans regime episodes of a few minutes
 
 
 REGIME_WAIT_S = 60  # wait this long for the fast regime, then measure anyway (and flag the row noisy)
@@ -43,7 +51,8 @@ class RegimeGate:
 
         self.backend, self.cfg, self.wait_s = backend, replace(cfg, **(method or {})), wait_s
         self.path = str(Variant(**PROBE).export(Path(folder) / "probe.onnx"))
-        self.fast_ms = known_fast_ms or math.inf  # the fastest probe so far: the fast regime's level
+        self.known_fast_ms = known_fast_ms
+        self.probes: deque[float] = deque(maxlen=PROBE_WINDOW)
         t_end = time.perf_counter() + calibrate_s
         while True:
             self.probe()
@@ -55,8 +64,13 @@ class RegimeGate:
         m = self.backend.measure(self.path, self.cfg, None, 1)
         if not m.ok:
             raise NarformerError(f"the regime probe failed to run: {m.error}")
-        self.fast_ms = min(self.fast_ms, m.latency_ms)
+        self.probes.append(m.latency_ms)
         return m.latency_ms
+
+    @property
+    def fast_ms(self) -> float:
+        """The fast regime's level: see fast_level."""
+        return fast_level(self.probes, self.known_fast_ms)
 
     def is_fast(self, probe_ms: float) -> bool:
         return probe_ms <= REGIME_MARGIN * self.fast_ms
@@ -67,6 +81,15 @@ class RegimeGate:
         while not self.is_fast(p := self.probe()) and time.perf_counter() < t_end:
             time.sleep(1.0)
         return p
+
+
+def fast_level(probes: Sequence[float], known_ms: float | None = None) -> float:
+    """The fast regime's level from recent ``probes``: their FAST_QUANTILE, or the level earlier sweeps of
+    the dataset knew (``known_ms``) where that is lower, so a sweep that starts in a slow episode and stays
+    there does not take it for the fast regime."""
+    ordered = sorted(probes)
+    level = ordered[int(FAST_QUANTILE * (len(ordered) - 1))] if ordered else math.inf
+    return min(level, known_ms) if known_ms else level
 
 
 def gate_settings(cfg: MeasureConfig, wanted: bool | None = None, wait_s: float = REGIME_WAIT_S) -> dict | None:
@@ -80,10 +103,12 @@ def gate_settings(cfg: MeasureConfig, wanted: bool | None = None, wait_s: float 
 
 
 def slow_in_hindsight(gated: Sequence[tuple[int, float, float, bool]]) -> list[int]:
-    """Rows judged fast against the fast level known then, slow against the sweep's final (lowest) one.
+    """Rows judged fast against the fast level known then, slow against the sweep's typical one (the
+    median of the levels its rows were judged against: an early row may have been judged against a
+    level read from a few probes taken in a slow episode).
 
     ``gated``: (row id, slowest probe around the measurement, fast level then, already noisy)."""
     if not gated:
         return []
-    fast = min(level for _, _, level, _ in gated)
+    fast = statistics.median(level for _, _, level, _ in gated)
     return [row for row, probe, _, noisy in gated if not noisy and probe > REGIME_MARGIN * fast]
