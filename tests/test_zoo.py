@@ -1,3 +1,4 @@
+import numpy as np
 import onnx
 import pytest
 
@@ -111,3 +112,21 @@ def test_corpus_variants_export_and_count_their_compute(family, tmp_path):
         module(x)
     assert g.macs == pytest.approx(counter.get_total_flops() // 2, rel=0.02) and g.macs > 0
     assert g.batch_size == v.raw["batch"] and not unknown_ops(g)
+
+
+def test_random_weight_exports_keep_their_activations_out_of_denormal_range(tmp_path):
+    """MobileViT with random weights and untrained BatchNorm statistics shrinks its activations to denormal
+    floats, which Intel CPUs run tens of times slower; exports settle the statistics first."""
+    pytest.importorskip("transformers")
+    import onnxruntime as ort
+
+    from narformer_tvm.measure import hf_models
+
+    path = hf_models.export("mobilevit", {"image_size": 64}, tmp_path / "m.onnx", 1, 64)
+    x = hf_models.example_input("mobilevit", 1, 64).numpy()
+    (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    assert 0.1 < float(np.std(y)) < 10 and not np.any((y != 0) & (np.abs(y) < np.finfo(np.float32).tiny))
+
+    module = hf_models.build("mobilevit", {"image_size": 64})
+    assert hf_models.settle_batch_norms(module, hf_models.example_input("mobilevit", 1, 64)) > 10
+    assert hf_models.settle_batch_norms(hf_models.build("bert", {"num_hidden_layers": 1}), None) == 0
