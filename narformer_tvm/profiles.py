@@ -54,19 +54,22 @@ def default_config_here() -> dict:
 
 
 def default_profile(include_user: bool = True) -> str:
-    """A user profile calibrated on this machine for ONNX Runtime's default configuration (unless
-    ``include_user`` is off), else the first of DEFAULT_PROFILES trained on hardware like this
+    """The latest user profile calibrated on this machine for ONNX Runtime's default configuration
+    (unless ``include_user`` is off), else the first of DEFAULT_PROFILES trained on hardware like this
     machine's, else the first installed."""
     profiles = list_profiles()
     user = user_profiles_dir()
     want = default_config_here() if include_user else {}
+    mine = []
     for name, folder in profiles.items():
         if include_user and folder.parent == user:
             meta = json.loads((folder / "profile.json").read_text())
             cfg = meta.get("config") or {}
             if all(cfg.get(k) == v for k, v in want.items()) and meta.get("variant", "fp32") == "fp32" \
                     and meta.get("fingerprint") and not hardware_differences(meta["fingerprint"]):
-                return name
+                mine.append((meta.get("calibrated_at", ""), name))
+    if mine:  # calibrating again under a new name means the new one
+        return max(mine)[1]
     installed = [name for name in DEFAULT_PROFILES if name in profiles] or [DEFAULT_PROFILE]
     for name in installed:
         fp = json.loads((profiles[name] / "profile.json").read_text()).get("fingerprint")

@@ -154,3 +154,20 @@ def test_a_profile_for_another_configuration_is_not_the_default_and_cannot_be_a_
     assert "int8-qdq models" in listed.stdout
     with pytest.raises(InputError, match="itself a calibrated profile"):
         calibrate(MeasureConfig(**FAST), "mine-1t", budget_s=1, limit=2)
+
+
+def test_the_latest_calibration_of_this_machine_is_the_default(user_dir):
+    from narformer_tvm.measure.backends import fingerprint, get_backend
+
+    shipped = json.loads((list_profiles()["cpu-onnxruntime"] / "profile.json").read_text())
+    cfg = MeasureConfig()
+    for name, when in (("a-older", "2026-12-01T10:00:00"), ("b-newer", "2026-12-02T10:00:00")):
+        folder = user_dir / name
+        folder.mkdir(parents=True)
+        (folder / "profile.json").write_text(json.dumps({
+            "name": name, "kind": "user", "onnx": "predictor.onnx", "config": cfg.identity(),
+            "fingerprint": fingerprint(cfg, get_backend("onnxruntime")), "calibrated_at": when,
+            "calibration": {"method": "scaled", "log_scale": 0.0, "exponent": 1.0}}))
+        (folder / "predictor.onnx").write_bytes((list_profiles()["cpu-onnxruntime"] / shipped["onnx"]).read_bytes())
+    assert default_profile() == "b-newer"  # not the first listed
+    assert default_profile(include_user=False) in ("cpu-onnxruntime", "cpu-onnxruntime-zen5")
