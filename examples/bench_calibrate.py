@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt) -> dict:
+def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_test) -> dict:
     """What `calibrate` would have chosen from the rows measured within ``minutes``, scored on ``test``;
     every adaptation's own test score beside."""
     from narformer_tvm.calibrate import METHODS, TRAINED, _predict, accuracy, apply, choose, fit_method, split_of
@@ -41,10 +41,11 @@ def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt) -> dict:
     fit_rows = parts["train"] | parts["val"]
     val, preds, out = {}, {}, {"minutes": minutes, "calibration_models": int(k.sum()), "seconds": {}}
     for m in METHODS:
-        val[m] = relative_errors(apply(fit_method(m, p_cal[parts["train"]], t_cal[parts["train"]]),
-                                       p_cal[parts["val"]]), t_cal[parts["val"]])
-        mapped = fit_method(m, p_cal[fit_rows], t_cal[fit_rows])
-        preds[m] = {"test": apply(mapped, p_test), "held": apply(mapped, p_cal[parts["test"]])}
+        fitted = fit_method(m, p_cal[parts["train"]], t_cal[parts["train"]], s_cal[parts["train"]])
+        val[m] = relative_errors(apply(fitted, p_cal[parts["val"]], s_cal[parts["val"]]), t_cal[parts["val"]])
+        mapped = fit_method(m, p_cal[fit_rows], t_cal[fit_rows], s_cal[fit_rows])
+        preds[m] = {"test": apply(mapped, p_test, s_test),
+                    "held": apply(mapped, p_cal[parts["test"]], s_cal[parts["test"]])}
     for m, train in (TRAINED.items() if ckpt is not None else []):
         t0 = time.time()
         trained = train(ckpt, pick("train"), pick("val"))
@@ -66,6 +67,7 @@ def main() -> None:
     from narformer_tvm.calibrate import accuracy, finetune_checkpoint
     from narformer_tvm.graph.tokens import encode_table
     from narformer_tvm.learn.samples import load_samples
+    from narformer_tvm.model.calibrated import shape_descriptors
     from narformer_tvm.model.load import load_predictor
     from narformer_tvm.profiles import list_profiles, resolve_predictor
 
@@ -87,8 +89,9 @@ def main() -> None:
     cal_digests = {s.table.digest() for s in cal}
     test = [s for s in test if s.table.digest() not in cal_digests]
     base = load_predictor(resolve_predictor(args.base))
-    predict = lambda ss: base.predict_encoded([encode_table(s.table, base.features) for s in ss])[0]  # noqa: E731
-    p_cal, p_test = predict(cal), predict(test)
+    e_cal, e_test = ([encode_table(s.table, base.features) for s in ss] for ss in (cal, test))
+    p_cal, p_test = base.predict_encoded(e_cal)[0], base.predict_encoded(e_test)[0]
+    s_cal, s_test = shape_descriptors(e_cal), shape_descriptors(e_test)
     t_test = np.array([s.latency_ms for s in test])
     at = profiling_clock(folder / "calibration.db")
     clock = np.array([at[s.key] for s in cal])
@@ -99,7 +102,7 @@ def main() -> None:
     rows = []
     for minutes in [float(b) for b in args.budgets.split(",")]:
         if minutes not in done or done[minutes]["calibration_models"] != int((clock <= 60 * minutes).sum()):
-            done[minutes] = evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt)
+            done[minutes] = evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_test)
         rows.append(done[minutes])
         state = {"base": accuracy(p_test, t_test), "rows": rows}
         state_path.write_text(json.dumps(state, indent=2) + "\n")
@@ -147,14 +150,14 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
              "The adaptation is the simplest one within one standard error of the lowest MAPE on the validation "
              "part of the calibration rows (as `calibrate` chooses); every adaptation's test MAPE is beside it.", "",
              "| profiling (min) | calibration models | chosen adaptation | test MAPE (90% interval) | Acc(10%) | "
-             "bias | held-out calibration MAPE | training s | scaled | loglinear | fine-tuned | from scratch | "
-             "FLOPs+MAC |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "bias | held-out calibration MAPE | training s | scaled | loglinear | descriptors | fine-tuned | from scratch | "
+             "FLOPs+MAC |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         c, h = r["calibrated"], r["held_out_calibration"]
         lines.append(f"| {r['minutes']:g} | {r['calibration_models']} | {r['method']} | {100 * c['mape']:.1f}% "
                      f"({100 * c['mape_90'][0]:.1f}-{100 * c['mape_90'][1]:.1f}%) | {100 * c['acc10']:.0f}% | "
                      f"{100 * c['bias']:+.1f}% | {100 * h['mape']:.1f}% (n={h['n']}) | {r.get('adapt_s', 0):.0f} | "
-                     + " | ".join(pct(r["by_method"].get(m)) for m in ("scaled", "loglinear", "finetune", "scratch"))
+                     + " | ".join(pct(r["by_method"].get(m)) for m in ("scaled", "loglinear", "descriptors", "finetune", "scratch"))
                      + f" | {pct(r['flops_mac'])} |")
     within = [r for r in rows if r["minutes"] <= 10]
     if within:

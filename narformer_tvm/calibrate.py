@@ -6,7 +6,9 @@ that any prefix is spread over op mix and scale; models are generated on the fly
 split by a hash of the model: a quarter is held out for the accuracy printed at the end, a quarter
 validates the choice of adaptation, the rest fits it. Adaptations are log-linear maps of the base
 predictor's output (latency = exp(a) * base ** b): ``base`` (none), ``scaled`` (a only) and
-``loglinear`` (a and b); and, where torch and the base's checkpoint are installed, ``finetune`` (the
+``loglinear`` (a and b); ``descriptors``, the log-linear map times a correction linear in the graph's
+shape (size, intensity, the FLOP and byte shares of dense and grouped convolutions: a CPU's relative
+costs of kinds of work differ from the base's); and, where torch and the base's checkpoint are installed, ``finetune`` (the
 base's weights trained on from the training rows) and ``scratch`` (a predictor of the base's shape
 trained from nothing on them), both stopping early on the validation rows. The simplest adaptation whose
 validation MAPE is within one standard error of the lowest (``choose``) is scored once on the held-out
@@ -32,7 +34,8 @@ from narformer_tvm.errors import InputError
 from narformer_tvm.learn.metrics import relative_errors
 
 CALIBRATION_SET = Path(__file__).resolve().parent / "calibration_set.json"
-METHODS = ("base", "scaled", "loglinear")
+METHODS = ("base", "scaled", "loglinear", "descriptors")
+RIDGE = 4.0  # ridge penalty of the descriptors correction, in rows of standardised features
 MIN_MODELS = 12  # fewer measured models than this cannot be split three ways meaningfully
 FINETUNE = {"epochs": 40, "patience": 8, "lr": 2e-4, "batch_size": 16}  # small steps: the base already ranks well
 SCRATCH = {"epochs": 60, "patience": 15, "lr": 5e-4, "batch_size": 16}
@@ -56,7 +59,9 @@ def split_of(key: str) -> str:
     return ("test", "val", "train", "train")[zlib.crc32(key.encode()) % 4]
 
 
-def fit_method(method: str, pred: np.ndarray, true: np.ndarray) -> dict:
+def fit_method(method: str, pred: np.ndarray, true: np.ndarray, shape: np.ndarray | None = None) -> dict:
+    """The calibration ``method`` fitted to base predictions ``pred`` and measurements ``true``
+    (``shape``: the rows' shape_descriptors, for ``descriptors``)."""
     lp, lt = np.log(pred), np.log(true)
     if method == "base" or len(pred) == 0:
         return {"method": method, "log_scale": 0.0, "exponent": 1.0}
@@ -66,11 +71,30 @@ def fit_method(method: str, pred: np.ndarray, true: np.ndarray) -> dict:
         return {"method": method, "log_scale": float(np.median(lt - lp)), "exponent": 1.0}
     b, a = np.polyfit(lp, lt, 1)
     b = float(np.clip(b, 0.5, 1.5))  # a few points must not turn the predictor's order around
-    return {"method": method, "log_scale": float(np.median(lt - b * lp)), "exponent": b}
+    cal = {"method": method, "log_scale": float(np.median(lt - b * lp)), "exponent": b}
+    if method == "descriptors" and len(pred) >= 2 * (1 + shape.shape[1]):
+        cal.update(_fit_correction(np.column_stack([lp, shape]), lt - cal["log_scale"] - b * lp))
+        cal["log_scale"] += cal.pop("offset")
+    return cal
 
 
-def apply(cal: dict, pred: np.ndarray) -> np.ndarray:
-    return math.exp(cal["log_scale"]) * np.power(pred, cal["exponent"])
+def _fit_correction(x: np.ndarray, residual: np.ndarray) -> dict:
+    """Ridge regression of the log-linear map's residuals on standardised descriptors; the correction
+    is later clipped to the range it took on these rows, so that a model unlike them is not pushed
+    beyond what was measured."""
+    mean, std = x.mean(0), x.std(0)
+    std[std < 1e-9] = 1.0
+    z = (x - mean) / std
+    w = np.linalg.solve(z.T @ z + RIDGE * np.eye(z.shape[1]), z.T @ (residual - residual.mean()))
+    fitted = z @ w
+    return {"weights": [float(v) for v in w], "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+            "clip": [float(fitted.min()), float(fitted.max())], "offset": float(residual.mean())}
+
+
+def apply(cal: dict, pred: np.ndarray, shape: np.ndarray | None = None) -> np.ndarray:
+    from narformer_tvm.model.calibrated import calibrated_latency
+
+    return calibrated_latency(cal, pred, shape)
 
 
 def accuracy(pred: np.ndarray, true: np.ndarray, seed: int = 0, rounds: int = 1000) -> dict:
@@ -175,6 +199,7 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     from narformer_tvm.data.store import Store
     from narformer_tvm.graph.tokens import encode_table
     from narformer_tvm.learn.samples import load_samples
+    from narformer_tvm.model.calibrated import shape_descriptors
     from narformer_tvm.model.load import load_predictor
     from narformer_tvm.measure.backends import fingerprint, get_backend
     from narformer_tvm.measure.profiler import Job, check_config, sweep
@@ -209,7 +234,9 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
                          + (f"; {busy} more were flagged noisy (other work on the machine)" if busy else ""),
                          hint="rerun with a larger --budget, on a quiet machine: it goes on from what was measured")
     predictor = load_predictor(base_path)
-    pred, _ = predictor.predict_encoded([encode_table(s.table, predictor.features) for s in samples])
+    encoded = [encode_table(s.table, predictor.features) for s in samples]
+    pred, _ = predictor.predict_encoded(encoded)
+    shape = shape_descriptors(encoded)
     true = np.array([s.latency_ms for s in samples])
     parts = {k: np.array([split_of(s.key) == k for s in samples]) for k in ("train", "val", "test")}
     if min(p.sum() for p in parts.values()) < 2:  # few models, unlucky hashes: every fourth, in order
@@ -217,8 +244,8 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
         parts = {k: tags == k for k in ("train", "val", "test")}
     errors = {}  # absolute relative error of each adaptation on each validation row
     for method in METHODS:
-        cal = fit_method(method, pred[parts["train"]], true[parts["train"]])
-        errors[method] = relative_errors(apply(cal, pred[parts["val"]]), true[parts["val"]])
+        cal = fit_method(method, pred[parts["train"]], true[parts["train"]], shape[parts["train"]])
+        errors[method] = relative_errors(apply(cal, pred[parts["val"]], shape[parts["val"]]), true[parts["val"]])
     checkpoint = finetune_checkpoint(base) if allow_finetune else None
     trained = {}
     if checkpoint is not None:
@@ -233,8 +260,8 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
         adapted = _predict(trained[best], [s for s, keep in zip(samples, parts["test"]) if keep])
     else:
         fit_rows = parts["train"] | parts["val"]
-        result.calibration = fit_method(best, pred[fit_rows], true[fit_rows])
-        adapted = apply(result.calibration, pred[parts["test"]])
+        result.calibration = fit_method(best, pred[fit_rows], true[fit_rows], shape[fit_rows])
+        adapted = apply(result.calibration, pred[parts["test"]], shape[parts["test"]])
     result.test = accuracy(adapted, true[parts["test"]])
     result.test_base = accuracy(pred[parts["test"]], true[parts["test"]])
     _write_profile(result, folder, base, base_path, cfg, fingerprint(cfg, get_backend(cfg.runtime)),

@@ -42,6 +42,49 @@ def test_adaptations_and_their_accuracy():
     assert {split_of(f"k{i}") for i in range(50)} == {"train", "val", "test"}
 
 
+def test_a_shape_correction_fits_what_a_log_linear_map_cannot():
+    rng = np.random.default_rng(1)
+    n = 80
+    pred = np.exp(rng.uniform(0, 4, n))
+    shape = rng.uniform(0, 1, (n, 7))
+    # this "hardware" runs dense convolutions faster and grouped ones slower than the base predicts
+    true = pred * np.exp(-0.4 * shape[:, 3] + 0.3 * shape[:, 4] + rng.normal(0, 0.02, n))
+    err = lambda cal, k: np.mean(np.abs(apply(cal, pred[k:], shape[k:]) - true[k:]) / true[k:])  # noqa: E731
+    loglin = fit_method("loglinear", pred[:60], true[:60], shape[:60])
+    desc = fit_method("descriptors", pred[:60], true[:60], shape[:60])
+    assert err(desc, 60) < 0.04 < 0.08 < err(loglin, 60)
+    assert desc["weights"][4] < 0 < desc["weights"][5]  # columns: log base latency, then the shape
+    far = shape[:1].copy()
+    far[0, 3] = -50.0  # unlike every calibration row: the correction stays within what was fitted
+    ratio = apply(desc, pred[:1], far) / apply({**desc, "weights": [0.0] * 8}, pred[:1], far)
+    assert np.exp(desc["clip"][0]) - 1e-9 <= ratio[0] <= np.exp(desc["clip"][1]) + 1e-9
+    assert fit_method("descriptors", pred[:5], true[:5], shape[:5]).keys() == loglin.keys()  # too few rows
+
+
+def test_estimate_applies_a_shape_correction(user_dir):
+    from narformer_tvm.graph.onnx_graph import build_graph
+    from narformer_tvm.measure.backends import fingerprint, get_backend
+    from narformer_tvm.model.calibrated import SHAPE, calibrated_latency, shape_descriptors
+
+    shipped = list_profiles()["cpu-onnxruntime"]
+    cal = {"method": "descriptors", "log_scale": 0.1, "exponent": 1.0, "weights": [0.0, 0.0, 0.0, 0.0, 0.3, 0.0, 0.0, 0.0],
+           "mean": [0.0] * 8, "std": [1.0] * 8, "clip": [-1.0, 1.0]}
+    folder = user_dir / "mine-shape"
+    folder.mkdir(parents=True)
+    (folder / "profile.json").write_text(json.dumps({
+        "name": "mine-shape", "kind": "user", "onnx": "predictor.onnx", "config": MeasureConfig().identity(),
+        "fingerprint": fingerprint(MeasureConfig(), get_backend("onnxruntime")), "calibration": cal}))
+    (folder / "predictor.onnx").write_bytes((shipped / "predictor.onnx").read_bytes())
+    run = lambda name: json.loads(CliRunner().invoke(  # noqa: E731
+        cli, ["estimate", "examples/squeezenet1_1.onnx", "--json", "--predictor", name]).stdout)["results"][0]
+    base, mine = run("cpu-onnxruntime")["latency_ms"], run("mine-shape")["latency_ms"]
+    pred = load_profile_predictor("cpu-onnxruntime")
+    shape = shape_descriptors(pred.encode([build_graph("examples/squeezenet1_1.onnx")]))
+    assert len(SHAPE) == shape.shape[1] and 0.5 < shape[0, 3] <= 1.0  # squeezenet: dense convolutions
+    want = calibrated_latency(cal, np.array([base]), shape)[0]
+    assert mine == pytest.approx(want, rel=1e-3) and mine > 1.15 * base  # exp(0.1 + 0.3 x dense share)
+
+
 def test_a_complex_adaptation_is_kept_only_when_it_wins_beyond_chance():
     base = np.array([0.10, 0.12, 0.08, 0.30])
     lucky = {"base": base, "scaled": base + 0.01, "scratch": np.array([0.02, 0.25, 0.01, 0.22])}
@@ -82,7 +125,7 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
         rows, models = s.db.execute("SELECT COUNT(*), COUNT(DISTINCT model_id) FROM measurements").fetchone()
     assert rows == models == 16  # nothing measured twice
     assert result.measured >= 12 and result.left == 0
-    assert set(result.validation) == {"base", "scaled", "loglinear", "finetune", "scratch"}  # torch, a checkout
+    assert set(result.validation) == {"base", "scaled", "loglinear", "descriptors", "finetune", "scratch"}  # torch, a checkout
     meta = json.loads((user_dir / name / "profile.json").read_text())
     assert meta["kind"] == "user" and meta["calibration"]["method"] == result.calibration["method"]
     assert meta["metrics"]["n"] == result.test["n"] > 0 and meta["onnx"] == "predictor.onnx"
