@@ -27,10 +27,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_test) -> dict:
+def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_test, methods) -> dict:
     """What `calibrate` would have chosen from the rows measured within ``minutes``, scored on ``test``;
     every adaptation's own test score beside."""
-    from narformer_tvm.calibrate import METHODS, TRAINED, _predict, accuracy, apply, choose, fit_method, split_of
+    from narformer_tvm.calibrate import TRAINED, _predict, accuracy, apply, choose, fit_method, split_of
     from narformer_tvm.learn.metrics import relative_errors
     from narformer_tvm.learn.train import LinearBaseline
 
@@ -40,7 +40,7 @@ def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_tes
     pick = lambda p: [s for s, keep in zip(cal, parts[p]) if keep]  # noqa: E731
     fit_rows = parts["train"] | parts["val"]
     val, preds, out = {}, {}, {"minutes": minutes, "calibration_models": int(k.sum()), "seconds": {}}
-    for m in METHODS:
+    for m in methods:
         fitted = fit_method(m, p_cal[parts["train"]], t_cal[parts["train"]], s_cal[parts["train"]])
         val[m] = relative_errors(apply(fitted, p_cal[parts["val"]], s_cal[parts["val"]]), t_cal[parts["val"]])
         mapped = fit_method(m, p_cal[fit_rows], t_cal[fit_rows], s_cal[fit_rows])
@@ -52,7 +52,7 @@ def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_tes
         out["seconds"][m] = time.time() - t0
         val[m] = relative_errors(_predict(trained, pick("val")), t_cal[parts["val"]])
         preds[m] = {"test": _predict(trained, test), "held": _predict(trained, pick("test"))}
-    out["method"] = choose(val)
+    out["method"], out["methods"] = choose(val), list(methods)
     out["validation"] = {m: float(e.mean()) for m, e in val.items()}
     out["adapt_s"] = sum(out["seconds"].values())
     out["by_method"] = {m: accuracy(p["test"], t_test) for m, p in preds.items()}
@@ -64,7 +64,7 @@ def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_tes
 
 
 def main() -> None:
-    from narformer_tvm.calibrate import accuracy, finetune_checkpoint
+    from narformer_tvm.calibrate import accuracy, candidate_methods, finetune_checkpoint
     from narformer_tvm.graph.tokens import encode_table
     from narformer_tvm.learn.samples import load_samples
     from narformer_tvm.model.calibrated import shape_descriptors
@@ -96,13 +96,19 @@ def main() -> None:
     at = profiling_clock(folder / "calibration.db")
     clock = np.array([at[s.key] for s in cal])
     ckpt = None if args.no_finetune else finetune_checkpoint(args.base)
+    here = json.loads((folder / "profile.json").read_text())  # as calibrate chose among them
+    methods = candidate_methods(json.loads((list_profiles()[args.base] / "profile.json").read_text()),
+                                here.get("fingerprint") or {}, here.get("config") or {}, here.get("variant", "fp32"))
     state_path = args.out.with_suffix(".json")
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    done = {r["minutes"]: r for r in state.get("rows", []) if "by_method" in r}
+    # a row chosen among more methods stands where it did not choose the one left out (choose's order)
+    done = {r["minutes"]: {**r, "methods": list(methods)} for r in state.get("rows", [])
+            if "by_method" in r and set(methods) <= set(r.get("methods", r["by_method"]))
+            and (r["method"] in methods)}
     rows = []
     for minutes in [float(b) for b in args.budgets.split(",")]:
         if minutes not in done or done[minutes]["calibration_models"] != int((clock <= 60 * minutes).sum()):
-            done[minutes] = evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_test)
+            done[minutes] = evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_test, methods)
         rows.append(done[minutes])
         state = {"base": accuracy(p_test, t_test), "rows": rows}
         state_path.write_text(json.dumps(state, indent=2) + "\n")
@@ -188,7 +194,7 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
               + f"--budget <largest>m --name {args.profile}",
               f"python examples/bench_calibrate.py --profile {args.profile} --test-db {args.test_db} --budgets "
               f"{args.budgets} --noise-pass {args.noise_pass} " + ("--include-noisy " if args.include_noisy else "")
-              + f"--out {args.out.relative_to(ROOT) if args.out.is_absolute() else args.out}", "```", ""]
+              + f"--out {args.out.relative_to(ROOT) if args.out.is_absolute() and args.out.is_relative_to(ROOT) else args.out}", "```", ""]
     args.out.write_text("\n".join(lines))
     print(f"written {args.out} ({time.strftime('%H:%M')})")
 

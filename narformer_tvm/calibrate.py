@@ -139,6 +139,17 @@ def scratch(checkpoint: Path, train: list, val: list, seed: int = 0,
 TRAINED = {"finetune": finetune, "scratch": scratch}  # adaptations that train weights (torch)
 
 
+def candidate_methods(base_meta: dict, fp: dict, config: dict, variant: str = "fp32") -> tuple[str, ...]:
+    """The rescalings to choose among: the unadapted base only on the base profile's own CPU and
+    configuration. Elsewhere a level shift is expected, and a few validation rows cannot tell one factor's
+    gain from chance (choose would keep a base 27% off on another thread count)."""
+    base_fp = base_meta.get("fingerprint") or {}
+    same_cpu = all(base_fp[k] == fp.get(k) for k in ("cpu", "cpu_id", "cpu_flags", "physical_cores", "gpu")
+                   if k in base_fp)
+    same = same_cpu and base_meta.get("config") == config and variant == "fp32"
+    return METHODS if same else METHODS[1:]
+
+
 def choose(errors: dict[str, np.ndarray]) -> str:
     """The adaptation to keep, from each one's absolute relative errors on the same validation rows
     (in order of complexity): the simplest whose mean is within one standard error of the best one's
@@ -242,8 +253,10 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     if min(p.sum() for p in parts.values()) < 2:  # few models, unlucky hashes: every fourth, in order
         tags = np.array([("test", "val", "train", "train")[i % 4] for i in range(len(samples))])
         parts = {k: tags == k for k in ("train", "val", "test")}
+    fp = fingerprint(cfg, get_backend(cfg.runtime))
+    base_meta = json.loads((base_folder / "profile.json").read_text()) if base_folder is not None else {}
     errors = {}  # absolute relative error of each adaptation on each validation row
-    for method in METHODS:
+    for method in candidate_methods(base_meta, fp, cfg.identity(), variant):
         cal = fit_method(method, pred[parts["train"]], true[parts["train"]], shape[parts["train"]])
         errors[method] = relative_errors(apply(cal, pred[parts["val"]], shape[parts["val"]]), true[parts["val"]])
     checkpoint = finetune_checkpoint(base) if allow_finetune else None
@@ -264,8 +277,7 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
         adapted = apply(result.calibration, pred[parts["test"]], shape[parts["test"]])
     result.test = accuracy(adapted, true[parts["test"]])
     result.test_base = accuracy(pred[parts["test"]], true[parts["test"]])
-    _write_profile(result, folder, base, base_path, cfg, fingerprint(cfg, get_backend(cfg.runtime)),
-                   trained.get(best), variant)
+    _write_profile(result, folder, base, base_path, cfg, fp, trained.get(best), variant)
     return result
 
 

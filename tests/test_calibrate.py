@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from narformer_tvm.calibrate import (accuracy, apply, calibrate, calibration_variants, choose, fit_method,
-                                     split_of)
+from narformer_tvm.calibrate import (METHODS, accuracy, apply, calibrate, calibration_variants, candidate_methods,
+                                     choose, fit_method, split_of)
 from narformer_tvm.cli.calibrate_cmd import parse_budget
 from narformer_tvm.cli.main import cli
 from narformer_tvm.errors import InputError
-from narformer_tvm.measure.backends import MeasureConfig
+from narformer_tvm.measure.backends import MeasureConfig, fingerprint, get_backend
 from narformer_tvm.profiles import default_profile, list_profiles, load_profile_predictor, user_profiles_dir
 
 FAST = dict(warmup_s=0.01, blocks=3, min_runs=2, max_runs=3, min_block_s=0.001)
@@ -63,7 +63,6 @@ def test_a_shape_correction_fits_what_a_log_linear_map_cannot():
 
 def test_estimate_applies_a_shape_correction(user_dir):
     from narformer_tvm.graph.onnx_graph import build_graph
-    from narformer_tvm.measure.backends import fingerprint, get_backend
     from narformer_tvm.model.calibrated import SHAPE, calibrated_latency, shape_descriptors
 
     shipped = list_profiles()["cpu-onnxruntime"]
@@ -83,6 +82,16 @@ def test_estimate_applies_a_shape_correction(user_dir):
     assert len(SHAPE) == shape.shape[1] and 0.5 < shape[0, 3] <= 1.0  # squeezenet: dense convolutions
     want = calibrated_latency(cal, np.array([base]), shape)[0]
     assert mine == pytest.approx(want, rel=1e-3) and mine > 1.15 * base  # exp(0.1 + 0.3 x dense share)
+
+
+def test_the_unadapted_base_is_a_candidate_only_on_its_own_cpu_and_configuration():
+    meta = json.loads((list_profiles()["cpu-onnxruntime"] / "profile.json").read_text())
+    fp, config = dict(meta["fingerprint"]), dict(meta["config"])
+    assert candidate_methods(meta, {**fp, "python": "other"}, config) == METHODS  # not the hardware
+    assert "base" not in candidate_methods(meta, {**fp, "cpu_id": "GenuineIntel family 6 model 167"}, config)
+    assert "base" not in candidate_methods(meta, fp, {**config, "threads": 1})
+    assert "base" not in candidate_methods(meta, fp, config, "int8-qdq")
+    assert candidate_methods(meta, fp, config)[1:] == ("scaled", "loglinear", "descriptors")
 
 
 def test_a_complex_adaptation_is_kept_only_when_it_wins_beyond_chance():
@@ -125,7 +134,9 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
         rows, models = s.db.execute("SELECT COUNT(*), COUNT(DISTINCT model_id) FROM measurements").fetchone()
     assert rows == models == 16  # nothing measured twice
     assert result.measured >= 12 and result.left == 0
-    assert set(result.validation) == {"base", "scaled", "loglinear", "descriptors", "finetune", "scratch"}  # torch, a checkout
+    maps = candidate_methods(json.loads((list_profiles()["cpu-onnxruntime"] / "profile.json").read_text()),
+                             fingerprint(cfg, get_backend("onnxruntime")), cfg.identity())
+    assert set(result.validation) == {*maps, "finetune", "scratch"}  # torch, a checkout
     meta = json.loads((user_dir / name / "profile.json").read_text())
     assert meta["kind"] == "user" and meta["calibration"]["method"] == result.calibration["method"]
     assert meta["metrics"]["n"] == result.test["n"] > 0 and meta["onnx"] == "predictor.onnx"
@@ -175,7 +186,6 @@ def test_a_profile_for_another_configuration_is_not_the_default_and_cannot_be_a_
     folder = user_dir / "mine-1t"
     folder.mkdir(parents=True)
     shipped = json.loads((list_profiles()["cpu-onnxruntime"] / "profile.json").read_text())
-    from narformer_tvm.measure.backends import fingerprint, get_backend
 
     cfg = MeasureConfig(threads=1)
     (folder / "profile.json").write_text(json.dumps({
@@ -200,7 +210,6 @@ def test_a_profile_for_another_configuration_is_not_the_default_and_cannot_be_a_
 
 
 def test_the_latest_calibration_of_this_machine_is_the_default(user_dir):
-    from narformer_tvm.measure.backends import fingerprint, get_backend
 
     shipped = json.loads((list_profiles()["cpu-onnxruntime"] / "profile.json").read_text())
     cfg = MeasureConfig()
