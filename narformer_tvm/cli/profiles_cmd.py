@@ -51,7 +51,7 @@ def profiles_list(as_json):
         held, pub = r["held_out"] or {}, r["published"] or {}
         t.add_row(r["name"] + (" (default)" if r["default"] else ""),
                   r["kind"] + (f" ({r['calibration']['method']})" if r["calibration"] else ""), r["gpu"] or r["cpu"] or "?",
-                  f"{r['runtime']} {r['target']}, {r['threads']} threads"
+                  f"{r['runtime']} {r['target']}, {r['threads']} thread{'' if r['threads'] == 1 else 's'}"
                   + (f", opt {r['opt_level']}" if r["opt_level"] != "all" else "")
                   + (f", {r['variant']} models" if r["variant"] != "fp32" else ""),
                   f"{r['train_samples'] or r['calibration_models'] or '?'} models",
