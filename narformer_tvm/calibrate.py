@@ -8,11 +8,12 @@ validates the choice of adaptation, the rest fits it. Adaptations are log-linear
 predictor's output (latency = exp(a) * base ** b): ``base`` (none), ``scaled`` (a only) and
 ``loglinear`` (a and b); ``descriptors``, the log-linear map times a correction linear in the graph's
 shape (size, intensity, the FLOP and byte shares of dense and grouped convolutions: a CPU's relative
-costs of kinds of work differ from the base's); and, where torch and the base's checkpoint are installed, ``finetune`` (the
-base's weights trained on from the training rows) and ``scratch`` (a predictor of the base's shape
-trained from nothing on them), both stopping early on the validation rows. The simplest adaptation whose
-validation MAPE is within one standard error of the lowest (``choose``) is scored once on the held-out
-rows (a map is first refitted on training and validation rows; a trained predictor has used the
+costs of kinds of work differ from the base's); and, where torch and the base's checkpoint are
+installed, ``finetune`` (the base's weights trained on from the training rows) and ``scratch`` (a
+predictor of the base's shape trained from nothing on them), both stopping early on the validation rows.
+The unadapted base is a candidate only on the base's own CPU and configuration. The simplest adaptation
+whose validation MAPE is within one standard error of the lowest (``choose``) is scored once on the
+held-out rows (a map is first refitted on training and validation rows; a trained predictor has used the
 validation rows to stop).
 """
 from __future__ import annotations
@@ -72,7 +73,7 @@ def fit_method(method: str, pred: np.ndarray, true: np.ndarray, shape: np.ndarra
     b, a = np.polyfit(lp, lt, 1)
     b = float(np.clip(b, 0.5, 1.5))  # a few points must not turn the predictor's order around
     cal = {"method": method, "log_scale": float(np.median(lt - b * lp)), "exponent": b}
-    if method == "descriptors" and len(pred) >= 2 * (1 + shape.shape[1]):
+    if method == "descriptors" and shape is not None and len(pred) >= 2 * (1 + shape.shape[1]):
         cal.update(_fit_correction(np.column_stack([lp, shape]), lt - cal["log_scale"] - b * lp))
         cal["log_scale"] += cal.pop("offset")
     return cal
@@ -142,7 +143,7 @@ TRAINED = {"finetune": finetune, "scratch": scratch}  # adaptations that train w
 def candidate_methods(base_meta: dict, fp: dict, config: dict, variant: str = "fp32") -> tuple[str, ...]:
     """The rescalings to choose among: the unadapted base only on the base profile's own CPU and
     configuration. Elsewhere a level shift is expected, and a few validation rows cannot tell one factor's
-    gain from chance (choose would keep a base 27% off on another thread count)."""
+    gain from chance."""
     base_fp = base_meta.get("fingerprint") or {}
     same_cpu = all(base_fp[k] == fp.get(k) for k in ("cpu", "cpu_id", "cpu_flags", "physical_cores", "gpu")
                    if k in base_fp)
