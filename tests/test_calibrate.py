@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from narformer_tvm.calibrate import (METHODS, accuracy, apply, calibrate, calibration_variants, candidate_methods,
+from narformer_tvm.calibrate import (CALIBRATION_SET, METHODS, accuracy, apply, calibrate, calibration_variants, candidate_methods,
                                      choose, fit_method, split_of)
 from narformer_tvm.cli.calibrate_cmd import parse_budget
 from narformer_tvm.cli.main import cli
@@ -115,6 +115,9 @@ def test_the_calibration_set_is_spread_over_families():
     vs = calibration_variants()
     assert len(vs) >= 200 and len({v.family for v in vs[:40]}) >= 12  # a short budget already covers many
     assert all(v.seed >= 0 for v in vs)  # no published network: they are what a calibration is judged on
+    # a short budget already spans the latencies of real networks (on the base's hardware), not only small models
+    ms = [d["profile_ms"] for d in json.loads(CALIBRATION_SET.read_text())[:100]]
+    assert sum(m >= 40 for m in ms) >= 15 and max(ms) >= 100 and min(ms) >= 1.0
 
 
 def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
