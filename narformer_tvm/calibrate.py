@@ -144,9 +144,9 @@ def candidate_methods(base_meta: dict, fp: dict, config: dict, variant: str = "f
     """The rescalings to choose among: the unadapted base only on the base profile's own CPU and
     configuration. Elsewhere a level shift is expected, and a few validation rows cannot tell one factor's
     gain from chance."""
-    base_fp = base_meta.get("fingerprint") or {}
-    same_cpu = all(base_fp[k] == fp.get(k) for k in ("cpu", "cpu_id", "cpu_flags", "physical_cores", "gpu")
-                   if k in base_fp)
+    from narformer_tvm.profiles import hardware_differences
+
+    same_cpu = not hardware_differences(base_meta.get("fingerprint") or {}, here=fp)
     same = same_cpu and base_meta.get("config") == config and variant == "fp32"
     return METHODS if same else METHODS[1:]
 

@@ -167,13 +167,17 @@ def shipped_cost_model(target: str = "llvm", field: str = "tvm_cost_model") -> P
     return path if path.is_file() else None
 
 
-def hardware_differences(fp: dict) -> list[str]:
-    """How this machine differs from the one a fingerprint describes (keys it lacks are not compared)."""
-    from narformer_tvm.measure.hardware import gpu_name, hardware
+def hardware_differences(fp: dict, here: dict | None = None) -> list[str]:
+    """How this machine (or the one fingerprint ``here`` describes) differs from the one ``fp`` describes
+    (keys ``fp`` lacks are not compared)."""
+    from narformer_tvm.measure.hardware import HARDWARE_KEYS, gpu_name, hardware
 
-    here = hardware()
-    if "gpu" in fp:
-        here["gpu"] = gpu_name()
+    if here is not None:
+        here = {k: here.get(k) for k in (*HARDWARE_KEYS, "gpu") if k in HARDWARE_KEYS or k in fp}
+    else:
+        here = hardware()
+        if "gpu" in fp:
+            here["gpu"] = gpu_name()
     return [f"{k}: trained on {fp[k]!r}, this machine {v!r}" for k, v in here.items() if fp.get(k) not in (None, v)]
 
 

@@ -62,6 +62,9 @@ def gpu_name() -> str:
         return ""
 
 
+HARDWARE_KEYS = ("cpu", "cpu_id", "cpu_flags", "physical_cores")  # the fingerprint's fields hardware() reads
+
+
 def hardware() -> dict:
     """The parts of a fingerprint that change latencies: a predictor trained elsewhere does not apply here."""
-    return {"cpu": cpu_model(), "cpu_id": cpu_id(), "cpu_flags": cpu_flags(), "physical_cores": physical_cores()}
+    return dict(zip(HARDWARE_KEYS, (cpu_model(), cpu_id(), cpu_flags(), physical_cores())))
