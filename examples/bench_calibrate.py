@@ -8,7 +8,7 @@ For each budget (minutes of profiling, taken as prefixes of the calibration run 
 measured, its clock the sum of the rows' measuring times, so that a run resumed in several sittings
 counts only time spent profiling) the calibration rows measured within it are split and adapted
 exactly as `calibrate` does (rescalings and, with torch, fine-tuning and training from scratch, chosen
-on the validation part), and the result is scored on the test dataset: models measured on this
+by cross-validation), and the result is scored on the test dataset: models measured on this
 machine under the same configuration and never in the calibration set (published networks). Beside
 it, on the same rows: every adaptation's own score, the unadapted base and a FLOPs+MAC regression. The
 configuration's noise floor is the MAPE between two passes of the test models where the test dataset
@@ -25,41 +25,29 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+CHOICE = "cross-validation"  # how calibrate judges adaptations; results judged otherwise are not resumed
 
 
 def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_test, methods) -> dict:
     """What `calibrate` would have chosen from the rows measured within ``minutes``, scored on ``test``;
     every adaptation's own test score beside."""
-    from narformer_tvm.calibrate import TRAINED, _predict, accuracy, apply, choose, fit_method, split_of
-    from narformer_tvm.learn.metrics import relative_errors
+    from narformer_tvm.calibrate import accuracy, adapt, held_out
     from narformer_tvm.learn.train import LinearBaseline
 
-    t_cal, t_test = np.array([s.latency_ms for s in cal]), np.array([s.latency_ms for s in test])
-    k = clock <= 60 * minutes
-    parts = {p: k & np.array([split_of(s.key) == p for s in cal]) for p in ("train", "val", "test")}
-    pick = lambda p: [s for s, keep in zip(cal, parts[p]) if keep]  # noqa: E731
-    fit_rows = parts["train"] | parts["val"]
-    val, preds, out = {}, {}, {"minutes": minutes, "calibration_models": int(k.sum()), "seconds": {}}
-    for m in methods:
-        fitted = fit_method(m, p_cal[parts["train"]], t_cal[parts["train"]], s_cal[parts["train"]])
-        val[m] = relative_errors(apply(fitted, p_cal[parts["val"]], s_cal[parts["val"]]), t_cal[parts["val"]])
-        mapped = fit_method(m, p_cal[fit_rows], t_cal[fit_rows], s_cal[fit_rows])
-        preds[m] = {"test": apply(mapped, p_test, s_test),
-                    "held": apply(mapped, p_cal[parts["test"]], s_cal[parts["test"]])}
-    for m, train in (TRAINED.items() if ckpt is not None else []):
-        t0 = time.time()
-        trained = train(ckpt, pick("train"), pick("val"))
-        out["seconds"][m] = time.time() - t0
-        val[m] = relative_errors(_predict(trained, pick("val")), t_cal[parts["val"]])
-        preds[m] = {"test": _predict(trained, test), "held": _predict(trained, pick("test"))}
-    out["method"], out["methods"] = choose(val), list(methods)
-    out["validation"] = {m: float(e.mean()) for m, e in val.items()}
-    out["adapt_s"] = sum(out["seconds"].values())
-    out["by_method"] = {m: accuracy(p["test"], t_test) for m, p in preds.items()}
+    t_test = np.array([s.latency_ms for s in test])
+    k = np.flatnonzero(clock <= 60 * minutes)
+    held = held_out([cal[i].key for i in k])
+    fit, hold = k[~held], k[held]
+    rows = lambda idx: [cal[i] for i in idx]  # noqa: E731
+    fitted = adapt(rows(fit), p_cal[fit], s_cal[fit], methods, ckpt)
+    out = {"minutes": minutes, "calibration_models": int(len(k)), "seconds": fitted.seconds,
+           "method": fitted.method, "methods": list(methods), "adapt_s": sum(fitted.seconds.values()),
+           "validation": {m: float(e.mean()) for m, e in fitted.errors.items()}}
+    out["by_method"] = {m: accuracy(fitted.predict(m, test, p_test, s_test), t_test) for m in fitted.errors}
     out["calibrated"] = out["by_method"][out["method"]]
-    out["held_out_calibration"] = accuracy(preds[out["method"]]["held"], t_cal[parts["test"]])
-    lin = LinearBaseline(("flops", "memory")).fit([cal[i] for i in np.flatnonzero(fit_rows)])
-    out["flops_mac"] = accuracy(np.array(lin.predict(test)), t_test)
+    t_hold = np.array([cal[i].latency_ms for i in hold])
+    out["held_out_calibration"] = accuracy(fitted.predict(fitted.method, rows(hold), p_cal[hold], s_cal[hold]), t_hold)
+    out["flops_mac"] = accuracy(np.array(LinearBaseline(("flops", "memory")).fit(rows(fit)).predict(test)), t_test)
     return out
 
 
@@ -105,7 +93,7 @@ def main() -> None:
     state_path = args.out.with_suffix(".json")
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     labels = "mean of passes" if args.test_mean_passes else "main pass"
-    if state.get("test_labels", "main pass") != labels:  # scored on other test labels: score again
+    if state.get("test_labels", "main pass") != labels or state.get("choice") != CHOICE:  # scored otherwise: again
         state = {}
     # a row chosen among more methods stands where it did not choose the one left out (choose's order)
     done = {r["minutes"]: {**r, "methods": list(methods)} for r in state.get("rows", [])
@@ -116,7 +104,7 @@ def main() -> None:
         if minutes not in done or done[minutes]["calibration_models"] != int((clock <= 60 * minutes).sum()):
             done[minutes] = evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_test, methods)
         rows.append(done[minutes])
-        state = {"base": accuracy(p_test, t_test), "rows": rows, "test_labels": labels}
+        state = {"base": accuracy(p_test, t_test), "rows": rows, "test_labels": labels, "choice": CHOICE}
         state_path.write_text(json.dumps(state, indent=2) + "\n")
         print(json.dumps({k: rows[-1][k] for k in ("minutes", "calibration_models", "method", "validation")}),
               flush=True)
@@ -160,8 +148,8 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
              + (" Test labels: the geometric mean of each model's passes." if args.test_mean_passes else "")
              + (f" Noise floor of this configuration (MAPE between the main and `{args.noise_pass}` passes over {floor['pairs']} test models): "
                 f"{100 * floor['mape']:.2f}%." if floor else ""), "",
-             "The adaptation is the simplest one within one standard error of the lowest MAPE on the validation "
-             "part of the calibration rows (as `calibrate` chooses); every adaptation's test MAPE is beside it.", "",
+             "The adaptation is the simplest one within one standard error of the lowest cross-validated MAPE on "
+             "the calibration rows not held out (as `calibrate` chooses); every adaptation's test MAPE is beside it.", "",
              "| profiling (min) | calibration models | chosen adaptation | test MAPE (90% interval) | Acc(10%) | "
              "bias | held-out calibration MAPE | training s | scaled | loglinear | descriptors | fine-tuned | from scratch | "
              "FLOPs+MAC |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

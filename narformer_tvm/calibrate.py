@@ -2,19 +2,18 @@
 within a time budget, adapt a shipped predictor to it, and say how accurate the result is here.
 
 The calibration set (``calibration_set.json``, made by examples/make_calibration_set.py) is ordered so
-that any prefix is spread over op mix and scale; models are generated on the fly. Measured rows are
-split by a hash of the model: a quarter is held out for the accuracy printed at the end, a quarter
-validates the choice of adaptation, the rest fits it. Adaptations are log-linear maps of the base
-predictor's output (latency = exp(a) * base ** b): ``base`` (none), ``scaled`` (a only) and
+that any prefix is spread over op mix and scale; models are generated on the fly. A quarter of the
+measured rows (by a hash of the model) is held out for the accuracy printed at the end; the rest fit
+and judge the adaptations by 4-fold cross-validation, so that every one of them validates.
+Adaptations are log-linear maps of the base predictor's output (latency = exp(a) * base ** b): ``base`` (none), ``scaled`` (a only) and
 ``loglinear`` (a and b); ``descriptors``, the log-linear map times a correction linear in the graph's
 shape (size, intensity, the FLOP and byte shares of dense and grouped convolutions: a CPU's relative
 costs of kinds of work differ from the base's); and, where torch and the base's checkpoint are
-installed, ``finetune`` (the base's weights trained on from the training rows) and ``scratch`` (a
-predictor of the base's shape trained from nothing on them), both stopping early on the validation rows.
-The unadapted base is a candidate only on the base's own CPU and configuration. The simplest adaptation
-whose validation MAPE is within one standard error of the lowest (``choose``) is scored once on the
-held-out rows (a map is first refitted on training and validation rows; a trained predictor has used the
-validation rows to stop).
+installed, ``finetune`` (the base's weights trained on from the rows) and ``scratch`` (a predictor
+of the base's shape trained from nothing on them): one model per fold, each stopping early on its held
+fold, kept as an ensemble. The unadapted base is a candidate only on the base's own CPU and configuration. The
+simplest adaptation whose cross-validated MAPE is within one standard error of the lowest (``choose``)
+is scored once on the held-out rows.
 """
 from __future__ import annotations
 
@@ -37,7 +36,10 @@ from narformer_tvm.learn.metrics import relative_errors
 CALIBRATION_SET = Path(__file__).resolve().parent / "calibration_set.json"
 METHODS = ("base", "scaled", "loglinear", "descriptors")
 RIDGE = 4.0  # ridge penalty of the descriptors correction, in rows of standardised features
-MIN_MODELS = 12  # fewer measured models than this cannot be split three ways meaningfully
+MIN_MODELS = 12  # fewer measured models than this cannot be split meaningfully
+FOLDS = 4  # cross-validation folds of the rows not held out: each validates once, so the choice sees them all
+FOLD_ROWS = 200  # up to this many rows, trained adaptations train once per fold; beyond, on the first fold
+#   only: a quarter of many rows validates well enough, and four trainings would take too long
 FINETUNE = {"epochs": 40, "patience": 8, "lr": 2e-4, "batch_size": 16}  # small steps: the base already ranks well
 SCRATCH = {"epochs": 60, "patience": 15, "lr": 5e-4, "batch_size": 16}
 
@@ -55,9 +57,22 @@ def calibration_variants(limit: int | None = None) -> list:
     return out[:limit] if limit else out
 
 
-def split_of(key: str) -> str:
-    """test | val | train, fixed per model."""
-    return ("test", "val", "train", "train")[zlib.crc32(key.encode()) % 4]
+def held_out(keys: list[str]) -> np.ndarray:
+    """Which rows hold out for the accuracy printed at the end: a quarter, by a hash of the model (every
+    fourth in order where few rows hash unluckily)."""
+    test = np.array([zlib.crc32(k.encode()) % 4 == 0 for k in keys], dtype=bool)
+    if test.sum() < 2 or (~test).sum() < 2 * FOLDS:
+        test = np.arange(len(keys)) % 4 == 0
+    return test
+
+
+def folds_of(keys: list[str], k: int = FOLDS) -> np.ndarray:
+    """Cross-validation fold of each row: rows ordered by a hash of their model and dealt round, so
+    that folds differ in size by one at most."""
+    order = np.argsort([zlib.crc32(f"fold:{key}".encode()) for key in keys], kind="stable")
+    fold = np.empty(len(keys), dtype=int)
+    fold[order] = np.arange(len(keys)) % k
+    return fold
 
 
 def fit_method(method: str, pred: np.ndarray, true: np.ndarray, shape: np.ndarray | None = None) -> dict:
@@ -140,6 +155,60 @@ def scratch(checkpoint: Path, train: list, val: list, seed: int = 0,
 TRAINED = {"finetune": finetune, "scratch": scratch}  # adaptations that train weights (torch)
 
 
+@dataclass
+class Adaptation:
+    """The candidate adaptations fitted to calibration rows, and the one to keep."""
+
+    errors: dict[str, np.ndarray]  # method -> absolute relative error on each row, predicted out of fold
+    maps: dict[str, dict]  # rescaling method -> its map, fitted on every row
+    trained: dict = field(default_factory=dict)  # trained method -> Predictor: its fold models' ensemble
+    seconds: dict[str, float] = field(default_factory=dict)  # trained method -> training seconds
+    method: str = ""  # choose(errors)
+
+    def predict(self, method: str, samples: list, pred: np.ndarray, shape: np.ndarray) -> np.ndarray:
+        """Latency (ms) of ``samples`` (base predictions ``pred``, shapes ``shape``) under ``method``."""
+        if method in self.trained:
+            return _predict(self.trained[method], samples)
+        return apply(self.maps[method], pred, shape)
+
+
+def adapt(samples: list, pred: np.ndarray, shape: np.ndarray, methods: tuple[str, ...],
+          checkpoint: Path | None = None, progress: Callable[[str, int, int, str], None] | None = None,
+          folds: int = FOLDS) -> Adaptation:
+    """Fit each of ``methods`` (and, with a torch ``checkpoint``, each of TRAINED) to ``samples`` (base
+    predictions ``pred``, shape descriptors ``shape``), judge each on predictions of rows it was not fitted
+    to (``folds``-fold cross-validation) and choose. A map is then refitted on every row; a trained
+    adaptation keeps the ensemble of its fold models, each stopped early on its own held fold."""
+    true = np.array([s.latency_ms for s in samples])
+    fold = folds_of([s.key for s in samples], folds)
+    oof = {}
+    for method in methods:
+        oof[method] = np.zeros(len(samples))
+        for f in range(folds):
+            cal = fit_method(method, pred[fold != f], true[fold != f], shape[fold != f])
+            oof[method][fold == f] = apply(cal, pred[fold == f], shape[fold == f])
+    out = Adaptation({}, {m: fit_method(m, pred, true, shape) for m in methods})
+    judged = np.ones(len(samples), dtype=bool)  # the rows every candidate predicted out of fold
+    if checkpoint is not None:
+        from narformer_tvm.model.predictor import merge_predictors
+
+        trained_folds = range(folds) if len(samples) <= FOLD_ROWS else range(1)
+        judged = np.isin(fold, list(trained_folds))
+        for method, train in TRAINED.items():
+            t0, models = time.time(), []
+            oof[method] = np.full(len(samples), np.nan)
+            for f in trained_folds:
+                pick = lambda keep: [s for s, k in zip(samples, keep) if k]  # noqa: E731
+                models.append(train(checkpoint, pick(fold != f), pick(fold == f),
+                                    progress=_epoch_progress(progress, method, f, len(trained_folds))))
+                oof[method][fold == f] = _predict(models[-1], pick(fold == f))
+            out.trained[method] = merge_predictors(models)
+            out.seconds[method] = time.time() - t0
+    out.errors = {m: relative_errors(p[judged], true[judged]) for m, p in oof.items()}
+    out.method = choose(out.errors)
+    return out
+
+
 def candidate_methods(base_meta: dict, fp: dict, config: dict, variant: str = "fp32") -> tuple[str, ...]:
     """The rescalings to choose among: the unadapted base only on the base profile's own CPU and
     configuration. Elsewhere a level shift is expected, and a few validation rows cannot tell one factor's
@@ -152,8 +221,8 @@ def candidate_methods(base_meta: dict, fp: dict, config: dict, variant: str = "f
 
 
 def choose(errors: dict[str, np.ndarray]) -> str:
-    """The adaptation to keep, from each one's absolute relative errors on the same validation rows
-    (in order of complexity): the simplest whose mean is within one standard error of the best one's
+    """The adaptation to keep, from each one's absolute relative errors on the same rows, predicted out
+    of fold (in order of complexity): the simplest whose mean is within one standard error of the best one's
     (the paired difference's), so that a few validation rows cannot hand the profile to a trained
     predictor that merely got lucky on them."""
     best = min(errors, key=lambda m: errors[m].mean())
@@ -250,35 +319,20 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     pred, _ = predictor.predict_encoded(encoded)
     shape = shape_descriptors(encoded)
     true = np.array([s.latency_ms for s in samples])
-    parts = {k: np.array([split_of(s.key) == k for s in samples]) for k in ("train", "val", "test")}
-    if min(p.sum() for p in parts.values()) < 2:  # few models, unlucky hashes: every fourth, in order
-        tags = np.array([("test", "val", "train", "train")[i % 4] for i in range(len(samples))])
-        parts = {k: tags == k for k in ("train", "val", "test")}
+    test_rows = held_out([s.key for s in samples])
     fp = fingerprint(cfg, get_backend(cfg.runtime))
     base_meta = json.loads((base_folder / "profile.json").read_text()) if base_folder is not None else {}
-    errors = {}  # absolute relative error of each adaptation on each validation row
-    for method in candidate_methods(base_meta, fp, cfg.identity(), variant):
-        cal = fit_method(method, pred[parts["train"]], true[parts["train"]], shape[parts["train"]])
-        errors[method] = relative_errors(apply(cal, pred[parts["val"]], shape[parts["val"]]), true[parts["val"]])
     checkpoint = finetune_checkpoint(base) if allow_finetune else None
-    trained = {}
-    if checkpoint is not None:
-        pick = lambda part: [s for s, keep in zip(samples, parts[part]) if keep]  # noqa: E731
-        for method, train in TRAINED.items():
-            trained[method] = train(checkpoint, pick("train"), pick("val"), progress=_epoch_progress(progress, method))
-            errors[method] = relative_errors(_predict(trained[method], pick("val")), true[parts["val"]])
-    result.validation = {m: float(e.mean()) for m, e in errors.items()}
-    best = choose(errors)
-    if best in trained:
-        result.calibration = {"method": best, "log_scale": 0.0, "exponent": 1.0}
-        adapted = _predict(trained[best], [s for s, keep in zip(samples, parts["test"]) if keep])
-    else:
-        fit_rows = parts["train"] | parts["val"]
-        result.calibration = fit_method(best, pred[fit_rows], true[fit_rows], shape[fit_rows])
-        adapted = apply(result.calibration, pred[parts["test"]], shape[parts["test"]])
-    result.test = accuracy(adapted, true[parts["test"]])
-    result.test_base = accuracy(pred[parts["test"]], true[parts["test"]])
-    _write_profile(result, folder, base, base_path, cfg, fp, trained.get(best), variant)
+    fit_rows = ~test_rows
+    fitted = adapt([s for s, keep in zip(samples, fit_rows) if keep], pred[fit_rows], shape[fit_rows],
+                   candidate_methods(base_meta, fp, cfg.identity(), variant), checkpoint, progress)
+    result.validation = {m: float(e.mean()) for m, e in fitted.errors.items()}
+    result.calibration = fitted.maps.get(fitted.method) or {"method": fitted.method, "log_scale": 0.0, "exponent": 1.0}
+    held = [s for s, keep in zip(samples, test_rows) if keep]
+    adapted = fitted.predict(fitted.method, held, pred[test_rows], shape[test_rows])
+    result.test = accuracy(adapted, true[test_rows])
+    result.test_base = accuracy(pred[test_rows], true[test_rows])
+    _write_profile(result, folder, base, base_path, cfg, fp, fitted.trained.get(fitted.method), variant)
     return result
 
 
@@ -288,14 +342,16 @@ def _predict(predictor, samples: list) -> np.ndarray:
     return predictor.predict_encoded([encode_table(s.table, predictor.features) for s in samples])[0]
 
 
-def _epoch_progress(progress, method: str):
-    """train_predictor's progress lines as ``progress(method, epoch, epochs, line)``."""
+def _epoch_progress(progress, method: str, fold: int = 0, folds: int = 1):
+    """train_predictor's progress lines as ``progress(method, epochs done, epochs, line)``, over the
+    folds (each counted as its full epochs: early stopping skips ahead)."""
     if progress is None:
         return None
 
     def report(line: str) -> None:
         m = re.search(r"epoch (\d+)/(\d+)", line)
-        progress(method, int(m[1]) if m else 0, int(m[2]) if m else 0, line)
+        epoch, epochs = (int(m[1]), int(m[2])) if m else (0, 0)
+        progress(method, fold * epochs + epoch, folds * epochs, f"fold {fold + 1}/{folds}: {line}")
     return report
 
 

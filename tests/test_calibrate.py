@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from narformer_tvm.calibrate import (CALIBRATION_SET, METHODS, accuracy, apply, calibrate, calibration_variants, candidate_methods,
-                                     choose, fit_method, split_of)
+from narformer_tvm.calibrate import (CALIBRATION_SET, FOLDS, METHODS, accuracy, adapt, apply, calibrate,
+                                     calibration_variants, candidate_methods, choose, fit_method, folds_of, held_out)
 from narformer_tvm.cli.calibrate_cmd import parse_budget
 from narformer_tvm.cli.main import cli
 from narformer_tvm.errors import InputError
@@ -39,7 +39,30 @@ def test_adaptations_and_their_accuracy():
     assert err(loglin) < 0.03 < err(scaled) < err(fit_method("base", pred, true))
     acc = accuracy(apply(loglin, pred), true)
     assert acc["n"] == 40 and acc["mape_90"][0] <= acc["mape"] <= acc["mape_90"][1] and acc["acc10"] == 1.0
-    assert {split_of(f"k{i}") for i in range(50)} == {"train", "val", "test"}
+    keys = [f"k{i}" for i in range(200)]
+    assert 30 <= held_out(keys).sum() <= 70 and held_out(keys).tolist() == held_out(keys).tolist()
+    assert held_out(keys[:3]).tolist() == [True, False, False]  # too few rows for a hashed quarter
+    assert np.bincount(folds_of(keys)).tolist() == [50] * FOLDS  # balanced, whatever the hashes
+
+
+class _Row:  # what adapt reads of a calibration row
+    def __init__(self, key, latency_ms):
+        self.key, self.latency_ms = key, latency_ms
+
+
+def test_adaptations_are_judged_out_of_fold_on_every_row():
+    rng = np.random.default_rng(2)
+    n = 48
+    pred = np.exp(rng.uniform(0, 4, n))
+    shape = rng.uniform(0, 1, (n, 7))
+    true = 0.8 * pred * np.exp(-0.4 * shape[:, 3] + rng.normal(0, 0.02, n))
+    rows = [_Row(f"m{i}", t) for i, t in enumerate(true)]
+    fitted = adapt(rows, pred, shape, METHODS[1:])
+    assert set(fitted.errors) == set(METHODS[1:]) and all(len(e) == n for e in fitted.errors.values())
+    assert fitted.method == "descriptors" and fitted.errors["descriptors"].mean() < 0.04
+    # each row was predicted by a map fitted without it: not the same as the map fitted on every row
+    in_sample = np.abs(fitted.predict("scaled", rows, pred, shape) - true) / true
+    assert not np.allclose(in_sample, fitted.errors["scaled"])
 
 
 def test_a_shape_correction_fits_what_a_log_linear_map_cannot():

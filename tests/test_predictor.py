@@ -9,6 +9,7 @@ from narformer_tvm.model.predictor import (
     CHECKPOINT_VERSION,
     Predictor,
     TargetNorm,
+    merge_predictors,
     new_predictor,
 )
 
@@ -76,3 +77,19 @@ def test_not_a_checkpoint(tmp_path):
 def test_target_norm_inverts():
     t = TargetNorm("ratio", 2.0)
     np.testing.assert_allclose(t.decode(t.encode(np.array([0.1, 2.0, 50.0]))), [0.1, 2.0, 50.0])
+
+
+def test_predictors_of_other_target_scales_merge_into_one_ensemble(exported):
+    graphs = [build_graph(exported(n)) for n in ("resnet18", "mobilenet_v2")]
+    folds = [small(seed=k) for k in range(3)]
+    for k, p in enumerate(folds):  # one per cross-validation fold: each its own median, its own weights
+        p.target = TargetNorm("ratio", 1.5 * (k + 1))
+        with torch.no_grad():
+            p.models[0].head[-1].weight.normal_(0, 0.1)
+    merged = merge_predictors(folds)
+    assert len(merged.models) == 3 and merged.target.scale == pytest.approx((1.5 * 3.0 * 4.5) ** (1 / 3))
+    expected = np.mean([p.predict(graphs) for p in folds], axis=0)
+    np.testing.assert_allclose(merged.predict(graphs), expected, rtol=1e-5)
+    other = new_predictor(FeatureConfig(n_freqs=4), d_model=16, n_groups=4)
+    with pytest.raises(ValueError, match="one feature encoding and model shape"):
+        merge_predictors([folds[0], other])

@@ -73,7 +73,7 @@ def calibrate(target, runtime, threads, opt_level, budget, base, name, rpc_track
     t, b = result.test, result.test_base
     con.print(f"{result.measured} calibration models measured ({result.profiled_s / 60:.1f} min this run"
               + (f"; {result.left} not reached: a rerun continues" if result.left else "") + ").")
-    con.print("validation MAPE per adaptation: " + ", ".join(f"{m} {100 * v:.1f}%" for m, v in
+    con.print("cross-validated MAPE per adaptation: " + ", ".join(f"{m} {100 * v:.1f}%" for m, v in
                                                              result.validation.items())
               + f" -> {result.calibration['method']}")
     con.print(f"[bold]Expected accuracy here[/bold] ({t['n']} held-out models): MAPE {100 * t['mape']:.1f}% "

@@ -1,6 +1,8 @@
 """A trained predictor: model weights + everything needed to use them, in a versioned checkpoint."""
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -144,3 +146,22 @@ def new_predictor(features: FeatureConfig | None = None, ensemble: int = 1, seed
         torch.manual_seed(seed + k)
         models.append(NARFormer(cfg))
     return Predictor(models=models, features=features)
+
+
+def merge_predictors(predictors: Sequence[Predictor]) -> Predictor:
+    """One ensemble of every model of ``predictors`` (same features and model shape; e.g. one predictor
+    per cross-validation fold). Their target scales may differ: each model's output is rescaled to the
+    geometric mean of the scales through the head's last bias (the output is exp(head) times a prior)."""
+    first = predictors[0]
+    if any(p.features != first.features or p.config != first.config for p in predictors):
+        raise ValueError("only predictors of one feature encoding and model shape merge into one ensemble")
+    scale = float(np.exp(np.mean([np.log(p.target.scale) for p in predictors])))
+    models = []
+    for p in predictors:
+        for m in p.models:
+            m = copy.deepcopy(m)
+            with torch.no_grad():
+                m.head[-1].bias += math.log(p.target.scale / scale)
+            models.append(m)
+    return Predictor(models=models, features=first.features, target=TargetNorm(first.target.kind, scale),
+                     profile=dict(first.profile), metadata={**first.metadata, "merged": len(predictors)})
