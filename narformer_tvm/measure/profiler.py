@@ -1,14 +1,14 @@
 """The profiler: measure real latencies of ONNX models and store them as a training set.
 
-Each model is measured in an isolated worker process (exported there too, for zoo variants) with
-a timeout: a crash or hang inside a runtime becomes a failed measurement and the sweep goes on.
+Each model is measured in an isolated worker process (zoo variants exported by another, see
+measure.exporter) with a timeout: a crash or hang inside a runtime becomes a failed measurement and
+the sweep goes on.
 Every result is committed as soon as it exists, so Ctrl-C or a kill loses nothing, and running the
 same command again resumes without measuring a finished model twice.
 """
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import tempfile
 import time
@@ -24,15 +24,14 @@ from narformer_tvm.measure.backends import (
     fingerprint,
     get_backend,
 )
+from narformer_tvm.measure.exporter import Exporter
 from narformer_tvm.measure.regime_gate import RegimeGate, slow_in_hindsight
+from narformer_tvm.measure.worker import Worker
 
 SPREAD_LIMIT = 0.15  # block medians differing by more than this: re-measure
 
 
 CONTENTION_LIMIT = 0.25  # other processes using more than this share of the CPUs: re-measure
-
-
-STARTUP_TIMEOUT = 180
 
 
 MAX_CONSECUTIVE_CRASHES = 5  # a worker that dies on everything is a broken set-up, not bad models
@@ -168,7 +167,7 @@ def _make_job_model(job: Job, task: dict, folder: Path, made: dict | None):
     from narformer_tvm.graph.onnx_graph import build_graph
 
     path = job.onnx_path
-    if job.variant:
+    if job.variant and not path:  # (the sweep exports zoo variants elsewhere: see measure.exporter)
         if made is not None and None in made and job.transform:  # the untransformed export of this model
             path = made[None][0]
         else:
@@ -215,56 +214,6 @@ def _worker_main(conn) -> None:
                     conn.send({"measurement": asdict(Measurement(error=f"regime gate: {e}"))})
                     continue
             conn.send(run_job(task, gate if task.get("gate") else None, made, made_dir))
-
-
-class Worker:
-    """One persistent worker process (imports paid once), restarted after a crash or a timeout."""
-
-    def __init__(self):
-        self.proc = None
-        self._start()
-
-    def _start(self) -> None:
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
-        # Task timeouts start once the worker has paid its imports.
-        if not self.conn.poll(STARTUP_TIMEOUT) or self.conn.recv() != "ready":
-            self.kill()
-            raise NarformerError(f"the measuring worker did not start within {STARTUP_TIMEOUT} s")
-
-    def call(self, task: dict, timeout: float) -> dict:
-        self.conn.send(task)
-        if not self.conn.poll(timeout):
-            self.restart()
-            return {"measurement": asdict(Measurement(error=f"timed out after {timeout:.0f} s (worker killed)"))}
-        try:
-            return self.conn.recv()
-        except (EOFError, ConnectionResetError):
-            self.proc.join(5)
-            code = self.proc.exitcode
-            self.restart()
-            return {"measurement": asdict(Measurement(error=f"worker crashed (exit code {code})"))}
-
-    def restart(self) -> None:
-        self.kill()
-        self._start()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.is_alive():
-            self.proc.kill()
-        if self.proc is not None:
-            self.proc.join(5)
-
-    def close(self) -> None:
-        try:
-            self.conn.send(None)
-            self.proc.join(5)
-        except (OSError, BrokenPipeError):
-            pass
-        self.kill()
 
 
 @dataclass
@@ -319,7 +268,7 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
     summary.skipped = len(jobs) - len(todo)
     if not todo:
         return summary
-    worker = Worker()
+    worker, exporter = Worker(_worker_main), Exporter()
     t_start = time.time()
     crashes = 0
     ref_first = _reference_baseline(store, config_id)
@@ -332,14 +281,14 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
                 summary.left = len(todo) - i
                 break
             if reference_every and i % reference_every == 0:
-                ref_first = _measure_reference(worker, store, cfg, config_id, ref_first, timeout, summary)
+                ref_first = _measure_reference(worker, exporter, store, cfg, config_id, ref_first, timeout, summary)
             if progress:
                 progress("start", i, len(todo), job.name)
             t0 = time.time()
-            task = {"job": asdict(job), "cfg": jcfg.to_dict(), "input_shapes": input_shapes, "batch_size": batch_size,
+            task = {"cfg": jcfg.to_dict(), "input_shapes": input_shapes, "batch_size": batch_size,
                     "need_graph": store.model_id(job.key) is None, "tries": tries,
                     "gate": gate if _same_machine_regime(jcfg, cfg) else None, "gate_cfg": cfg.to_dict()}
-            result = worker.call(task, timeout)
+            result = _call(worker, exporter, job, task, timeout)
             m = Measurement(**result["measurement"])
             crashes = crashes + 1 if (m.error or "").startswith("worker crashed") else 0
             if crashes >= MAX_CONSECUTIVE_CRASHES:
@@ -373,9 +322,10 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
                 status = f"{m.latency_ms:.3f} ms" if m.ok else "failed"
                 progress("done", i + 1, len(todo), f"{job.name}: {status}")
         if reference_every:
-            _measure_reference(worker, store, cfg, config_id, ref_first, timeout, summary)
+            _measure_reference(worker, exporter, store, cfg, config_id, ref_first, timeout, summary)
     finally:
         worker.close()
+        exporter.close()
         late = slow_in_hindsight(gated)
         store.flag_noisy(late)
         summary.noisy += len(late)
@@ -409,13 +359,24 @@ def _reference_baseline(store: Store, config_id: int) -> float | None:
     return row[0] if row else None
 
 
-def _measure_reference(worker: Worker, store: Store, cfg: MeasureConfig, config_id: int, first: float | None,
-                       timeout: float, summary: Summary) -> float | None:
+def _call(worker: Worker, exporter: Exporter, job: Job, task: dict, timeout: float) -> dict:
+    """The worker's result for ``job`` (a zoo variant exported first by ``exporter``) under ``task``'s
+    settings; a failed export is the result."""
+    if job.variant and not job.onnx_path:
+        path, failure = exporter.export(job.variant, timeout)
+        if failure is not None:
+            return failure
+        job = replace(job, onnx_path=path)
+    return worker.call({**task, "job": asdict(job)}, timeout)
+
+
+def _measure_reference(worker: Worker, exporter: Exporter, store: Store, cfg: MeasureConfig, config_id: int,
+                       first: float | None, timeout: float, summary: Summary) -> float | None:
     from narformer_tvm.measure.zoo import Variant
 
     v = Variant(**REFERENCE)
     job = Job(key=v.key, name="reference", family=v.family, variant=v.to_dict())
-    result = worker.call({"job": asdict(job), "cfg": cfg.to_dict(), "need_graph": False, "tries": 3}, timeout)
+    result = _call(worker, exporter, job, {"cfg": cfg.to_dict(), "need_graph": False, "tries": 3}, timeout)
     m = Measurement(**result["measurement"])
     store.add_reference(config_id, m.latency_ms, m.spread)
     if m.ok and first is not None and abs(m.latency_ms / first - 1) > 0.10:
