@@ -44,12 +44,13 @@ class Exporter:
         self.last: tuple[str, str] | None = None  # (variant, path)
         self.count = 0
 
-    def export(self, variant: dict, timeout: float) -> tuple[str | None, dict | None]:
-        """(path of the exported file, None), or (None, the failure as a worker result)."""
+    def export(self, variant: dict, timeout: float, keep: bool = False) -> tuple[str | None, dict | None]:
+        """(path of the exported file, None), or (None, the failure as a worker result). ``keep``: the
+        file stays for the whole sweep (the regime gate's probe)."""
         ident = json.dumps(variant, sort_keys=True)
         if self.last and self.last[0] == ident:
             return self.last[1], None
-        if self.last:
+        if self.last and not keep:
             Path(self.last[1]).unlink(missing_ok=True)
             self.last = None
         if self.worker is None:
@@ -58,7 +59,8 @@ class Exporter:
         result = self.worker.call({"variant": variant, "path": f"{self.folder.name}/model{self.count}.onnx"}, timeout)
         if "path" not in result:
             return None, result
-        self.last = (ident, result["path"])
+        if not keep:
+            self.last = (ident, result["path"])
         return result["path"], None
 
     def close(self) -> None:

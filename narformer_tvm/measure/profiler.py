@@ -25,7 +25,7 @@ from narformer_tvm.measure.backends import (
     get_backend,
 )
 from narformer_tvm.measure.exporter import Exporter
-from narformer_tvm.measure.regime_gate import RegimeGate, slow_in_hindsight
+from narformer_tvm.measure.regime_gate import PROBE, RegimeGate, slow_in_hindsight
 from narformer_tvm.measure.worker import Worker
 
 SPREAD_LIMIT = 0.15  # block medians differing by more than this: re-measure
@@ -273,7 +273,8 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
     crashes = 0
     ref_first = _reference_baseline(store, config_id)
     if gate:  # the gate's fast level from the start, not only once it sees it
-        gate = {**gate, "known_fast_ms": store.probe_reference(config_id)}
+        probe_path, _ = exporter.export(PROBE, timeout, keep=True)  # None: the worker exports it (and fails it)
+        gate = {**gate, "known_fast_ms": store.probe_reference(config_id), "probe_path": probe_path}
     gated: list[tuple[int, float, float, bool]] = []  # (row, slowest probe, fast level then, noisy)
     try:
         for i, (job, jcfg, job_config_id) in enumerate(todo):

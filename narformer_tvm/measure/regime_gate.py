@@ -43,14 +43,18 @@ class RegimeGate:
     """Waits for the machine's fast regime (see PROBE) and tells whether a measurement stayed in it."""
 
     def __init__(self, backend, cfg: MeasureConfig, folder: Path, calibrate_s: float = REGIME_CALIBRATE_S,
-                 wait_s: float = REGIME_WAIT_S, known_fast_ms: float | None = None, method: dict | None = None):
+                 wait_s: float = REGIME_WAIT_S, known_fast_ms: float | None = None, method: dict | None = None,
+                 probe_path: str | None = None):
         """``known_fast_ms``: the fast level earlier sweeps of this dataset saw (Store.probe_reference). Without
         it a sweep that starts in the slow regime and stays there takes the slow level for the fast one.
-        ``method``: MeasureConfig timing fields for the probe (default: the sweep's own)."""
-        from narformer_tvm.measure.zoo import Variant
-
+        ``method``: MeasureConfig timing fields for the probe (default: the sweep's own). ``probe_path``:
+        PROBE exported already (by measure.exporter: a sweep's worker runs no torch export)."""
         self.backend, self.cfg, self.wait_s = backend, replace(cfg, **(method or {})), wait_s
-        self.path = str(Variant(**PROBE).export(Path(folder) / "probe.onnx"))
+        if probe_path is None:
+            from narformer_tvm.measure.zoo import Variant
+
+            probe_path = str(Variant(**PROBE).export(Path(folder) / "probe.onnx"))
+        self.path = probe_path
         self.known_fast_ms = known_fast_ms
         self.probes: deque[float] = deque(maxlen=PROBE_WINDOW)
         t_end = time.perf_counter() + calibrate_s
