@@ -273,8 +273,7 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
     crashes = 0
     ref_first = _reference_baseline(store, config_id)
     if gate:  # the gate's fast level from the start, not only once it sees it
-        probe_path, _ = exporter.export(PROBE, timeout, keep=True)  # None: the worker exports it (and fails it)
-        gate = {**gate, "known_fast_ms": store.probe_reference(config_id), "probe_path": probe_path}
+        gate = {**gate, "known_fast_ms": store.probe_reference(config_id)}
     gated: list[tuple[int, float, float, bool]] = []  # (row, slowest probe, fast level then, noisy)
     try:
         for i, (job, jcfg, job_config_id) in enumerate(todo):
@@ -286,6 +285,8 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
             if progress:
                 progress("start", i, len(todo), job.name)
             t0 = time.time()
+            if gate and "probe_path" not in gate:  # on first use, within the job's time (and the deadline)
+                gate["probe_path"] = exporter.export(PROBE, timeout, keep=True)[0]  # None: the worker tries
             task = {"cfg": jcfg.to_dict(), "input_shapes": input_shapes, "batch_size": batch_size,
                     "need_graph": store.model_id(job.key) is None, "tries": tries,
                     "gate": gate if _same_machine_regime(jcfg, cfg) else None, "gate_cfg": cfg.to_dict()}
