@@ -163,17 +163,11 @@ def run_job(task: dict, gate: RegimeGate | None = None, made: dict | None = None
 
 
 def _make_job_model(job: Job, task: dict, folder: Path, made: dict | None):
-    """The file a job runs (exported, transformed) and the graph its row records."""
+    """The file a job runs (transformed) and the graph its row records. Zoo variants arrive exported
+    (by measure.exporter: this process runs no torch export)."""
     from narformer_tvm.graph.onnx_graph import build_graph
 
     path = job.onnx_path
-    if job.variant and not path:  # (the sweep exports zoo variants elsewhere: see measure.exporter)
-        if made is not None and None in made and job.transform:  # the untransformed export of this model
-            path = made[None][0]
-        else:
-            from narformer_tvm.measure.zoo import Variant
-
-            path = str(Variant(**job.variant).export(folder / "model.onnx"))
     graph_path = path
     if job.transform:
         from narformer_tvm.measure.ort_variants import graph_source, make_variant
