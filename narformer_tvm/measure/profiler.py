@@ -144,7 +144,7 @@ def run_job(task: dict, gate: RegimeGate | None = None, made: dict | None = None
             if made is not None and job.transform in made:
                 path, g = made[job.transform]
             else:
-                path, g = _make_job_model(job, task, folder, made)
+                path, g = _make_job_model(job, task, folder)
                 if made is not None:
                     made[job.transform] = (path, g)
             if task.get("need_graph", True):
@@ -162,7 +162,7 @@ def run_job(task: dict, gate: RegimeGate | None = None, made: dict | None = None
     return out
 
 
-def _make_job_model(job: Job, task: dict, folder: Path, made: dict | None):
+def _make_job_model(job: Job, task: dict, folder: Path):
     """The file a job runs (transformed) and the graph its row records. Zoo variants arrive exported
     (by measure.exporter: this process runs no torch export)."""
     from narformer_tvm.graph.onnx_graph import build_graph
