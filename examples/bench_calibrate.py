@@ -73,14 +73,18 @@ def main() -> None:
                          "calibration average out a machine whose level drifts)")
     ap.add_argument("--test-pass", default="main",
                     help="label each test model by this pass of the test dataset only (e.g. one measured after a fix)")
+    ap.add_argument("--exclude", default="", help="test models to leave out, by name (comma-separated): e.g. "
+                    "a file exported before a fix, whose latency no model of its kind has")
     ap.add_argument("--test-how", default="", help="the command that measured --test-db, for the reproduce block")
     args = ap.parse_args()
 
     folder = list_profiles()[args.profile]
     cal, _ = load_samples(folder / "calibration.db", include_noisy=args.include_noisy)
-    test, _ = load_samples(args.test_db, mean_passes=args.test_mean_passes)
-    if args.test_pass != "main":
-        test = labelled_by_pass(test, args.test_db, args.test_pass)
+    test, _ = load_samples(args.test_db, mean_passes=args.test_mean_passes, pass_=args.test_pass)
+    excluded = set(filter(None, args.exclude.split(",")))
+    if excluded - {s.name for s in test}:
+        raise SystemExit(f"--exclude: no test model named {sorted(excluded - {s.name for s in test})}")
+    test = [s for s in test if s.name not in excluded]
     cal_digests = {s.table.digest() for s in cal}
     test = [s for s in test if s.table.digest() not in cal_digests]
     base = load_predictor(resolve_predictor(args.base))
@@ -96,7 +100,8 @@ def main() -> None:
                                 here.get("fingerprint") or {}, here.get("config") or {}, here.get("variant", "fp32"))
     state_path = args.out.with_suffix(".json")
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    labels = "mean of passes" if args.test_mean_passes else f"{args.test_pass} pass"
+    labels = ("mean of passes" if args.test_mean_passes else f"{args.test_pass} pass") + (
+        f" without {args.exclude}" if args.exclude else "")
     if state.get("test_labels", "main pass") != labels or state.get("choice") != CHOICE:  # scored otherwise: again
         state = {}
     # a row chosen among more methods stands where it did not choose the one left out (choose's order)
@@ -151,6 +156,7 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
              f"{100 * base_acc['mape']:.1f}%, Acc(10%) {100 * base_acc['acc10']:.0f}%, bias {100 * base_acc['bias']:+.0f}%."
              + (" Test labels: the geometric mean of each model's passes." if args.test_mean_passes else "")
              + (f" Test labels: the `{args.test_pass}` pass alone." if args.test_pass != "main" else "")
+             + (f" Left out of the test: {args.exclude}." if args.exclude else "")
              + (f" Noise floor of this configuration (MAPE between the main and `{args.noise_pass}` passes over {floor['pairs']} test models): "
                 f"{100 * floor['mape']:.2f}%." if floor else ""), "",
              "The adaptation is the simplest one within one standard error of the lowest cross-validated MAPE on "
@@ -195,23 +201,12 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
               f"python examples/bench_calibrate.py --profile {args.profile} --test-db {args.test_db} --budgets "
               f"{args.budgets} --noise-pass {args.noise_pass} " + ("--include-noisy " if args.include_noisy else "")
               + ("--test-mean-passes " if args.test_mean_passes else "")
+              + (f"--test-pass {args.test_pass} " if args.test_pass != "main" else "")
+              + ("--no-finetune " if args.no_finetune else "")
+              + (f"--exclude {args.exclude} " if args.exclude else "")
               + f"--out {args.out.relative_to(ROOT) if args.out.is_absolute() and args.out.is_relative_to(ROOT) else args.out}", "```", ""]
     args.out.write_text("\n".join(lines))
     print(f"written {args.out} ({time.strftime('%H:%M')})")
-
-
-def labelled_by_pass(test: list, db, pass_: str) -> list:
-    """``test`` relabelled by their clean rows of the dataset's pass ``pass_`` (regime-corrected as
-    load_samples does); models without one are left out."""
-    from dataclasses import replace
-
-    from narformer_tvm.data.store import Store
-
-    with Store(db, readonly=True) as store:
-        (cfg,) = store.configs()
-        rows = {r["key"]: r["latency_ms"] / r["regime_factor"] for r in store.rows(cfg["id"], pass_)
-                if not r["noisy"] and r["latency_ms"]}
-    return [replace(s, latency_ms=rows[s.key]) for s in test if s.key in rows]
 
 
 def profiling_clock(db: Path) -> dict[str, float]:

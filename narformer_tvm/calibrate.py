@@ -153,6 +153,7 @@ def scratch(checkpoint: Path, train: list, val: list, seed: int = 0,
 
 
 TRAINED = {"finetune": finetune, "scratch": scratch}  # adaptations that train weights (torch)
+TRAINING_EPOCHS = {"finetune": FINETUNE["epochs"], "scratch": SCRATCH["epochs"]}
 
 
 @dataclass
@@ -162,7 +163,7 @@ class Adaptation:
     errors: dict[str, np.ndarray]  # method -> absolute relative error on each row, predicted out of fold
     maps: dict[str, dict]  # rescaling method -> its map, fitted on every row
     trained: dict = field(default_factory=dict)  # trained method -> Predictor: its fold models' ensemble
-    seconds: dict[str, float] = field(default_factory=dict)  # trained method -> training seconds
+    seconds: dict[str, float] = field(default_factory=dict)  # "training": wall seconds of every trained method
     method: str = ""  # choose(errors)
 
     def predict(self, method: str, samples: list, pred: np.ndarray, shape: np.ndarray) -> np.ndarray:
@@ -174,11 +175,12 @@ class Adaptation:
 
 def adapt(samples: list, pred: np.ndarray, shape: np.ndarray, methods: tuple[str, ...],
           checkpoint: Path | None = None, progress: Callable[[str, int, int, str], None] | None = None,
-          folds: int = FOLDS) -> Adaptation:
+          folds: int = FOLDS, processes: int | None = None) -> Adaptation:
     """Fit each of ``methods`` (and, with a torch ``checkpoint``, each of TRAINED) to ``samples`` (base
     predictions ``pred``, shape descriptors ``shape``), judge each on predictions of rows it was not fitted
     to (``folds``-fold cross-validation) and choose. A map is then refitted on every row; a trained
-    adaptation keeps the ensemble of its fold models, each stopped early on its own held fold."""
+    adaptation keeps the ensemble of its fold models, each stopped early on its own held fold; they train
+    side by side in up to ``processes`` processes (default: one per core this process may use)."""
     true = np.array([s.latency_ms for s in samples])
     fold = folds_of([s.key for s in samples], folds)
     oof = {}
@@ -190,20 +192,24 @@ def adapt(samples: list, pred: np.ndarray, shape: np.ndarray, methods: tuple[str
     out = Adaptation({}, {m: fit_method(m, pred, true, shape) for m in methods})
     judged = np.ones(len(samples), dtype=bool)  # the rows every candidate predicted out of fold
     if checkpoint is not None:
+        from narformer_tvm.learn.side_by_side import run_side_by_side
         from narformer_tvm.model.predictor import merge_predictors
 
-        trained_folds = range(folds) if len(samples) <= FOLD_ROWS else range(1)
-        judged = np.isin(fold, list(trained_folds))
-        for method, train in TRAINED.items():
-            t0, models = time.time(), []
+        trained_folds = list(range(folds)) if len(samples) <= FOLD_ROWS else [0]
+        judged = np.isin(fold, trained_folds)
+        pick = lambda keep: [s for s, k in zip(samples, keep) if k]  # noqa: E731
+        # the longest trainings first, so that the last to finish is a short one
+        jobs = sorted(((m, f) for m in TRAINED for f in trained_folds), key=lambda j: -TRAINING_EPOCHS[j[0]])
+        t0 = time.time()
+        models = run_side_by_side([(TRAINED[m], (checkpoint, pick(fold != f), pick(fold == f)), {}) for m, f in jobs],
+                                  processes=processes, progress=_fold_progress(progress, jobs, len(trained_folds)))
+        for method in TRAINED:
+            mine = [(f, model) for (m, f), model in zip(jobs, models) if m == method]
             oof[method] = np.full(len(samples), np.nan)
-            for f in trained_folds:
-                pick = lambda keep: [s for s, k in zip(samples, keep) if k]  # noqa: E731
-                models.append(train(checkpoint, pick(fold != f), pick(fold == f),
-                                    progress=_epoch_progress(progress, method, f, len(trained_folds))))
-                oof[method][fold == f] = _predict(models[-1], pick(fold == f))
-            out.trained[method] = merge_predictors(models)
-            out.seconds[method] = time.time() - t0
+            for f, model in mine:
+                oof[method][fold == f] = _predict(model, pick(fold == f))
+            out.trained[method] = merge_predictors([model for _, model in mine])
+        out.seconds["training"] = time.time() - t0
     out.errors = {m: relative_errors(p[judged], true[judged]) for m, p in oof.items()}
     out.method = choose(out.errors)
     return out
@@ -271,11 +277,12 @@ def profile_name(base: str, cfg, variant: str = "fp32") -> str:
 def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str | None = None,
               progress: Callable[[str, int, int, str], None] | None = None, limit: int | None = None,
               gate_wait_s: float = 10.0, include_noisy: bool = False, allow_finetune: bool = True,
-              variant: str = "fp32") -> CalibrationResult:
+              variant: str = "fp32", folds: int = FOLDS) -> CalibrationResult:
     """Profile the calibration set under ``cfg`` for at most ``budget_s`` (resuming what an earlier run
     measured), adapt the ``base`` profile's predictor, write the user profile and return its accuracy.
     ``variant`` (ort_variants.VARIANTS): every model is measured as that version of itself (int8, fp16),
-    and the profile predicts models of that kind. ``progress(kind, i, n, message)`` hears of each model
+    and the profile predicts models of that kind. ``folds``: of the cross-validation choosing the
+    adaptation. ``progress(kind, i, n, message)`` hears of each model
     ("start", "done") and fine-tuning epoch."""
     from narformer_tvm.data.store import Store
     from narformer_tvm.graph.tokens import encode_table
@@ -325,7 +332,7 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     checkpoint = finetune_checkpoint(base) if allow_finetune else None
     fit_rows = ~test_rows
     fitted = adapt([s for s, keep in zip(samples, fit_rows) if keep], pred[fit_rows], shape[fit_rows],
-                   candidate_methods(base_meta, fp, cfg.identity(), variant), checkpoint, progress)
+                   candidate_methods(base_meta, fp, cfg.identity(), variant), checkpoint, progress, folds)
     result.validation = {m: float(e.mean()) for m, e in fitted.errors.items()}
     result.calibration = fitted.maps.get(fitted.method) or {"method": fitted.method, "log_scale": 0.0, "exponent": 1.0}
     held = [s for s, keep in zip(samples, test_rows) if keep]
@@ -342,16 +349,19 @@ def _predict(predictor, samples: list) -> np.ndarray:
     return predictor.predict_encoded([encode_table(s.table, predictor.features) for s in samples])[0]
 
 
-def _epoch_progress(progress, method: str, fold: int = 0, folds: int = 1):
-    """train_predictor's progress lines as ``progress(method, epochs done, epochs, line)``, over the
-    folds (each counted as its full epochs: early stopping skips ahead)."""
+def _fold_progress(progress, jobs: list[tuple[str, int]], folds: int):
+    """train_predictor's progress lines of the (method, fold) ``jobs`` as ``progress(method, epochs done,
+    epochs, line)`` summed over the method's folds (a fold stopped early counts its full epochs)."""
     if progress is None:
         return None
+    done = {job: 0 for job in jobs}
 
-    def report(line: str) -> None:
-        m = re.search(r"epoch (\d+)/(\d+)", line)
-        epoch, epochs = (int(m[1]), int(m[2])) if m else (0, 0)
-        progress(method, fold * epochs + epoch, folds * epochs, f"fold {fold + 1}/{folds}: {line}")
+    def report(i: int, line: str | None) -> None:
+        method, fold = jobs[i]
+        m = re.search(r"epoch (\d+)/", line or "")
+        done[jobs[i]] = int(m[1]) if m else TRAINING_EPOCHS[method] if line is None else done[jobs[i]]
+        ran = sum(e for (m_, _), e in done.items() if m_ == method)
+        progress(method, ran, folds * TRAINING_EPOCHS[method], f"fold {fold + 1}/{folds}: {line or 'done'}")
     return report
 
 

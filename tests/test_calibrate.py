@@ -155,7 +155,8 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
         first = s.db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
     assert 1 <= first < 16
     # goes on from there (rows measured beside other work may be flagged noisy: use them too)
-    result = calibrate(cfg, "cpu-onnxruntime", budget_s=600, limit=16, gate_wait_s=0, include_noisy=True)
+    # two folds: four trainings, two at a time on two cores
+    result = calibrate(cfg, "cpu-onnxruntime", budget_s=600, limit=16, gate_wait_s=0, include_noisy=True, folds=2)
     with Store(db, readonly=True) as s:
         rows, models = s.db.execute("SELECT COUNT(*), COUNT(DISTINCT model_id) FROM measurements").fetchone()
     assert rows == models == 16  # nothing measured twice

@@ -475,6 +475,10 @@ def test_mean_over_passes_labels_a_model_measured_twice_by_the_geometric_mean(tm
     three = {s.model_id: s.latency_ms / a.latency_ms for a, s in zip(single, load_samples(db, mean_passes=True)[0])}
     assert three[main[0][0]] == pytest.approx(1.1)  # cube root of 1 x 1.21 x 1.1
     assert three[main[1][0]] == pytest.approx(1.0)  # its repeat is noisy, its repeat2 failed
+    later, _ = load_samples(db, pass_="repeat2")  # one pass alone: its successful rows only
+    assert [s.model_id for s in later] == [main[0][0]] and later[0].latency_ms == pytest.approx(main[0][2] * 1.1)
+    with pytest.raises(InputError, match="in pass 'repeat3'"):
+        load_samples(db, pass_="repeat3")
 
 
 def test_optimizer_warms_up_linearly_then_decays_to_zero():

@@ -31,8 +31,9 @@ class Sample:
 def load_samples(db: str | Path, runtime: str | None = None, target: str | None = None,
                  config_id: int | None = None, include_noisy: bool = False,
                  regime_correct: bool | str = True, mean_passes: bool = False,
-                 merge_duplicates: bool = True) -> tuple[list[Sample], dict]:
-    """Successful main-pass measurements of one configuration (the only one, or the one selected).
+                 merge_duplicates: bool = True, pass_: str = "main") -> tuple[list[Sample], dict]:
+    """Successful measurements of one configuration (the only one, or the one selected) in its main pass,
+    or in the pass ``pass_`` (e.g. a repeat measured after a fix).
 
     Rows flagged noisy are left out unless asked for: they disagree with a quiet re-measurement many
     times more than unflagged rows do (docs/profiling.md).
@@ -54,15 +55,16 @@ def load_samples(db: str | Path, runtime: str | None = None, target: str | None 
             raise InputError(f"{db}: several configurations match ({names})",
                              hint="narrow it down with --runtime/--target (or --config-id)")
         cfg = chosen[0]
-        rows = store.rows(cfg["id"])
+        rows = store.rows(cfg["id"], pass_)
         repeats: dict[str, list[dict]] = {}  # key -> clean rows of the repeat passes
-        for pass_ in [p for p in store.pass_names(cfg["id"]) if p != "main"] if mean_passes else []:
-            for r in store.rows(cfg["id"], pass_):
+        for other in [p for p in store.pass_names(cfg["id"]) if p != pass_] if mean_passes else []:
+            for r in store.rows(cfg["id"], other):
                 if not r["noisy"] and r["latency_ms"] > 0:
                     repeats.setdefault(r["key"], []).append(r)
     rows = [r for r in rows if r["latency_ms"] and r["latency_ms"] > 0 and (include_noisy or not r["noisy"])]
     if not rows:
-        raise InputError(f"{db}: the configuration has no successful measurements")
+        raise InputError(f"{db}: the configuration has no successful measurements"
+                         + ("" if pass_ == "main" else f" in pass {pass_!r}"))
 
     factor = "sitting_factor" if regime_correct == "sitting" else "regime_factor" if regime_correct else None
 

@@ -20,6 +20,7 @@ def _exporter_main(conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sweep stops its helpers itself
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads sleep while the worker measures
     warnings.filterwarnings("ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # config notes of random-weight models would cut into the progress lines
     from narformer_tvm.measure.zoo import Variant
 
     conn.send("ready")
