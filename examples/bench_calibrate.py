@@ -52,7 +52,7 @@ def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_tes
 
 
 def main() -> None:
-    from narformer_tvm.calibrate import accuracy, candidate_methods, finetune_checkpoint
+    from narformer_tvm.calibrate import TRAINED, accuracy, candidate_methods, finetune_checkpoint
     from narformer_tvm.graph.tokens import encode_table
     from narformer_tvm.learn.samples import load_samples
     from narformer_tvm.model.calibrated import shape_descriptors
@@ -107,7 +107,8 @@ def main() -> None:
     # a row chosen among more methods stands where it did not choose the one left out (choose's order)
     done = {r["minutes"]: {**r, "methods": list(methods)} for r in state.get("rows", [])
             if "by_method" in r and set(methods) <= set(r.get("methods", r["by_method"]))
-            and (r["method"] in methods)}
+            and (r["method"] in methods or (ckpt is not None and r["method"] in TRAINED))
+            and (ckpt is None) == ("finetune" not in r["by_method"])}  # trained or not, as this run would
     rows = []
     for minutes in [float(b) for b in args.budgets.split(",")]:
         if minutes not in done or done[minutes]["calibration_models"] != int((clock <= 60 * minutes).sum()):
