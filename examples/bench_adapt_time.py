@@ -16,11 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    from narformer_tvm.calibrate import FOLDS, adapt, candidate_methods, finetune_checkpoint, held_out
-    from narformer_tvm.graph.tokens import encode_table
+    from narformer_tvm.calibrate import FOLD_ROWS, FOLDS, adapt, base_view, finetune_checkpoint, held_out, methods_of
     from narformer_tvm.learn.samples import load_samples
     from narformer_tvm.learn.side_by_side import available_cores
-    from narformer_tvm.model.calibrated import shape_descriptors
     from narformer_tvm.model.load import load_predictor
     from narformer_tvm.profiles import list_profiles, resolve_predictor
 
@@ -35,12 +33,8 @@ def main() -> None:
     samples, _ = load_samples(folder / "calibration.db")
     samples = samples[:args.rows] if args.rows else samples
     fit = [s for s, test in zip(samples, held_out([s.key for s in samples])) if not test]  # as calibrate fits
-    base = load_predictor(resolve_predictor(args.base))
-    encoded = [encode_table(s.table, base.features) for s in fit]
-    pred, shape = base.predict_encoded(encoded)[0], shape_descriptors(encoded)
-    here = json.loads((folder / "profile.json").read_text())
-    methods = candidate_methods(json.loads((list_profiles()[args.base] / "profile.json").read_text()),
-                                here.get("fingerprint") or {}, here.get("config") or {})
+    pred, shape = base_view(load_predictor(resolve_predictor(args.base)), fit)
+    methods = methods_of(folder, args.base)
     ckpt = finetune_checkpoint(args.base)
     runs = {}
     for label, processes in (("one after another, torch on every core", 1), ("side by side", None)):
@@ -54,7 +48,7 @@ def main() -> None:
     serial, parallel = runs.values()
     lines = ["# `calibrate`'s trained adaptations: one after another or side by side", "",
              f"{len(fit)} calibration rows of `{args.profile}` (the first {len(samples)} measured, less the held-out "
-             f"quarter), {FOLDS} folds: {2 * FOLDS if len(fit) <= 200 else 2} trainings (fine-tuned and from scratch). "
+             f"quarter), {FOLDS} folds: {2 * FOLDS if len(fit) <= FOLD_ROWS else 2} trainings (fine-tuned and from scratch). "
              f"Machine: {platform.processor() or platform.machine()}, {available_cores()} cores.", "",
              "| how | processes | training s | adaptation s | chosen | cross-validated MAPE (fine-tuned, scratch) |",
              "| --- | --- | --- | --- | --- | --- |"]

@@ -52,10 +52,8 @@ def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_tes
 
 
 def main() -> None:
-    from narformer_tvm.calibrate import TRAINED, accuracy, candidate_methods, finetune_checkpoint
-    from narformer_tvm.graph.tokens import encode_table
+    from narformer_tvm.calibrate import TRAINED, accuracy, base_view, finetune_checkpoint, methods_of
     from narformer_tvm.learn.samples import load_samples
-    from narformer_tvm.model.calibrated import shape_descriptors
     from narformer_tvm.model.load import load_predictor
     from narformer_tvm.profiles import list_profiles, resolve_predictor
 
@@ -88,16 +86,12 @@ def main() -> None:
     cal_digests = {s.table.digest() for s in cal}
     test = [s for s in test if s.table.digest() not in cal_digests]
     base = load_predictor(resolve_predictor(args.base))
-    e_cal, e_test = ([encode_table(s.table, base.features) for s in ss] for ss in (cal, test))
-    p_cal, p_test = base.predict_encoded(e_cal)[0], base.predict_encoded(e_test)[0]
-    s_cal, s_test = shape_descriptors(e_cal), shape_descriptors(e_test)
+    (p_cal, s_cal), (p_test, s_test) = base_view(base, cal), base_view(base, test)
     t_test = np.array([s.latency_ms for s in test])
     at = profiling_clock(folder / "calibration.db")
     clock = np.array([at[s.key] for s in cal])
     ckpt = None if args.no_finetune else finetune_checkpoint(args.base)
-    here = json.loads((folder / "profile.json").read_text())  # as calibrate chose among them
-    methods = candidate_methods(json.loads((list_profiles()[args.base] / "profile.json").read_text()),
-                                here.get("fingerprint") or {}, here.get("config") or {}, here.get("variant", "fp32"))
+    methods = methods_of(folder, args.base)
     state_path = args.out.with_suffix(".json")
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     labels = ("mean of passes" if args.test_mean_passes else f"{args.test_pass} pass") + (

@@ -226,6 +226,26 @@ def candidate_methods(base_meta: dict, fp: dict, config: dict, variant: str = "f
     return METHODS if same else METHODS[1:]
 
 
+def methods_of(folder: Path, base: str) -> tuple[str, ...]:
+    """The rescalings a user profile (``folder``, calibrated from the shipped ``base``) chose among, read
+    from both profiles' profile.json as ``calibrate`` wrote them."""
+    from narformer_tvm.profiles import list_profiles
+
+    here = json.loads((folder / "profile.json").read_text())
+    return candidate_methods(json.loads((list_profiles()[base] / "profile.json").read_text()),
+                             here.get("fingerprint") or {}, here.get("config") or {}, here.get("variant", "fp32"))
+
+
+def base_view(predictor, samples: list) -> tuple[np.ndarray, np.ndarray]:
+    """What the adaptations take of ``samples``: the base ``predictor``'s latencies (ms) and the shape
+    descriptors, both of each sample's graph encoded as the predictor encodes it."""
+    from narformer_tvm.graph.tokens import encode_table
+    from narformer_tvm.model.calibrated import shape_descriptors
+
+    encoded = [encode_table(s.table, predictor.features) for s in samples]
+    return predictor.predict_encoded(encoded)[0], shape_descriptors(encoded)
+
+
 def choose(errors: dict[str, np.ndarray]) -> str:
     """The adaptation to keep, from each one's absolute relative errors on the same rows, predicted out
     of fold (in order of complexity): the simplest whose mean is within one standard error of the best one's
@@ -285,9 +305,7 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     adaptation. ``progress(kind, i, n, message)`` hears of each model
     ("start", "done") and fine-tuning epoch."""
     from narformer_tvm.data.store import Store
-    from narformer_tvm.graph.tokens import encode_table
     from narformer_tvm.learn.samples import load_samples
-    from narformer_tvm.model.calibrated import shape_descriptors
     from narformer_tvm.model.load import load_predictor
     from narformer_tvm.measure.backends import fingerprint, get_backend
     from narformer_tvm.measure.profiler import Job, check_config, sweep
@@ -321,10 +339,7 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
         raise InputError(f"only {len(samples)} usable calibration models measured (at least {MIN_MODELS} needed)"
                          + (f"; {busy} more were flagged noisy (other work on the machine)" if busy else ""),
                          hint="rerun with a larger --budget, on a quiet machine: it goes on from what was measured")
-    predictor = load_predictor(base_path)
-    encoded = [encode_table(s.table, predictor.features) for s in samples]
-    pred, _ = predictor.predict_encoded(encoded)
-    shape = shape_descriptors(encoded)
+    pred, shape = base_view(load_predictor(base_path), samples)
     true = np.array([s.latency_ms for s in samples])
     test_rows = held_out([s.key for s in samples])
     fp = fingerprint(cfg, get_backend(cfg.runtime))
