@@ -218,5 +218,9 @@ def fingerprint_mismatch(predictor) -> str | None:
     diffs = hardware_differences(fp) if fp else []
     if not diffs:
         return None
+    cfg = predictor.profile.get("config") or {}
+    how = "".join(f" --{k} {cfg[k]}" for k, default in (("target", "llvm"), ("runtime", "onnxruntime"))
+                  if cfg.get(k, default) != default)
     return (f"predictor {predictor.profile.get('name', '')!r} was trained for other hardware ({'; '.join(diffs)}); "
-            "latencies are for that hardware, not this machine")
+            f"latencies are for that hardware, not this machine (`narformer-tvm calibrate{how} --budget 10m` adapts "
+            "it to this one: 10 minutes of profiling, then up to 10 of training)")

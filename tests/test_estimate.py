@@ -69,6 +69,9 @@ def test_fingerprint_mismatch_names_the_cpu_generation():
     warning = fingerprint_mismatch(p)
     assert "'zen4' was trained for other hardware" in warning and "family 99 model 1" in warning
     assert "cpu:" not in warning  # the same model name is not listed as a difference
+    assert "`narformer-tvm calibrate --budget 10m`" in warning  # and what to do about it
+    p.profile["config"] = {"target": "cuda", "runtime": "onnxruntime"}
+    assert "`narformer-tvm calibrate --target cuda --budget 10m`" in fingerprint_mismatch(p)
 
 
 # What the README states for each shipped profile, rounded up: MAPE on the held-out split of its own
