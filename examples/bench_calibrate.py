@@ -52,7 +52,7 @@ def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_tes
 
 
 def main() -> None:
-    from narformer_tvm.calibrate import BLEND, TRAINED, accuracy, base_view, finetune_checkpoint, methods_of
+    from narformer_tvm.calibrate import TRAINED, accuracy, base_view, finetune_checkpoint, methods_of
     from narformer_tvm.learn.samples import load_samples
     from narformer_tvm.model.load import load_predictor
     from narformer_tvm.profiles import list_profiles, resolve_predictor
@@ -99,10 +99,10 @@ def main() -> None:
     if state.get("test_labels", "main pass") != labels or state.get("choice") != CHOICE:  # scored otherwise: again
         state = {}
     # a row chosen among more methods stands where it did not choose the one left out (choose's order)
-    trained = {*TRAINED, BLEND} if ckpt is not None else set()  # the trained candidates, as this run has them
     done = {r["minutes"]: {**r, "methods": list(methods)} for r in state.get("rows", [])
             if "by_method" in r and set(methods) <= set(r.get("methods", r["by_method"]))
-            and r["method"] in {*methods, *trained} and set(r["by_method"]) & {*TRAINED, BLEND} == trained}
+            and (r["method"] in methods or (ckpt is not None and r["method"] in TRAINED))
+            and (ckpt is None) == ("finetune" not in r["by_method"])}  # trained or not, as this run would
     rows = []
     for minutes in [float(b) for b in args.budgets.split(",")]:
         if minutes not in done or done[minutes]["calibration_models"] != int((clock <= 60 * minutes).sum()):
@@ -158,13 +158,13 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
              "the calibration rows not held out (as `calibrate` chooses); every adaptation's test MAPE is beside it.", "",
              "| profiling (min) | calibration models | chosen adaptation | test MAPE (90% interval) | Acc(10%) | "
              "bias | held-out calibration MAPE | training s | scaled | loglinear | descriptors | fine-tuned | from scratch | "
-             "blend | FLOPs+MAC |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "FLOPs+MAC |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         c, h = r["calibrated"], r["held_out_calibration"]
         lines.append(f"| {r['minutes']:g} | {r['calibration_models']} | {r['method']} | {100 * c['mape']:.1f}% "
                      f"({100 * c['mape_90'][0]:.1f}-{100 * c['mape_90'][1]:.1f}%) | {100 * c['acc10']:.0f}% | "
                      f"{100 * c['bias']:+.1f}% | {100 * h['mape']:.1f}% (n={h['n']}) | {r.get('adapt_s', 0):.0f} | "
-                     + " | ".join(pct(r["by_method"].get(m)) for m in ("scaled", "loglinear", "descriptors", "finetune", "scratch", "blend"))
+                     + " | ".join(pct(r["by_method"].get(m)) for m in ("scaled", "loglinear", "descriptors", "finetune", "scratch"))
                      + f" | {pct(r['flops_mac'])} |")
     within = [r for r in rows if r["minutes"] <= 10]
     if within:

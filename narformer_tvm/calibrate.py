@@ -11,7 +11,7 @@ shape (size, intensity, the FLOP and byte shares of dense and grouped convolutio
 costs of kinds of work differ from the base's); and, where torch and the base's checkpoint are
 installed, ``finetune`` (the base's weights trained on from the rows) and ``scratch`` (a predictor
 of the base's shape trained from nothing on them): one model per fold, each stopping early on its held
-fold, kept as an ensemble; and ``blend``, the mean of those two ensembles. The unadapted base is a candidate only on the base's own CPU and configuration. The
+fold, kept as an ensemble. The unadapted base is a candidate only on the base's own CPU and configuration. The
 simplest adaptation whose cross-validated MAPE is within one standard error of the lowest (``choose``)
 is scored once on the held-out rows.
 """
@@ -153,7 +153,6 @@ def scratch(checkpoint: Path, train: list, val: list, seed: int = 0,
 
 
 TRAINED = {"finetune": finetune, "scratch": scratch}  # adaptations that train weights (torch)
-BLEND = "blend"  # the mean of TRAINED's ensembles: a candidate that costs no training of its own
 TRAINING_EPOCHS = {"finetune": FINETUNE["epochs"], "scratch": SCRATCH["epochs"]}
 
 
@@ -210,8 +209,6 @@ def adapt(samples: list, pred: np.ndarray, shape: np.ndarray, methods: tuple[str
             for f, model in mine:
                 oof[method][fold == f] = _predict(model, pick(fold == f))
             out.trained[method] = merge_predictors([model for _, model in mine])
-        oof[BLEND] = np.mean([oof[m] for m in TRAINED], axis=0)  # as the merged ensemble averages its members
-        out.trained[BLEND] = merge_predictors([out.trained[m] for m in TRAINED])
         out.seconds["training"] = time.time() - t0
     out.errors = {m: relative_errors(p[judged], true[judged]) for m, p in oof.items()}
     out.method = choose(out.errors)
@@ -406,7 +403,7 @@ def _write_profile(result: CalibrationResult, folder: Path, base: str, base_path
 
 def _was_finetuned(folder: Path) -> bool:
     meta = folder / "profile.json"
-    return meta.exists() and json.loads(meta.read_text()).get("calibration", {}).get("method") in (*TRAINED, BLEND)
+    return meta.exists() and json.loads(meta.read_text()).get("calibration", {}).get("method") in TRAINED
 
 
 def describe(result: CalibrationResult) -> dict:

@@ -163,7 +163,7 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
     assert result.measured >= 12 and result.left == 0
     maps = candidate_methods(json.loads((list_profiles()["cpu-onnxruntime"] / "profile.json").read_text()),
                              fingerprint(cfg, get_backend("onnxruntime")), cfg.identity())
-    assert set(result.validation) == {*maps, "finetune", "scratch", "blend"}  # torch, a checkout
+    assert set(result.validation) == {*maps, "finetune", "scratch"}  # torch, a checkout
     meta = json.loads((user_dir / name / "profile.json").read_text())
     assert meta["kind"] == "user" and meta["calibration"]["method"] == result.calibration["method"]
     assert meta["metrics"]["n"] == result.test["n"] > 0 and meta["onnx"] == "predictor.onnx"
@@ -178,7 +178,7 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
     base = CliRunner().invoke(cli, ["estimate", "examples/squeezenet1_1.onnx", "--json", "--predictor",
                                     "cpu-onnxruntime"])
     ratio = out["results"][0]["latency_ms"] / json.loads(base.stdout)["results"][0]["latency_ms"]
-    if result.calibration["method"] in ("finetune", "scratch", "blend"):  # its own weights, exported
+    if result.calibration["method"] in ("finetune", "scratch"):  # its own weights, exported
         assert (user_dir / name / "predictor.onnx").read_bytes() != (
             list_profiles()["cpu-onnxruntime"] / "predictor.onnx").read_bytes()
     elif result.calibration["exponent"] == 1.0:  # the base's output times one factor
@@ -207,30 +207,6 @@ def test_finetuning_fits_what_one_factor_cannot():
     scaled = err(_predict(recalibrate(Predictor.load(ckpt), samples), samples))
     tuned = finetune(ckpt, samples * 4, samples)  # repeated: the optimiser steps of ~50 models
     assert err(_predict(tuned, samples)) < 0.5 * scaled
-
-
-def test_the_blend_is_the_mean_of_both_trained_ensembles(monkeypatch):
-    import narformer_tvm.calibrate as calibrate_mod
-    from narformer_tvm.calibrate import BLEND, _predict, base_view, finetune_checkpoint
-    from narformer_tvm.learn.metrics import relative_errors
-    from narformer_tvm.learn.samples import load_samples
-    from narformer_tvm.model.load import load_predictor
-    from narformer_tvm.profiles import resolve_predictor
-
-    for name in ("FINETUNE", "SCRATCH"):  # a few epochs: the test is of the bookkeeping, not of the fit
-        monkeypatch.setitem(getattr(calibrate_mod, name), "epochs", 2)
-    samples, _ = load_samples(list_profiles()["cpu-onnxruntime"] / "published")
-    samples = sorted(samples, key=lambda s: len(s.table.ops))[:16]
-    pred, shape = base_view(load_predictor(resolve_predictor("cpu-onnxruntime")), samples)
-    out = adapt(samples, pred, shape, ("scaled",), finetune_checkpoint("cpu-onnxruntime"), folds=2, processes=1)
-    assert list(out.errors) == ["scaled", "finetune", "scratch", BLEND]  # in order of complexity, for choose
-    true = np.array([s.latency_ms for s in samples])
-    members = [_predict(out.trained[m], samples) for m in ("finetune", "scratch")]
-    np.testing.assert_allclose(_predict(out.trained[BLEND], samples), np.mean(members, axis=0), rtol=1e-5)
-    # each row's blend is the mean of the fold models that did not see it: never further off than both
-    assert np.all(out.errors[BLEND] <= np.maximum(out.errors["finetune"], out.errors["scratch"]) + 1e-9)
-    assert not np.allclose(out.errors[BLEND], out.errors["finetune"])
-    assert not np.allclose(relative_errors(np.mean(members, axis=0), true), out.errors[BLEND])  # in fold differs
 
 
 def test_a_profile_for_another_configuration_is_not_the_default_and_cannot_be_a_base(user_dir):
