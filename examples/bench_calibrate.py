@@ -31,13 +31,11 @@ CHOICE = "cross-validation"  # how calibrate judges adaptations; results judged 
 def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_test, methods) -> dict:
     """What `calibrate` would have chosen from the rows measured within ``minutes``, scored on ``test``;
     every adaptation's own test score beside."""
-    from narformer_tvm.calibrate import accuracy, adapt, held_out
+    from narformer_tvm.calibrate import accuracy, adapt
     from narformer_tvm.learn.train import LinearBaseline
 
     t_test = np.array([s.latency_ms for s in test])
-    k = np.flatnonzero(clock <= 60 * minutes)
-    held = held_out([cal[i].key for i in k])
-    fit, hold = k[~held], k[held]
+    k, fit, hold = budget_rows(cal, clock, minutes)
     rows = lambda idx: [cal[i] for i in idx]  # noqa: E731
     fitted = adapt(rows(fit), p_cal[fit], s_cal[fit], methods, ckpt)
     out = {"minutes": minutes, "calibration_models": int(len(k)), "seconds": fitted.seconds,
@@ -49,6 +47,26 @@ def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_tes
     out["held_out_calibration"] = accuracy(fitted.predict(fitted.method, rows(hold), p_cal[hold], s_cal[hold]), t_hold)
     out["flops_mac"] = accuracy(np.array(LinearBaseline(("flops", "memory")).fit(rows(fit)).predict(test)), t_test)
     return out
+
+
+def test_models(test: list, cal: list, exclude: str) -> list:
+    """The test samples scored: without those named in ``exclude`` (comma-separated) and without any whose
+    graph is also a calibration row's."""
+    excluded = set(filter(None, exclude.split(",")))
+    if excluded - {s.name for s in test}:
+        raise SystemExit(f"--exclude: no test model named {sorted(excluded - {s.name for s in test})}")
+    digests = {s.table.digest() for s in cal}
+    return [s for s in test if s.name not in excluded and s.table.digest() not in digests]
+
+
+def budget_rows(cal: list, clock: np.ndarray, minutes: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of the calibration rows profiled within ``minutes``; of those, the ones adapted on and the
+    ones `calibrate` holds out (as it would have split them)."""
+    from narformer_tvm.calibrate import held_out
+
+    k = np.flatnonzero(clock <= 60 * minutes)
+    held = held_out([cal[i].key for i in k])
+    return k, k[~held], k[held]
 
 
 def main() -> None:
@@ -79,12 +97,7 @@ def main() -> None:
     folder = list_profiles()[args.profile]
     cal, _ = load_samples(folder / "calibration.db", include_noisy=args.include_noisy)
     test, _ = load_samples(args.test_db, mean_passes=args.test_mean_passes, pass_=args.test_pass)
-    excluded = set(filter(None, args.exclude.split(",")))
-    if excluded - {s.name for s in test}:
-        raise SystemExit(f"--exclude: no test model named {sorted(excluded - {s.name for s in test})}")
-    test = [s for s in test if s.name not in excluded]
-    cal_digests = {s.table.digest() for s in cal}
-    test = [s for s in test if s.table.digest() not in cal_digests]
+    test = test_models(test, cal, args.exclude)
     base = load_predictor(resolve_predictor(args.base))
     (p_cal, s_cal), (p_test, s_test) = base_view(base, cal), base_view(base, test)
     t_test = np.array([s.latency_ms for s in test])

@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    from bench_calibrate import profiling_clock
+    from bench_calibrate import budget_rows, profiling_clock, test_models
 
-    from narformer_tvm.calibrate import accuracy, adapt, base_view, held_out, methods_of
+    from narformer_tvm.calibrate import accuracy, adapt, base_view, methods_of
     from narformer_tvm.integrations.ort_config_ratio import RatioModel
     from narformer_tvm.integrations.ort_tuning import Candidate
     from narformer_tvm.learn.samples import load_samples
@@ -36,10 +36,7 @@ def main() -> None:
 
     folder = list_profiles()[args.profile]
     cal, _ = load_samples(folder / "calibration.db")
-    excluded = set(filter(None, args.exclude.split(",")))
-    digests = {s.table.digest() for s in cal}
-    test = [s for s in load_samples(args.test_db, mean_passes=True)[0]
-            if s.name not in excluded and s.table.digest() not in digests]
+    test = test_models(load_samples(args.test_db, mean_passes=True)[0], cal, args.exclude)
     base = load_predictor(resolve_predictor(args.base))
     ratios = RatioModel.load(list_profiles()[args.base] / "ort-ratios.json")
     candidate = [Candidate(threads=args.threads)]
@@ -61,8 +58,7 @@ def main() -> None:
              "| profiling (min) | rows | start | chosen | test MAPE | scaled | loglinear | descriptors |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for minutes in [float(b) for b in args.budgets.split(",")]:
-        k = np.flatnonzero(clock <= 60 * minutes)
-        fit = k[~held_out([cal[i].key for i in k])]
+        k, fit, _ = budget_rows(cal, clock, minutes)
         for label, pc, pt in (("base", p_cal, p_test), ("base x ratio", p_cal * r_cal, p_test * r_test)):
             out = adapt([cal[i] for i in fit], pc[fit], s_cal[fit], methods, None)
             acc = {m: accuracy(out.predict(m, test, pt, s_test), t_test)["mape"] for m in out.errors}
