@@ -167,7 +167,7 @@ def test_tune_cli_reports_tuned_and_untuned(tmp_path, capsys):
 
     onnx.save(conv_model(dims=(1, 3, 16, 16)), tmp_path / "conv.onnx")
     with pytest.raises(SystemExit) as exc:
-        main(["tune", str(tmp_path / "conv.onnx"), "--trials", "4", "--cost-model", "random",
+        main(["tune", str(tmp_path / "conv.onnx"), "--trials", "4", "--cost-model", "random", "--population", "32",
               "--work-dir", str(tmp_path / "w")])
     out = capsys.readouterr().out
     assert exc.value.code == 0 and "untuned" in out and "tuned" in out and "fused_conv2d" in out
@@ -211,7 +211,7 @@ def test_whole_network_tuning_shares_trials_and_compares_with_onnxruntime(tmp_pa
     from narformer_tvm.measure.backends import MeasureConfig
 
     onnx.save(conv_then_dense(), tmp_path / "net.onnx")
-    report = tune_onnx(tmp_path / "net.onnx", tmp_path / "w", trials=8, cost_model="random")
+    report = tune_onnx(tmp_path / "net.onnx", tmp_path / "w", trials=8, cost_model="random", population=32)
     # the module tune builds finds a tuned record for every task (TVM warns for each function it misses)
     target = make_target(MeasureConfig(runtime="tvm", target="llvm"))  # as tune's
     mod, tasks = extract_tasks(from_onnx(conv_then_dense(), keep_params_in_input=False), target, "net.onnx")
@@ -287,6 +287,7 @@ def test_tune_refuses_a_target_this_machine_lacks(tmp_path, capsys):
 def test_predict_only_tuning_explores_by_prediction_and_measures_the_top(tuned, tmp_path):
     from narformer_tvm.integrations.tvm_cost_model import NARFormerCostModel
     from narformer_tvm.integrations.tvm_records import measure_top, predict_only
+    from narformer_tvm.integrations.tvm_tuning import evolutionary_search
 
     cm, _, _, target = tuned
     ms = meta_schedule()
@@ -294,8 +295,10 @@ def test_predict_only_tuning_explores_by_prediction_and_measures_the_top(tuned, 
         predict_only(NARFormerCostModel())
     builder, runner = predict_only(cm)
     assert cm.frozen
+    # predicting is this test's cost: 32 schedules a generation, not MetaSchedule's 512
     explored = ms.tune_tir(matmul(), target, str(tmp_path / "w"), max_trials_global=16, num_trials_per_iter=8,
-                           builder=builder, runner=runner, database="memory", cost_model=cm, seed=0)
+                           builder=builder, runner=runner, database="memory", cost_model=cm, seed=0,
+                           strategy=evolutionary_search(ms, 32))
     predicted = explored.get_all_tuning_records()
     assert len(predicted) == 16 and all(r.run_secs for r in predicted)
     real = ms.database.MemoryDatabase()
@@ -310,7 +313,8 @@ def test_predict_only_tuning_explores_by_prediction_and_measures_the_top(tuned, 
     dense = te.create_prim_func([a, w, topi.nn.dense(a, w)])
     target = host_target(1)
     explored = ms.tune_tir(dense, target, str(tmp_path / "d"), max_trials_global=8, num_trials_per_iter=8,
-                           builder=builder, runner=runner, database="memory", cost_model=cm, seed=0)
+                           builder=builder, runner=runner, database="memory", cost_model=cm, seed=0,
+                           strategy=evolutionary_search(ms, 32))
     real = ms.database.MemoryDatabase()
     assert measure_top(explored, real, target, top_n=2) == 2
     assert all(r.run_secs and float(r.run_secs[0]) > 0 for r in real.get_all_tuning_records())

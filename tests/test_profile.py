@@ -300,7 +300,7 @@ def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models, sig
 
     db = tmp_path / "int.db"
     many = []
-    for i in range(8):
+    for i in range(5):
         p = tmp_path / f"slow{i}.onnx"  # a second each: tiny models would all finish before the signal
         onnx.save(conv_model(dims=(1, 3, 16 + 4 * i, 16)), p)
         many.append(str(p))
@@ -330,12 +330,12 @@ def test_ctrl_c_loses_nothing_and_the_same_command_resumes(tmp_path, models, sig
     assert "profiling summary" in err  # the interrupted pass is summarised too
     with Store(db, readonly=True) as s:
         saved = s.db.execute("SELECT COUNT(*) FROM measurements WHERE latency_ms IS NOT NULL").fetchone()[0]
-    assert 1 <= saved < 8
+    assert 1 <= saved < 5
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     with Store(db, readonly=True) as s:
         rows = s.db.execute("SELECT COUNT(*), COUNT(DISTINCT model_id) FROM measurements").fetchone()
-    assert rows == (8, 8)
+    assert rows == (5, 5)
     assert f"{saved}" in done.stderr  # the summary counts the models skipped as done before
 
 

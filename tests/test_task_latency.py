@@ -69,7 +69,7 @@ def test_share_scheduler_tunes_the_heavy_task_and_builds_the_other_with_its_defa
     with pytest.raises(InputError, match="needs a task-latency model"):
         tune_onnx(tmp_path / "net.onnx", tmp_path / "w0", trials=4, cost_model="random", scheduler="share")
     report = tune_onnx(tmp_path / "net.onnx", tmp_path / "w", trials=4, cost_model="random", scheduler="share",
-                       task_latency=tmp_path / "lat.json", drop_share=0.5, compare_onnxruntime=False)
+                       task_latency=tmp_path / "lat.json", drop_share=0.5, compare_onnxruntime=False, population=32)
     tuned = [t for t in report.tasks if not t.default_schedule]
     left = [t for t in report.tasks if t.default_schedule]
     assert len(tuned) == 1 and len(left) >= 1 and tuned[0].trials > 0 and all(t.trials == 0 for t in left)
@@ -79,6 +79,7 @@ def test_share_scheduler_tunes_the_heavy_task_and_builds_the_other_with_its_defa
     with pytest.raises(SystemExit) as exc:
         main(["tune", str(tmp_path / "net.onnx"), "--scheduler", "share", "--task-latency", str(tmp_path / "lat.json"),
               "--drop-share", "0.5", "--trials", "4", "--cost-model", "random", "--no-compare-onnxruntime",
+              "--population", "32",
               "--work-dir", str(tmp_path / "c")])
     out = capsys.readouterr().out
     assert exc.value.code == 0 and "default schedule (small predicted share)" in out and "predicted share" in out
