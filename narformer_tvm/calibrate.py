@@ -39,6 +39,8 @@ RIDGE = 4.0  # ridge penalty of the descriptors correction, in rows of standardi
 MIN_MODELS = 12  # fewer measured models than this cannot be split meaningfully
 FOLDS = 4  # cross-validation folds of the rows not held out: each validates once, so the choice sees them all
 FOLD_ROWS = 200  # up to this many rows, trained adaptations train once per fold; beyond, on the first fold
+REFERENCE_EVERY = 40  # models between re-measurements of the profiler's reference network (and one at the
+# end): a machine whose speed moves while it is calibrated gets a warning, not a silently shifted predictor
 #   only: a quarter of many rows validates well enough, and four trainings would take too long
 FINETUNE = {"epochs": 40, "patience": 8, "lr": 2e-4, "batch_size": 16}  # small steps: the base already ranks well
 SCRATCH = {"epochs": 60, "patience": 15, "lr": 5e-4, "batch_size": 16}
@@ -286,6 +288,7 @@ class CalibrationResult:
     calibration: dict = field(default_factory=dict)  # the chosen map
     test: dict = field(default_factory=dict)  # accuracy() on the held-out models
     test_base: dict = field(default_factory=dict)  # the unadapted base on the same models
+    drift: list[str] = field(default_factory=list)  # the reference network's moves of more than 10%
 
 
 def profile_name(base: str, cfg, variant: str = "fp32") -> str:
@@ -327,13 +330,13 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     t0 = time.time()
     with Store(folder / "calibration.db") as store:
         summary = sweep(jobs, store, cfg, gate=gate_settings(cfg, wait_s=gate_wait_s), progress=progress,
-                        deadline=t0 + budget_s, reference_every=0, tries=2)
+                        deadline=t0 + budget_s, reference_every=REFERENCE_EVERY, tries=2)
     try:
         samples, _ = load_samples(folder / "calibration.db", include_noisy=include_noisy)
         every, _ = load_samples(folder / "calibration.db", include_noisy=True)
     except InputError:
         samples = every = []
-    result = CalibrationResult(name, folder, len(samples), time.time() - t0, summary.left)
+    result = CalibrationResult(name, folder, len(samples), time.time() - t0, summary.left, drift=summary.drift)
     if len(samples) < MIN_MODELS:
         busy = len(every) - len(samples)
         raise InputError(f"only {len(samples)} usable calibration models measured (at least {MIN_MODELS} needed)"

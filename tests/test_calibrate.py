@@ -5,10 +5,11 @@ import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from narformer_tvm.calibrate import (CALIBRATION_SET, FOLDS, METHODS, accuracy, adapt, apply, calibrate,
                                      calibration_variants, candidate_methods, choose, fit_method, folds_of, held_out)
-from narformer_tvm.cli.calibrate_cmd import parse_budget
+from narformer_tvm.cli.calibrate_cmd import parse_budget, print_result
 from narformer_tvm.cli.main import cli
 from narformer_tvm.errors import InputError
 from narformer_tvm.measure.backends import MeasureConfig, fingerprint, get_backend
@@ -153,7 +154,11 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
 
     with Store(db, readonly=True) as s:
         first = s.db.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
-    assert 1 <= first < 16
+        checks = s.db.execute("SELECT COUNT(*) FROM reference WHERE latency_ms > 0").fetchone()[0]
+    assert 1 <= first < 16 and checks == 2  # the reference network before the first model and at the end
+    with Store(db) as s:  # as if the machine ran twice as fast when calibrating began
+        s.db.execute("UPDATE reference SET latency_ms = latency_ms / 2 WHERE rowid = (SELECT MIN(rowid) FROM reference)")
+        s.db.commit()
     # goes on from there (rows measured beside other work may be flagged noisy: use them too)
     # two folds: four trainings, two at a time on two cores
     result = calibrate(cfg, "cpu-onnxruntime", budget_s=600, limit=16, gate_wait_s=0, include_noisy=True, folds=2)
@@ -161,6 +166,14 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
         rows, models = s.db.execute("SELECT COUNT(*), COUNT(DISTINCT model_id) FROM measurements").fetchone()
     assert rows == models == 16  # nothing measured twice
     assert result.measured >= 12 and result.left == 0
+    assert len(result.drift) == 2 and all("at the first check" in d for d in result.drift)  # the resumed run's two
+    said = {}
+    for drift in (result.drift, []):
+        con = Console(record=True, width=300)
+        print_result(con, replace(result, drift=drift))
+        said[bool(drift)] = con.export_text()
+    assert "(2 checks off by more than 10%)" in said[True] and "calibrate on a quiet machine" in said[True]
+    assert "drift" not in said[False] and "Expected accuracy here" in said[False]
     maps = candidate_methods(json.loads((list_profiles()["cpu-onnxruntime"] / "profile.json").read_text()),
                              fingerprint(cfg, get_backend("onnxruntime")), cfg.identity())
     assert set(result.validation) == {*maps, "finetune", "scratch"}  # torch, a checkout

@@ -69,7 +69,12 @@ def calibrate(target, runtime, threads, opt_level, budget, base, name, rpc_track
 
         result = run(cfg, base, seconds, name, progress=on_progress, include_noisy=include_noisy,
                      allow_finetune=finetune, variant=variant)
-    con = make_console()
+    print_result(make_console(), result)
+
+
+def print_result(con, result) -> None:
+    """What a finished calibration says: models measured, the adaptation chosen, the accuracy to expect,
+    and whether the machine drifted meanwhile."""
     t, b = result.test, result.test_base
     con.print(f"{result.measured} calibration models measured ({result.profiled_s / 60:.1f} min this run"
               + (f"; {result.left} not reached: a rerun continues" if result.left else "") + ").")
@@ -80,4 +85,8 @@ def calibrate(target, runtime, threads, opt_level, budget, base, name, rpc_track
               f"(90% interval {100 * t['mape_90'][0]:.1f}-{100 * t['mape_90'][1]:.1f}%), Acc(10%) "
               f"{100 * t['acc10']:.0f}%; the base profile unadapted: MAPE {100 * b['mape']:.1f}%, bias "
               f"{100 * b['bias']:+.0f}%.")
+    if result.drift:  # the latest check says most about the machine now
+        more = f" ({len(result.drift)} checks off by more than 10%)" if len(result.drift) > 1 else ""
+        con.print(f"[yellow]drift:[/yellow] {result.drift[-1]}{more}; latencies measured here move with it, and "
+                  "the expected accuracy above does not count that: calibrate on a quiet machine")
     con.print(f"profile {result.name!r} written to {result.folder}")
