@@ -400,7 +400,8 @@ def _write_profile(result: CalibrationResult, folder: Path, base: str, base_path
             "config": cfg.identity(), "variant": variant, "fingerprint": fp, "calibration": result.calibration,
             "calibration_models": result.measured, "validation_mape": result.validation,
             "metrics": {**result.test, "split": "held-out calibration models"},
-            "base_metrics": result.test_base, "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "base_metrics": result.test_base, "drift": result.drift,
+            "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (folder / "profile.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
 

@@ -179,6 +179,7 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
     assert set(result.validation) == {*maps, "finetune", "scratch"}  # torch, a checkout
     meta = json.loads((user_dir / name / "profile.json").read_text())
     assert meta["kind"] == "user" and meta["calibration"]["method"] == result.calibration["method"]
+    assert meta["drift"] == result.drift  # kept with the profile: it was calibrated on a moving machine
     assert meta["metrics"]["n"] == result.test["n"] > 0 and meta["onnx"] == "predictor.onnx"
     assert list_profiles()[name] == user_dir / name and default_profile() == name  # user before shipped
     assert default_profile(include_user=False) != name  # what a new calibration starts from
@@ -197,7 +198,8 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
     elif result.calibration["exponent"] == 1.0:  # the base's output times one factor
         assert abs(ratio - float(apply(result.calibration, np.array([1.0]))[0])) < 1e-3
     listed = CliRunner().invoke(cli, ["profiles", "list", "--json"])
-    assert name in {r["name"] for r in json.loads(listed.stdout)}
+    assert {r["name"]: r["drift"] for r in json.loads(listed.stdout)}[name] == result.drift
+    assert "drifted" in CliRunner().invoke(cli, ["profiles", "list"]).stdout
 
 
 def test_finetuning_fits_what_one_factor_cannot():

@@ -39,7 +39,8 @@ def profiles_list(as_json):
                      "variant": meta.get("variant", "fp32"),
                      "labels": meta.get("labels"), "train_samples": meta.get("train_samples"),
                      "calibration_models": meta.get("calibration_models"),
-                     "held_out": meta.get("metrics"), "published": meta.get("published")})
+                     "held_out": meta.get("metrics"), "published": meta.get("published"),
+                     "drift": meta.get("drift") or []})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -55,7 +56,8 @@ def profiles_list(as_json):
                   + (f", opt {r['opt_level']}" if r["opt_level"] != "all" else "")
                   + (f", {r['variant']} models" if r["variant"] != "fp32" else ""),
                   f"{r['train_samples'] or r['calibration_models'] or '?'} models",
-                  f"{100 * held['mape']:.2f}% (n={held['n']})" if "mape" in held else "",
+                  (f"{100 * held['mape']:.2f}% (n={held['n']})" if "mape" in held else "")
+                  + (" [yellow](machine drifted)[/yellow]" if r["drift"] else ""),
                   f"{100 * pub['mape']:.2f}% (n={pub['n']})" if "mape" in pub else "",
                   "yes" if r["matches_this_machine"] else "no")
     make_console().print(t)
