@@ -149,14 +149,15 @@ def evaluate(task, benchmark, data_path, train_size, db_path, runtime, target, s
         pred.metadata["evaluated"] = {"protocol": result.protocol, "run": result.run, "split": result.split}
         pred.save(Path(out) / "predictors" / f"{result.method}-run{result.run}-{result.split}.pt")
 
-    with progress_bar() as bar:
+    with progress_bar(speed_window_s=24 * 3600) as bar:  # a step is a whole training: average over the run
         task = bar.add_task(f"evaluating ({protocol})", total=None, status="")
         Path(out).mkdir(parents=True, exist_ok=True)  # finished splits are kept there: a rerun resumes
         results = run_eval(samples, protocol, method_names(methods_spec), runs, fit, model,
                            progress=lambda msg: bar.update(task, status=msg[-110:]),
                            checkpoint=Path(out) / "finished.json", notice=warn_above(bar),
                            hold_out=[f.strip() for f in hold_out.split(",") if f.strip()] if hold_out else None,
-                           on_trained=keep if save_predictors else None)
+                           on_trained=keep if save_predictors else None,
+                           steps=lambda i, n: bar.update(task, completed=i, total=n))
     title = f"{protocol} split on {db_path} ({cfg['labels']} labels; {cfg['graph_duplicates']} graph duplicates merged)"
     path = write_report(results, out, title, nf, command, later_nf)
     click.echo(path.read_text())

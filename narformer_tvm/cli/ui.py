@@ -28,7 +28,8 @@ def si_units(n: float, unit: str = "") -> str:
 LOG_EVERY_S = 30.0  # a progress line at most this often where stderr is a log file, not a terminal
 
 
-def progress_bar(log_every_s: float | None = None):
+def progress_bar(log_every_s: float | None = None, speed_window_s: float = 30.0):
+    """A progress bar with ETA (speed over the last ``speed_window_s``: steps minutes apart need a longer one)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -70,7 +71,7 @@ def progress_bar(log_every_s: float | None = None):
     last = {}
     return LoggedProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-                          console=make_console(stderr=True), transient=False)
+                          console=make_console(stderr=True), transient=False, speed_estimate_period=speed_window_s)
 
 
 def warn_above(bar):

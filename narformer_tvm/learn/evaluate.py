@@ -135,38 +135,45 @@ def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int
              model_overrides: dict | None = None, progress: Callable[[str], None] | None = None,
              checkpoint: str | Path | None = None, notice: Callable[[str], None] = warnings.warn,
              hold_out: Sequence[str] | None = None,
-             on_trained: Callable[[Result, object], None] | None = None) -> list[Result]:
+             on_trained: Callable[[Result, object], None] | None = None,
+             steps: Callable[[int, int], None] | None = None) -> list[Result]:
     """Every method on every split of every run. With ``checkpoint`` (a JSON file) each finished
     (method, run, split) is saved at once and reused when the same evaluation is started again; a
     file of other settings is moved aside (``notice`` says where). ``hold_out`` limits lofo to some
     families (processes holding out different families can be merged: their splits are disjoint).
-    ``on_trained(result, predictor)`` gets each trained model as it finishes (e.g. to keep the winner)."""
+    ``on_trained(result, predictor)`` gets each trained model as it finishes (e.g. to keep the winner);
+    ``steps(done, total)`` hears of each (method, run, split) this call runs (those reused not counted)."""
     key = {"protocol": protocol, "fit": asdict(fit), "model": model_overrides or {},
            "samples": sorted(s.key for s in samples)}
     state = resume_results(Path(checkpoint) if checkpoint else None, lambda st: st.get("key") == key, notice)
     done = {(r["method"], r["run"], r["split"]): Result(**r) for r in (state or {}).get("results", [])}
     results = []
-    for run in range(runs):
-        for split, train_idx, test_idx in splits_for(protocol, samples, seed=run, hold_out=hold_out):
-            tr_idx, val_idx = carve_validation(train_idx, 0.1, seed=run)
-            assert not set(test_idx) & (set(tr_idx) | set(val_idx)), "test leaked into training"
-            train, val, test = ([samples[i] for i in ix] for ix in (tr_idx, val_idx, test_idx))
-            for name in methods:
-                if (name, run, split) in done:
-                    results.append(done[(name, run, split)])
-                    continue
-                if progress:
-                    progress(f"run {run + 1}/{runs} split {split}: {name}")
-                pred, val_pred, model = run_method(name, train, val, test, replace(fit, seed=fit.seed + run),
-                                                   model_overrides or {}, progress)
-                val_mape = mape(val_pred, [s.latency_ms for s in val]) if val else None
-                results.append(Result(name, protocol, run, split, [s.name for s in test], [s.family for s in test],
-                                      [float(p) for p in pred], [s.latency_ms for s in test],
-                                      float(val_mape) if val_mape is not None else None))
-                if on_trained and model is not None:
-                    on_trained(results[-1], model)
-                if checkpoint:
-                    save_finished(Path(checkpoint), key, results[-1])
+    plan = [(run, *split) for run in range(runs)
+            for split in splits_for(protocol, samples, seed=run, hold_out=hold_out)]  # (run, split, train, test)
+    total, ran = sum((name, run, split) not in done for run, split, _, _ in plan for name in methods), 0
+    for run, split, train_idx, test_idx in plan:
+        tr_idx, val_idx = carve_validation(train_idx, 0.1, seed=run)
+        assert not set(test_idx) & (set(tr_idx) | set(val_idx)), "test leaked into training"
+        train, val, test = ([samples[i] for i in ix] for ix in (tr_idx, val_idx, test_idx))
+        for name in methods:
+            if (name, run, split) in done:
+                results.append(done[(name, run, split)])
+                continue
+            if progress:
+                progress(f"run {run + 1}/{runs} split {split}: {name}")
+            pred, val_pred, model = run_method(name, train, val, test, replace(fit, seed=fit.seed + run),
+                                               model_overrides or {}, progress)
+            val_mape = mape(val_pred, [s.latency_ms for s in val]) if val else None
+            results.append(Result(name, protocol, run, split, [s.name for s in test], [s.family for s in test],
+                                  [float(p) for p in pred], [s.latency_ms for s in test],
+                                  float(val_mape) if val_mape is not None else None))
+            if on_trained and model is not None:
+                on_trained(results[-1], model)
+            if checkpoint:
+                save_finished(Path(checkpoint), key, results[-1])
+            ran += 1
+            if steps:
+                steps(ran, total)
     return results
 
 
