@@ -28,14 +28,19 @@ ROOT = Path(__file__).resolve().parents[1]
 CHOICE = "cross-validation"  # how calibrate judges adaptations; results judged otherwise are not resumed
 
 
-def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_test, methods) -> dict:
+def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_test, methods, level=None) -> dict:
     """What `calibrate` would have chosen from the rows measured within ``minutes``, scored on ``test``;
-    every adaptation's own test score beside."""
+    every adaptation's own test score beside. ``level``: the reference network's latency when each
+    calibration row was measured; given, the rows' labels are brought to its median over the budget."""
+    from dataclasses import replace
+
     from narformer_tvm.calibrate import accuracy, adapt
     from narformer_tvm.learn.train import LinearBaseline
 
     t_test = np.array([s.latency_ms for s in test])
     k, fit, hold = budget_rows(cal, clock, minutes)
+    if level is not None:
+        cal = [replace(s, latency_ms=s.latency_ms * np.median(level[k]) / lv) for s, lv in zip(cal, level)]
     rows = lambda idx: [cal[i] for i in idx]  # noqa: E731
     fitted = adapt(rows(fit), p_cal[fit], s_cal[fit], methods, ckpt)
     out = {"minutes": minutes, "calibration_models": int(len(k)), "seconds": fitted.seconds,
@@ -91,6 +96,9 @@ def main() -> None:
                     help="label each test model by this pass of the test dataset only (e.g. one measured after a fix)")
     ap.add_argument("--exclude", default="", help="test models to leave out, by name (comma-separated): e.g. "
                     "a file exported before a fix, whose latency no model of its kind has")
+    ap.add_argument("--reference-correct", action="store_true",
+                    help="bring each calibration label to the budget's median level of the reference network "
+                         "(interpolated between calibrate's reference checks): a candidate against a drifting machine")
     ap.add_argument("--test-how", default="", help="the command that measured --test-db, for the reproduce block")
     args = ap.parse_args()
 
@@ -103,12 +111,14 @@ def main() -> None:
     t_test = np.array([s.latency_ms for s in test])
     at = profiling_clock(folder / "calibration.db")
     clock = np.array([at[s.key] for s in cal])
+    level = reference_levels(folder / "calibration.db", cal) if args.reference_correct else None
     ckpt = None if args.no_finetune else finetune_checkpoint(args.base)
     methods = methods_of(folder, args.base)
     state_path = args.out.with_suffix(".json")
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     labels = ("mean of passes" if args.test_mean_passes else f"{args.test_pass} pass") + (
-        f" without {args.exclude}" if args.exclude else "")
+        f" without {args.exclude}" if args.exclude else "") + (
+        "; calibration labels reference-corrected" if args.reference_correct else "")
     if state.get("test_labels", "main pass") != labels or state.get("choice") != CHOICE:  # scored otherwise: again
         state = {}
     # a row chosen among more methods stands where it did not choose the one left out (choose's order)
@@ -119,7 +129,8 @@ def main() -> None:
     rows = []
     for minutes in [float(b) for b in args.budgets.split(",")]:
         if minutes not in done or done[minutes]["calibration_models"] != int((clock <= 60 * minutes).sum()):
-            done[minutes] = evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_test, methods)
+            done[minutes] = evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_test, methods,
+                                            level)
         rows.append(done[minutes])
         state = {"base": accuracy(p_test, t_test), "rows": rows, "test_labels": labels, "choice": CHOICE}
         state_path.write_text(json.dumps(state, indent=2) + "\n")
@@ -163,6 +174,8 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
              + f". Unadapted base on the test models: MAPE "
              f"{100 * base_acc['mape']:.1f}%, Acc(10%) {100 * base_acc['acc10']:.0f}%, bias {100 * base_acc['bias']:+.0f}%."
              + (" Test labels: the geometric mean of each model's passes." if args.test_mean_passes else "")
+             + (" Calibration labels brought to the reference network's median level over each budget."
+                if args.reference_correct else "")
              + (f" Test labels: the `{args.test_pass}` pass alone." if args.test_pass != "main" else "")
              + (f" Left out of the test: {args.exclude}." if args.exclude else "")
              + (f" Noise floor of this configuration (MAPE between the main and `{args.noise_pass}` passes over {floor['pairs']} test models): "
@@ -212,9 +225,29 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
               + (f"--test-pass {args.test_pass} " if args.test_pass != "main" else "")
               + ("--no-finetune " if args.no_finetune else "")
               + (f"--exclude {args.exclude} " if args.exclude else "")
+              + ("--reference-correct " if args.reference_correct else "")
               + f"--out {args.out.relative_to(ROOT) if args.out.is_absolute() and args.out.is_relative_to(ROOT) else args.out}", "```", ""]
     args.out.write_text("\n".join(lines))
     print(f"written {args.out} ({time.strftime('%H:%M')})")
+
+
+def reference_levels(db: Path, cal: list) -> np.ndarray:
+    """The reference network's latency at the time each calibration row was measured (main pass),
+    interpolated between calibrate's reference checks."""
+    from datetime import datetime
+
+    from narformer_tvm.data.store import Store
+
+    epoch = lambda text: datetime.fromisoformat(text).timestamp()  # noqa: E731
+    with Store(db, readonly=True) as store:
+        refs = store.db.execute("SELECT measured_at, latency_ms FROM reference WHERE latency_ms > 0 ORDER BY id").fetchall()
+        at = dict(store.db.execute("SELECT d.key, m.measured_at FROM measurements m JOIN models d ON d.id = m.model_id"
+                                   " WHERE m.pass = 'main'").fetchall())
+    if len(refs) < 2:
+        raise SystemExit(f"{db}: {len(refs)} reference checks; --reference-correct needs a calibration that made "
+                         "them (calibrate re-measures the reference network every few dozen models)")
+    t, ms = np.array([epoch(r[0]) for r in refs]), np.array([r[1] for r in refs])
+    return np.interp([epoch(at[s.key]) for s in cal], t, ms)
 
 
 def profiling_clock(db: Path) -> dict[str, float]:
