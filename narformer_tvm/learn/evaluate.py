@@ -151,6 +151,8 @@ def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int
     plan = [(run, *split) for run in range(runs)
             for split in splits_for(protocol, samples, seed=run, hold_out=hold_out)]  # (run, split, train, test)
     total, ran = sum((name, run, split) not in done for run, split, _, _ in plan for name in methods), 0
+    if steps and total:
+        steps(0, total)  # the bar shows what is left before the first training ends
     for run, split, train_idx, test_idx in plan:
         tr_idx, val_idx = carve_validation(train_idx, 0.1, seed=run)
         assert not set(test_idx) & (set(tr_idx) | set(val_idx)), "test leaked into training"
