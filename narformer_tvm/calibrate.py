@@ -39,9 +39,9 @@ RIDGE = 4.0  # ridge penalty of the descriptors correction, in rows of standardi
 MIN_MODELS = 12  # fewer measured models than this cannot be split meaningfully
 FOLDS = 4  # cross-validation folds of the rows not held out: each validates once, so the choice sees them all
 FOLD_ROWS = 200  # up to this many rows, trained adaptations train once per fold; beyond, on the first fold
-REFERENCE_EVERY = 40  # models between re-measurements of the profiler's reference network (and one at the
-# end): a machine whose speed moves while it is calibrated gets a warning, not a silently shifted predictor
 #   only: a quarter of many rows validates well enough, and four trainings would take too long
+REFERENCE_EVERY = 40  # models between re-measurements of the profiler's reference network (and one at the
+#   end): a machine whose speed moves while it is calibrated gets a warning, not a silently shifted predictor
 FINETUNE = {"epochs": 40, "patience": 8, "lr": 2e-4, "batch_size": 16}  # small steps: the base already ranks well
 SCRATCH = {"epochs": 60, "patience": 15, "lr": 5e-4, "batch_size": 16}
 
