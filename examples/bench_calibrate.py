@@ -240,7 +240,8 @@ def reference_levels(db: Path, cal: list) -> np.ndarray:
 
     epoch = lambda text: datetime.fromisoformat(text).timestamp()  # noqa: E731
     with Store(db, readonly=True) as store:
-        refs = store.db.execute("SELECT measured_at, latency_ms FROM reference WHERE latency_ms > 0 ORDER BY id").fetchall()
+        refs = store.db.execute("SELECT measured_at, latency_ms FROM reference WHERE latency_ms > 0"
+                                " ORDER BY id").fetchall()
         at = dict(store.db.execute("SELECT d.key, m.measured_at FROM measurements m JOIN models d ON d.id = m.model_id"
                                    " WHERE m.pass = 'main'").fetchall())
     if len(refs) < 2:

@@ -157,7 +157,7 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
         checks = s.db.execute("SELECT COUNT(*) FROM reference WHERE latency_ms > 0").fetchone()[0]
     assert 1 <= first < 16 and checks == 2  # the reference network before the first model and at the end
     with Store(db) as s:  # as if the machine ran twice as fast when calibrating began
-        s.db.execute("UPDATE reference SET latency_ms = latency_ms / 2 WHERE rowid = (SELECT MIN(rowid) FROM reference)")
+        s.db.execute("UPDATE reference SET latency_ms = latency_ms / 2 WHERE id = (SELECT MIN(id) FROM reference)")
         s.db.commit()
     # goes on from there (rows measured beside other work may be flagged noisy: use them too)
     # two folds: four trainings, two at a time on two cores
