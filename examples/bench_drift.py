@@ -2,7 +2,7 @@
 predictor's, by window of profiling time (calibration rows) and by pass (the test networks, the same
 models in every pass); where the rows carry regime probes, the probe's level beside.
 
-    python examples/bench_drift.py --profile bench-cal-intel7-t1 --test-db DATASET --passes main,repeat,repeat2 \
+    python examples/bench_drift.py --calibration CALIBRATION_DB --test-db DATASET --passes main,repeat,repeat2 \
         --out docs/results/calibrate-intel-drift.md
 """
 from __future__ import annotations
@@ -33,10 +33,11 @@ def main() -> None:
     from narformer_tvm.calibrate import base_view
     from narformer_tvm.learn.samples import load_samples
     from narformer_tvm.model.load import load_predictor
-    from narformer_tvm.profiles import list_profiles, resolve_predictor
+    from narformer_tvm.profiles import resolve_predictor
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", action="append", required=True, help="calibrated user profiles (repeatable)")
+    ap.add_argument("--calibration", action="append", required=True,
+                    help="a calibration dataset (a user profile's calibration.db, or its rows exported; repeatable)")
     ap.add_argument("--base", default="cpu-onnxruntime")
     ap.add_argument("--test-db", action="append", default=[], help="test networks measured in several passes (repeatable)")
     ap.add_argument("--passes", default="main,repeat,repeat2")
@@ -51,8 +52,7 @@ def main() -> None:
              "step there may be the models; the test networks are the same in every pass.", "",
              "| calibration | window (min) | rows | measured / base | probe / sitting median |",
              "| --- | --- | --- | --- | --- |"]
-    for name in args.profile:
-        db = list_profiles()[name] / "calibration.db"
+    for db in args.calibration:
         cal, _ = load_samples(db, include_noisy=True)
         ratio = np.array([s.latency_ms for s in cal]) / base_view(base, cal)[0]
         at = profiling_clock(db)
@@ -64,7 +64,7 @@ def main() -> None:
                 continue
             p = probe[w][np.isfinite(probe[w])]
             level = f"{np.median(p) / np.nanmedian(probe):.3f}" if len(p) else "no probes"
-            lines.append(f"| {name} | {lo:g}-{hi:g} | {int(w.sum())} | {np.median(ratio[w]):.3f} | {level} |")
+            lines.append(f"| {db} | {lo:g}-{hi:g} | {int(w.sum())} | {np.median(ratio[w]):.3f} | {level} |")
         print(lines[-1], flush=True)
     if args.test_db:
         lines += ["", "Test networks, the same models in each pass:", "",
@@ -76,7 +76,7 @@ def main() -> None:
             lines.append(f"| {db} | {pass_} | {len(test)} | {np.median(ratio):.3f} | {first_measured(db, pass_)} |")
             print(lines[-1], flush=True)
     lines += ["", "Reproduce:", "", "```bash", "python examples/bench_drift.py "
-              + " ".join(f"--profile {p}" for p in args.profile)
+              + " ".join(f"--calibration {p}" for p in args.calibration)
               + "".join(f" --test-db {db}" for db in args.test_db)
               + (f" --passes {args.passes}" if args.test_db else "") + f" --out {args.out}",
               "```", ""]
