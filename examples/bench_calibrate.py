@@ -242,8 +242,7 @@ def reference_levels(db: Path, cal: list) -> np.ndarray:
     with Store(db, readonly=True) as store:
         refs = store.db.execute("SELECT measured_at, latency_ms FROM reference WHERE latency_ms > 0"
                                 " ORDER BY id").fetchall()
-        at = dict(store.db.execute("SELECT d.key, m.measured_at FROM measurements m JOIN models d ON d.id = m.model_id"
-                                   " WHERE m.pass = 'main'").fetchall())
+        at = {r["key"]: r["measured_at"] for r in store.rows()}
     if len(refs) < 2:
         raise SystemExit(f"{db}: {len(refs)} reference checks; --reference-correct needs a calibration that made "
                          "them (calibrate re-measures the reference network every few dozen models)")

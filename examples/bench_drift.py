@@ -8,7 +8,6 @@ models in every pass); where the rows carry regime probes, the probe's level bes
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +20,7 @@ def probe_levels(db: Path, cal: list) -> np.ndarray:
     from narformer_tvm.data.store import Store
 
     with Store(db, readonly=True) as store:
-        rows = store.db.execute("SELECT d.key, m.info FROM measurements m JOIN models d ON d.id = m.model_id"
-                                " WHERE m.pass = 'main'").fetchall()
-    probe = {k: min(json.loads(info or "{}").get("probe_ms") or [np.nan]) for k, info in rows}
+        probe = {r["key"]: min(r["info"].get("probe_ms") or [np.nan]) for r in store.rows()}
     return np.array([probe.get(s.key, np.nan) for s in cal], dtype=float)
 
 

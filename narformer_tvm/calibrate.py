@@ -288,7 +288,7 @@ class CalibrationResult:
     calibration: dict = field(default_factory=dict)  # the chosen map
     test: dict = field(default_factory=dict)  # accuracy() on the held-out models
     test_base: dict = field(default_factory=dict)  # the unadapted base on the same models
-    drift: list[str] = field(default_factory=list)  # the reference network's moves of more than 10%
+    drift: list[str] = field(default_factory=list)  # the reference network's moves beyond profiler.DRIFT_LIMIT
 
 
 def profile_name(base: str, cfg, variant: str = "fp32") -> str:

@@ -86,7 +86,10 @@ def print_result(con, result) -> None:
               f"{100 * t['acc10']:.0f}%; the base profile unadapted: MAPE {100 * b['mape']:.1f}%, bias "
               f"{100 * b['bias']:+.0f}%.")
     if result.drift:  # the latest check says most about the machine now
-        more = f" ({len(result.drift)} checks off by more than 10%)" if len(result.drift) > 1 else ""
+        from narformer_tvm.measure.profiler import DRIFT_LIMIT
+
+        more = (f" ({len(result.drift)} checks off by more than {100 * DRIFT_LIMIT:.0f}%)"
+                if len(result.drift) > 1 else "")
         con.print(f"[yellow]drift:[/yellow] {result.drift[-1]}{more}; latencies measured here move with it, and "
                   "the expected accuracy above does not count that: calibrate on a quiet machine")
     con.print(f"profile {result.name!r} written to {result.folder}")
