@@ -61,6 +61,8 @@ METHODS: dict[str, TrainOptions | LinearBaseline | None] = {
 }
 
 
+REGRESSIONS = ("flops", "flops_mac")  # fitted in a moment: methods without a training
+
 GROUPS = {"main": ["flops", "flops_mac", "nnlp", "narformer", "narformer_flops_mac"], "ablations": list(ABLATIONS),
           "all": list(METHODS)}
 
@@ -88,7 +90,7 @@ def conflicting_overrides(methods: list[str], model_overrides: dict) -> list[str
 def run_method(name: str, train: list[Sample], val: list[Sample], test: list[Sample], fit: FitConfig,
                model_overrides: dict, progress: Callable[[str], None] | None):
     """(predictions on ``test``, predictions on ``val``, the trained Predictor or None for the regressions)."""
-    if name in ("flops", "flops_mac"):
+    if name in REGRESSIONS:
         base = LinearBaseline(("flops",) if name == "flops" else ("flops", "memory")).fit(train + val)
         return base.predict(test), base.predict(val), None
     opts = METHODS[name]
@@ -142,7 +144,8 @@ def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int
     file of other settings is moved aside (``notice`` says where). ``hold_out`` limits lofo to some
     families (processes holding out different families can be merged: their splits are disjoint).
     ``on_trained(result, predictor)`` gets each trained model as it finishes (e.g. to keep the winner);
-    ``steps(done, total)`` hears of each (method, run, split) this call runs (those reused not counted)."""
+    ``steps(done, total)`` counts the trainings this call runs (not the regressions, which take no time,
+    nor the splits reused)."""
     key = {"protocol": protocol, "fit": asdict(fit), "model": model_overrides or {},
            "samples": sorted(s.key for s in samples)}
     state = resume_results(Path(checkpoint) if checkpoint else None, lambda st: st.get("key") == key, notice)
@@ -150,7 +153,8 @@ def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int
     results = []
     plan = [(run, *split) for run in range(runs)
             for split in splits_for(protocol, samples, seed=run, hold_out=hold_out)]  # (run, split, train, test)
-    total, ran = sum((name, run, split) not in done for run, split, _, _ in plan for name in methods), 0
+    total, ran = sum((name, run, split) not in done and name not in REGRESSIONS
+                     for run, split, _, _ in plan for name in methods), 0
     if steps and total:
         steps(0, total)  # the bar shows what is left before the first training ends
     for run, split, train_idx, test_idx in plan:
@@ -173,8 +177,8 @@ def evaluate(samples: list[Sample], protocol: str, methods: list[str], runs: int
                 on_trained(results[-1], model)
             if checkpoint:
                 save_finished(Path(checkpoint), key, results[-1])
-            ran += 1
-            if steps:
+            if steps and name not in REGRESSIONS:
+                ran += 1
                 steps(ran, total)
     return results
 
@@ -368,7 +372,7 @@ def write_report(results: list[Result], out_dir: str | Path, title: str, noise_f
     md = markdown(results, title, noise_floor, command, later_floors)
     methods = list(dict.fromkeys(r.method for r in results))
     for m in methods:
-        if m not in ("flops", "flops_mac"):
+        if m not in REGRESSIONS:
             for p in plot(results, out_dir, m):
                 md += f"\n![{p.stem}]({p.name})\n"
     (out_dir / "report.md").write_text(md)
