@@ -42,6 +42,8 @@ FOLD_ROWS = 200  # up to this many rows, trained adaptations train once per fold
 #   only: a quarter of many rows validates well enough, and four trainings would take too long
 REFERENCE_EVERY = 40  # models between re-measurements of the profiler's reference network (and one at the
 #   end): a machine whose speed moves while it is calibrated gets a warning, not a silently shifted predictor
+WARM_UP_S = 180.0  # load before measuring, outside the budget: a shared VM measured 4% faster cold than after
+#   minutes of load, and rows at two levels would mislabel each other (docs/results/calibrate-intel-warmup.md)
 FINETUNE = {"epochs": 40, "patience": 8, "lr": 2e-4, "batch_size": 16}  # small steps: the base already ranks well
 SCRATCH = {"epochs": 60, "patience": 15, "lr": 5e-4, "batch_size": 16}
 
@@ -282,13 +284,14 @@ class CalibrationResult:
     name: str
     folder: Path
     measured: int  # models with a usable measurement in the calibration dataset
-    profiled_s: float  # seconds this run spent profiling
+    profiled_s: float  # seconds this run spent profiling, the warm-up included
     left: int  # calibration models the budget did not reach (a rerun goes on with them)
     validation: dict = field(default_factory=dict)  # method -> validation MAPE
     calibration: dict = field(default_factory=dict)  # the chosen map
     test: dict = field(default_factory=dict)  # accuracy() on the held-out models
     test_base: dict = field(default_factory=dict)  # the unadapted base on the same models
     drift: list[str] = field(default_factory=list)  # the reference network's moves beyond profiler.DRIFT_LIMIT
+    warm_up_s: float = 0.0  # of profiled_s, spent loading the machine before measuring
 
 
 def profile_name(base: str, cfg, variant: str = "fp32") -> str:
@@ -300,13 +303,14 @@ def profile_name(base: str, cfg, variant: str = "fp32") -> str:
 def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str | None = None,
               progress: Callable[[str, int, int, str], None] | None = None, limit: int | None = None,
               gate_wait_s: float = 10.0, include_noisy: bool = False, allow_finetune: bool = True,
-              variant: str = "fp32", folds: int = FOLDS) -> CalibrationResult:
+              variant: str = "fp32", folds: int = FOLDS, warm_up_s: float = 0.0) -> CalibrationResult:
     """Profile the calibration set under ``cfg`` for at most ``budget_s`` (resuming what an earlier run
     measured), adapt the ``base`` profile's predictor, write the user profile and return its accuracy.
     ``variant`` (ort_variants.VARIANTS): every model is measured as that version of itself (int8, fp16),
     and the profile predicts models of that kind. ``folds``: of the cross-validation choosing the
-    adaptation. ``progress(kind, i, n, message)`` hears of each model
-    ("start", "done") and fine-tuning epoch."""
+    adaptation. ``warm_up_s``: the machine is loaded that long first, outside the budget (WARM_UP_S is the
+    command's default). ``progress(kind, i, n, message)`` hears of the warm-up, each model ("start", "done")
+    and fine-tuning epoch."""
     from narformer_tvm.data.store import Store
     from narformer_tvm.learn.samples import load_samples
     from narformer_tvm.model.load import load_predictor
@@ -330,13 +334,15 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     t0 = time.time()
     with Store(folder / "calibration.db") as store:
         summary = sweep(jobs, store, cfg, gate=gate_settings(cfg, wait_s=gate_wait_s), progress=progress,
-                        deadline=t0 + budget_s, reference_every=REFERENCE_EVERY, tries=2)
+                        deadline=t0 + warm_up_s + budget_s, reference_every=REFERENCE_EVERY, tries=2,
+                        warm_up_s=warm_up_s)
     try:
         samples, _ = load_samples(folder / "calibration.db", include_noisy=include_noisy)
         every, _ = load_samples(folder / "calibration.db", include_noisy=True)
     except InputError:
         samples = every = []
-    result = CalibrationResult(name, folder, len(samples), time.time() - t0, summary.left, drift=summary.drift)
+    result = CalibrationResult(name, folder, len(samples), time.time() - t0, summary.left, drift=summary.drift,
+                               warm_up_s=summary.warm_up_s)
     if len(samples) < MIN_MODELS:
         busy = len(every) - len(samples)
         raise InputError(f"only {len(samples)} usable calibration models measured (at least {MIN_MODELS} needed)"

@@ -133,6 +133,9 @@ def test_budgets_parse_and_bad_ones_are_refused():
     assert parse_budget("10m") == 600 and parse_budget("1h30m") == 5400 and parse_budget("90") == 90
     with pytest.raises(click.BadParameter, match="not a duration"):
         parse_budget("ten minutes")
+    with pytest.raises(click.BadParameter) as bad:
+        parse_budget("soon", "--warm-up")
+    assert "--warm-up" in bad.value.format_message() and parse_budget("0", "--warm-up") == 0
 
 
 def test_the_calibration_set_is_spread_over_families():
@@ -161,7 +164,8 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
         s.db.commit()
     # goes on from there (rows measured beside other work may be flagged noisy: use them too)
     # two folds: four trainings, two at a time on two cores
-    result = calibrate(cfg, "cpu-onnxruntime", budget_s=600, limit=16, gate_wait_s=0, include_noisy=True, folds=2)
+    result = calibrate(cfg, "cpu-onnxruntime", budget_s=600, limit=16, gate_wait_s=0, include_noisy=True, folds=2,
+                       warm_up_s=1.0)
     with Store(db, readonly=True) as s:
         rows, models = s.db.execute("SELECT COUNT(*), COUNT(DISTINCT model_id) FROM measurements").fetchone()
     assert rows == models == 16  # nothing measured twice
@@ -174,6 +178,7 @@ def test_calibrate_end_to_end_resumes_and_estimate_prefers_the_result(user_dir):
         said[bool(drift)] = con.export_text()
     assert "(2 checks off by more than 10%)" in said[True] and "calibrate on a quiet machine" in said[True]
     assert "drift" not in said[False] and "Expected accuracy here" in said[False]
+    assert 1.0 <= result.warm_up_s < result.profiled_s and "of them warming up" in said[False]
     maps = candidate_methods(json.loads((list_profiles()["cpu-onnxruntime"] / "profile.json").read_text()),
                              fingerprint(cfg, get_backend("onnxruntime")), cfg.identity())
     assert set(result.validation) == {*maps, "finetune", "scratch"}  # torch, a checkout

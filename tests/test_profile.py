@@ -115,6 +115,18 @@ def test_interrupted_sweep_resumes_without_measuring_twice(tmp_path, models):
     assert len(after) == 3 and all(after[k] == v for k, v in first.items())
 
 
+def test_a_warm_up_loads_the_machine_first_and_keeps_nothing(tmp_path, models):
+    store, heard = Store(tmp_path / "d.db"), []
+    s = sweep(jobs_from_paths(models[:1]), store, MeasureConfig(**FAST), reference_every=0, warm_up_s=2.0,
+              progress=lambda kind, i, n, msg: heard.append((kind, i, n)))
+    kinds = [k for k, _, _ in heard]
+    assert kinds[0] == "warm-up" and kinds.index("start") > kinds.index("warm-up")  # before the first job
+    assert heard[kinds.index("start") - 1] == ("warm-up", 2, 2) and 2.0 <= s.warm_up_s < s.seconds
+    assert s.measured == 1 and store.db.execute("SELECT COUNT(*) FROM reference").fetchone()[0] == 0
+    again = sweep(jobs_from_paths(models[:1]), store, MeasureConfig(**FAST), reference_every=0, warm_up_s=60.0)
+    assert again.skipped == 1 and again.warm_up_s == 0  # nothing left to measure: no warm-up
+
+
 def test_zoo_sweep_with_repeat_pass_and_reference(tmp_path):
     store = Store(tmp_path / "d.db")
     cfg = MeasureConfig(**FAST)

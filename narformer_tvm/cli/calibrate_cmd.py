@@ -10,11 +10,11 @@ from narformer_tvm.cli.options import opt_level_option, variant_option
 from narformer_tvm.cli.ui import make_console, progress_bar
 
 
-def parse_budget(value: str) -> float:
+def parse_budget(value: str, option: str = "--budget") -> float:
     """'10m', '90s', '1h', '1h30m' or plain seconds -> seconds."""
     m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", value or "")
     if not m or not any(m.groups()):
-        raise click.BadParameter(f"{value!r} is not a duration; use e.g. 10m, 90s or 1h30m", param_hint="--budget")
+        raise click.BadParameter(f"{value!r} is not a duration; use e.g. 10m, 90s or 1h30m", param_hint=option)
     h, mins, s = (float(g) if g else 0.0 for g in m.groups())
     return 3600 * h + 60 * mins + s
 
@@ -25,6 +25,9 @@ def parse_budget(value: str) -> float:
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Intra-op threads (0 = physical cores).")
 @opt_level_option
 @click.option("--budget", default="10m", show_default=True, help="Profiling time, e.g. 5m, 90s, 1h.")
+@click.option("--warm-up", "warm_up", default="3m", show_default=True,
+              help="Load the machine this long before measuring, besides the budget (0 to skip): shared VMs "
+                   "run faster cold than after minutes of load.")
 @click.option("--base", default=None, help="The shipped profile to adapt (default: the one for this CPU).")
 @click.option("--name", default=None, help="The new profile's name (default: BASE-calibrated-RUNTIME-TARGET-Nt, plus -optLEVEL and -VARIANT "
                    "off the defaults).")
@@ -37,8 +40,8 @@ def parse_budget(value: str) -> float:
                    "from scratch (needs torch and a source checkout's checkpoint); kept only where one "
                    "validates better than a rescaling.")
 @variant_option
-def calibrate(target, runtime, threads, opt_level, budget, base, name, rpc_tracker, rpc_key, include_noisy,
-              finetune, variant):
+def calibrate(target, runtime, threads, opt_level, budget, warm_up, base, name, rpc_tracker, rpc_key,
+              include_noisy, finetune, variant):
     """Profile a compact calibration set on this machine within --budget, adapt a shipped predictor to
     it and save it as your own profile, which `estimate` then prefers on this machine.
 
@@ -49,26 +52,32 @@ def calibrate(target, runtime, threads, opt_level, budget, base, name, rpc_track
     from narformer_tvm.calibrate import calibrate as run
     from narformer_tvm.measure.backends import MeasureConfig
 
-    seconds = parse_budget(budget)
+    seconds, warm_s = parse_budget(budget), parse_budget(warm_up, "--warm-up")
     cfg = MeasureConfig(runtime=runtime, target=target, threads=threads, opt_level=opt_level, rpc_tracker=rpc_tracker, rpc_key=rpc_key)
     with progress_bar(log_every_s=30) as bar:
         # the budget, not the list's length, ends profiling: the bar counts its seconds
         task = bar.add_task(f"profiling the calibration set (seconds of the {budget} budget)", total=seconds,
                             status="")
         start = time.monotonic()
-        training = {}
+        side = {}  # warm-up and training bars
         labels = {"finetune": "fine-tuning the base predictor", "scratch": "training a predictor from scratch"}
 
         def on_progress(kind, i, n, msg):
-            if kind in labels:
-                if kind not in training:
-                    training[kind] = bar.add_task(labels[kind], total=None, status="")
-                bar.update(training[kind], completed=i, total=n or None, status=msg)
+            nonlocal start
+            if kind == "warm-up":
+                if "warm-up" not in side:
+                    side["warm-up"] = bar.add_task("warming the machine up (seconds)", total=n, status="")
+                bar.update(side["warm-up"], completed=i, status=msg)
+                start = time.monotonic()  # the budget starts after the warm-up
+            elif kind in labels:
+                if kind not in side:
+                    side[kind] = bar.add_task(labels[kind], total=None, status="")
+                bar.update(side[kind], completed=i, total=n or None, status=msg)
             else:
                 bar.update(task, completed=int(min(seconds, time.monotonic() - start)), status=f"{i} models; {msg}")
 
         result = run(cfg, base, seconds, name, progress=on_progress, include_noisy=include_noisy,
-                     allow_finetune=finetune, variant=variant)
+                     allow_finetune=finetune, variant=variant, warm_up_s=warm_s)
     print_result(make_console(), result)
 
 
@@ -77,6 +86,7 @@ def print_result(con, result) -> None:
     and whether the machine drifted meanwhile."""
     t, b = result.test, result.test_base
     con.print(f"{result.measured} calibration models measured ({result.profiled_s / 60:.1f} min this run"
+              + (f", {result.warm_up_s / 60:.1f} of them warming up" if result.warm_up_s else "")
               + (f"; {result.left} not reached: a rerun continues" if result.left else "") + ").")
     con.print("cross-validated MAPE per adaptation: " + ", ".join(f"{m} {100 * v:.1f}%" for m, v in
                                                              result.validation.items())

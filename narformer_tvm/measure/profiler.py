@@ -222,6 +222,7 @@ class Summary:
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     left: int = 0  # jobs not started because the deadline came
+    warm_up_s: float = 0.0  # spent loading the machine before the first job
 
 
 def check_config(cfg: MeasureConfig) -> None:
@@ -236,14 +237,16 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
           input_shapes: dict | None = None, batch_size: int | None = None, retry_failed: bool = False,
           reference_every: int = 50, tries: int = 3, remeasure_noisy: bool = False,
           progress: Callable[[str, int, int, str], None] | None = None, gate: dict | None = None,
-          summary: Summary | None = None, deadline: float | None = None) -> Summary:
+          summary: Summary | None = None, deadline: float | None = None, warm_up_s: float = 0.0) -> Summary:
     """Measure every job not yet in ``store`` for this configuration and pass.
 
     ``gate`` ({"calibrate_s", "wait_s"}, see RegimeGate) measures only in the machine's fast regime
     (every job on the sweep's runtime and target, whatever its session options); rows measured outside
     it are flagged noisy. A ``summary`` given by the
     caller is filled as the sweep goes, so it still counts what was done when the sweep is interrupted.
-    ``deadline`` (a time.time()): start no job after it; the rest is left for the next sweep."""
+    ``deadline`` (a time.time()): start no job after it; the rest is left for the next sweep.
+    ``warm_up_s``: keep the machine busy that long before the first job (progress kind "warm-up"), for
+    machines whose speed settles only under sustained load."""
     check_config(cfg)
     backend = get_backend(cfg.runtime)
     config_ids: dict[str, int] = {}
@@ -271,6 +274,9 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
         gate = {**gate, "known_fast_ms": store.probe_reference(config_id)}
     gated: list[tuple[int, float, float, bool]] = []  # (row, slowest probe, fast level then, noisy)
     try:
+        if warm_up_s > 0:
+            _warm_up(worker, exporter, cfg, warm_up_s, timeout, progress)
+            summary.warm_up_s = time.time() - t_start
         for i, (job, jcfg, job_config_id) in enumerate(todo):
             if deadline is not None and time.time() >= deadline:
                 summary.left = len(todo) - i
@@ -367,13 +373,29 @@ def _call(worker: Worker, exporter: Exporter, job: Job, task: dict, timeout: flo
     return worker.call({**task, "job": asdict(job)}, timeout)
 
 
-def _measure_reference(worker: Worker, exporter: Exporter, store: Store, cfg: MeasureConfig, config_id: int,
-                       first: float | None, timeout: float, summary: Summary) -> float | None:
+def _reference_job() -> Job:
     from narformer_tvm.measure.zoo import Variant
 
     v = Variant(**REFERENCE)
-    job = Job(key=v.key, name="reference", family=v.family, variant=v.to_dict())
-    result = _call(worker, exporter, job, {"cfg": cfg.to_dict(), "need_graph": False, "tries": 3}, timeout)
+    return Job(key=v.key, name="reference", family=v.family, variant=v.to_dict())
+
+
+def _warm_up(worker: Worker, exporter: Exporter, cfg: MeasureConfig, seconds: float, timeout: float,
+             progress: Callable[[str, int, int, str], None] | None) -> None:
+    """Run the reference network under ``cfg`` for ``seconds``, measuring nothing that is kept."""
+    busy = replace(cfg, blocks=50, max_runs=10**6)  # ~10 s a call: few session starts, the runtime busy throughout
+    t0 = time.time()
+    while (spent := time.time() - t0) < seconds:
+        if progress:
+            progress("warm-up", int(spent), int(seconds), "loading the machine before measuring")
+        _call(worker, exporter, _reference_job(), {"cfg": busy.to_dict(), "need_graph": False, "tries": 1}, timeout)
+    if progress:
+        progress("warm-up", int(seconds), int(seconds), "done")
+
+
+def _measure_reference(worker: Worker, exporter: Exporter, store: Store, cfg: MeasureConfig, config_id: int,
+                       first: float | None, timeout: float, summary: Summary) -> float | None:
+    result = _call(worker, exporter, _reference_job(), {"cfg": cfg.to_dict(), "need_graph": False, "tries": 3}, timeout)
     m = Measurement(**result["measurement"])
     store.add_reference(config_id, m.latency_ms, m.spread)
     if m.ok and first is not None and abs(m.latency_ms / first - 1) > DRIFT_LIMIT:
