@@ -65,13 +65,20 @@ def main() -> None:
         print(lines[-1], flush=True)
     if args.test_db:
         lines += ["", "Test networks, the same models in each pass:", "",
-                  "| test dataset | pass | models | measured / base | first measured (UTC) |", "| --- | --- | --- | --- | --- |"]
+                  "| test dataset | pass | models | measured / base | / the pass before, per network: median (quartiles) "
+                  "| first measured (UTC) |", "| --- | --- | --- | --- | --- | --- |"]
     for db in args.test_db:
+        before = {}
         for pass_ in args.passes.split(","):
             test, _ = load_samples(db, pass_=pass_)
             ratio = np.array([s.latency_ms for s in test]) / base_view(base, test)[0]
-            lines.append(f"| {db} | {pass_} | {len(test)} | {np.median(ratio):.3f} | {first_measured(db, pass_)} |")
+            now = {s.name: s.latency_ms for s in test}
+            step = np.array([now[n] / before[n] for n in now if n in before])
+            moved = (f"{np.median(step):.3f} ({np.percentile(step, 25):.3f}-{np.percentile(step, 75):.3f}), "
+                     f"{len(step)} networks" if len(step) else "")
+            lines.append(f"| {db} | {pass_} | {len(test)} | {np.median(ratio):.3f} | {moved} | {first_measured(db, pass_)} |")
             print(lines[-1], flush=True)
+            before = now
     lines += ["", "Reproduce:", "", "```bash", "python examples/bench_drift.py "
               + " ".join(f"--calibration {p}" for p in args.calibration)
               + "".join(f" --test-db {db}" for db in args.test_db)
