@@ -32,15 +32,13 @@ def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_tes
     """What `calibrate` would have chosen from the rows measured within ``minutes``, scored on ``test``;
     every adaptation's own test score beside. ``level``: the reference network's latency when each
     calibration row was measured; given, the rows' labels are brought to its median over the budget."""
-    from dataclasses import replace
-
-    from narformer_tvm.calibrate import accuracy, adapt
+    from narformer_tvm.calibrate import accuracy, adapt, level_corrected
     from narformer_tvm.learn.train import LinearBaseline
 
     t_test = np.array([s.latency_ms for s in test])
     k, fit, hold = budget_rows(cal, clock, minutes)
-    if level is not None:
-        cal = [replace(s, latency_ms=s.latency_ms * np.median(level[k]) / lv) for s, lv in zip(cal, level)]
+    if level is not None:  # brought to the budget's median level, as calibrate does over its rows
+        cal = level_corrected(cal, level, to=float(np.median(level[k])))
     rows = lambda idx: [cal[i] for i in idx]  # noqa: E731
     fitted = adapt(rows(fit), p_cal[fit], s_cal[fit], methods, ckpt)
     out = {"minutes": minutes, "calibration_models": int(len(k)), "seconds": fitted.seconds,
@@ -75,7 +73,7 @@ def budget_rows(cal: list, clock: np.ndarray, minutes: float) -> tuple[np.ndarra
 
 
 def main() -> None:
-    from narformer_tvm.calibrate import TRAINED, accuracy, base_view, finetune_checkpoint, methods_of
+    from narformer_tvm.calibrate import TRAINED, accuracy, base_view, finetune_checkpoint, methods_of, reference_levels
     from narformer_tvm.learn.samples import load_samples
     from narformer_tvm.model.load import load_predictor
     from narformer_tvm.profiles import list_profiles, resolve_predictor
@@ -96,9 +94,9 @@ def main() -> None:
                     help="label each test model by this pass of the test dataset only (e.g. one measured after a fix)")
     ap.add_argument("--exclude", default="", help="test models to leave out, by name (comma-separated): e.g. "
                     "a file exported before a fix, whose latency no model of its kind has")
-    ap.add_argument("--reference-correct", action="store_true",
-                    help="bring each calibration label to the budget's median level of the reference network "
-                         "(interpolated between calibrate's reference checks): a candidate against a drifting machine")
+    ap.add_argument("--no-reference-correct", action="store_true",
+                    help="keep the calibration labels as measured (calibrate brings them to the budget's median level "
+                         "of the reference network where the calibration has reference checks)")
     ap.add_argument("--test-how", default="", help="the command that measured --test-db, for the reproduce block")
     args = ap.parse_args()
 
@@ -111,14 +109,14 @@ def main() -> None:
     t_test = np.array([s.latency_ms for s in test])
     at = profiling_clock(folder / "calibration.db")
     clock = np.array([at[s.key] for s in cal])
-    level = reference_levels(folder / "calibration.db", cal) if args.reference_correct else None
+    level = None if args.no_reference_correct else reference_levels(folder / "calibration.db", cal)
     ckpt = None if args.no_finetune else finetune_checkpoint(args.base)
     methods = methods_of(folder, args.base)
     state_path = args.out.with_suffix(".json")
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     labels = ("mean of passes" if args.test_mean_passes else f"{args.test_pass} pass") + (
         f" without {args.exclude}" if args.exclude else "") + (
-        "; calibration labels reference-corrected" if args.reference_correct else "")
+        "; calibration labels reference-corrected" if level is not None else "")
     if state.get("test_labels", "main pass") != labels or state.get("choice") != CHOICE:  # scored otherwise: again
         state = {}
     # a row chosen among more methods stands where it did not choose the one left out (choose's order)
@@ -160,6 +158,7 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
     from narformer_tvm.profiles import list_profiles
 
     rows, base_acc = state["rows"], state["base"]
+    corrected = "reference-corrected" in state.get("test_labels", "")  # calibrate's reference checks were used
     here = json.loads((folder / "profile.json").read_text())
     here_fp = here.get("fingerprint") or {}
     base_fp = json.loads((list_profiles()[args.base] / "profile.json").read_text()).get("fingerprint") or {}
@@ -175,7 +174,7 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
              f"{100 * base_acc['mape']:.1f}%, Acc(10%) {100 * base_acc['acc10']:.0f}%, bias {100 * base_acc['bias']:+.0f}%."
              + (" Test labels: the geometric mean of each model's passes." if args.test_mean_passes else "")
              + (" Calibration labels brought to the reference network's median level over each budget."
-                if args.reference_correct else "")
+                if corrected else "")
              + (f" Test labels: the `{args.test_pass}` pass alone." if args.test_pass != "main" else "")
              + (f" Left out of the test: {args.exclude}." if args.exclude else "")
              + (f" Noise floor of this configuration (MAPE between the main and `{args.noise_pass}` passes over {floor['pairs']} test models): "
@@ -225,29 +224,10 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
               + (f"--test-pass {args.test_pass} " if args.test_pass != "main" else "")
               + ("--no-finetune " if args.no_finetune else "")
               + (f"--exclude {args.exclude} " if args.exclude else "")
-              + ("--reference-correct " if args.reference_correct else "")
+              + ("--no-reference-correct " if args.no_reference_correct else "")
               + f"--out {args.out.relative_to(ROOT) if args.out.is_absolute() and args.out.is_relative_to(ROOT) else args.out}", "```", ""]
     args.out.write_text("\n".join(lines))
     print(f"written {args.out} ({time.strftime('%H:%M')})")
-
-
-def reference_levels(db: Path, cal: list) -> np.ndarray:
-    """The reference network's latency at the time each calibration row was measured (main pass),
-    interpolated between calibrate's reference checks."""
-    from datetime import datetime
-
-    from narformer_tvm.data.store import Store
-
-    epoch = lambda text: datetime.fromisoformat(text).timestamp()  # noqa: E731
-    with Store(db, readonly=True) as store:
-        refs = store.db.execute("SELECT measured_at, latency_ms FROM reference WHERE latency_ms > 0"
-                                " ORDER BY id").fetchall()
-        at = {r["key"]: r["measured_at"] for r in store.rows()}
-    if len(refs) < 2:
-        raise SystemExit(f"{db}: {len(refs)} reference checks; --reference-correct needs a calibration that made "
-                         "them (calibrate re-measures the reference network every few dozen models)")
-    t, ms = np.array([epoch(r[0]) for r in refs]), np.array([r[1] for r in refs])
-    return np.interp([epoch(at[s.key]) for s in cal], t, ms)
 
 
 def profiling_clock(db: Path) -> dict[str, float]:

@@ -24,7 +24,7 @@ import re
 import shutil
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -300,6 +300,32 @@ def profile_name(base: str, cfg, variant: str = "fp32") -> str:
             + ("" if variant == "fp32" else f"-{variant}"))
 
 
+def reference_levels(db: Path, samples: list) -> np.ndarray | None:
+    """The reference network's latency when each sample's main row was measured, interpolated between the
+    reference checks of the calibration dataset ``db``; None with fewer than two checks."""
+    from datetime import datetime
+
+    from narformer_tvm.data.store import Store
+
+    epoch = lambda text: datetime.fromisoformat(text).timestamp()  # noqa: E731
+    with Store(db, readonly=True) as store:
+        refs = store.db.execute("SELECT measured_at, latency_ms FROM reference WHERE latency_ms > 0 ORDER BY id").fetchall()
+        at = {r["key"]: r["measured_at"] for r in store.rows()}
+    if len(refs) < 2:
+        return None
+    t, ms = np.array([epoch(r[0]) for r in refs]), np.array([r[1] for r in refs])
+    return np.interp([epoch(at[s.key]) for s in samples], t, ms)
+
+
+def level_corrected(samples: list, level: np.ndarray | None, to: float | None = None) -> list:
+    """``samples`` with each label brought to the level ``to`` (default: the median of ``level``, the
+    reference network's latency when each was measured): rows measured while the machine drifted agree."""
+    if level is None:
+        return samples
+    to = float(np.median(level)) if to is None else to
+    return [replace(s, latency_ms=s.latency_ms * to / lv) for s, lv in zip(samples, level)]
+
+
 def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str | None = None,
               progress: Callable[[str, int, int, str], None] | None = None, limit: int | None = None,
               gate_wait_s: float = 10.0, include_noisy: bool = False, allow_finetune: bool = True,
@@ -338,6 +364,7 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
                         warm_up_s=warm_up_s)
     try:
         samples, _ = load_samples(folder / "calibration.db", include_noisy=include_noisy)
+        samples = level_corrected(samples, reference_levels(folder / "calibration.db", samples))
         every, _ = load_samples(folder / "calibration.db", include_noisy=True)
     except InputError:
         samples = every = []

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from narformer_tvm.calibrate import (CALIBRATION_SET, FOLDS, METHODS, accuracy, adapt, apply, calibrate,
-                                     calibration_variants, candidate_methods, choose, fit_method, folds_of, held_out)
+                                     calibration_variants, candidate_methods, choose, fit_method, folds_of, held_out,
+                                     level_corrected, reference_levels)
 from narformer_tvm.cli.calibrate_cmd import parse_budget, print_result
 from narformer_tvm.cli.main import cli
 from narformer_tvm.errors import InputError
@@ -127,6 +128,42 @@ def test_a_complex_adaptation_is_kept_only_when_it_wins_beyond_chance():
     clear = {"base": base, "scaled": 0.5 * base, "finetune": 0.3 * base}
     assert choose(clear) == "finetune"
     assert choose({"base": base, "scaled": base - 0.001 * rng.random(60), "loglinear": 0.5 * base}) == "loglinear"
+
+
+def test_calibration_labels_are_brought_to_the_reference_networks_level(tmp_path):
+    import onnx
+    from conftest import conv_model
+
+    from narformer_tvm.data.store import Store
+    from narformer_tvm.graph.onnx_graph import build_graph
+    from narformer_tvm.graph.tokens import table
+    from narformer_tvm.learn.samples import load_samples
+    from narformer_tvm.measure.backends import Measurement
+
+    db = tmp_path / "calibration.db"
+    with Store(db) as store:  # rows at 10:00, 10:05, 10:10; the reference network 1 ms at 10:00, 2 ms at 10:10
+        cid = store.config_id({"runtime": "onnxruntime", "target": "llvm", "threads": 2}, {"cpu": "x"})
+        for i in range(3):
+            onnx.save(conv_model(dims=(1, 3, 8 + 8 * i, 8)), tmp_path / f"m{i}.onnx")
+            g = build_graph(tmp_path / f"m{i}.onnx")
+            mid = store.add_model(f"m{i}", f"m{i}", table(g), {"macs": g.macs, "batch_size": 1}, family="conv")
+            store.add_measurement(mid, cid, Measurement(blocks=[[4.0] * 3] * 3))
+            store.db.execute("UPDATE measurements SET measured_at=? WHERE model_id=?", (f"2026-01-01T10:{5 * i:02d}:00", mid))
+        for at, ms in (("10:00", 1.0), ("10:10", 2.0)):
+            store.add_reference(cid, ms, 0.01)
+            store.db.execute("UPDATE reference SET measured_at=? WHERE id=(SELECT MAX(id) FROM reference)",
+                             (f"2026-01-01T{at}:00",))
+        store.db.commit()
+    samples, _ = load_samples(db)
+    level = reference_levels(db, samples)
+    assert list(level) == pytest.approx([1.0, 1.5, 2.0])  # interpolated between the checks
+    fixed = level_corrected(samples, level)  # to the median level, 1.5 ms: the machine twice as slow at the end
+    assert [s.latency_ms for s in fixed] == pytest.approx([s.latency_ms * 1.5 / lv for s, lv in zip(samples, level)])
+    assert fixed[1].latency_ms == pytest.approx(samples[1].latency_ms) and fixed[0].latency_ms > samples[0].latency_ms
+    with Store(db) as store:  # one check says nothing about a drift: the labels stay as measured
+        store.db.execute("DELETE FROM reference WHERE latency_ms = 2.0")
+        store.db.commit()
+    assert reference_levels(db, samples) is None and level_corrected(samples, None) is samples
 
 
 def test_budgets_parse_and_bad_ones_are_refused():
