@@ -115,6 +115,14 @@ def test_interrupted_sweep_resumes_without_measuring_twice(tmp_path, models):
     assert len(after) == 3 and all(after[k] == v for k, v in first.items())
 
 
+def test_a_sweep_past_its_deadline_still_measures_one_model(tmp_path, models):
+    store = Store(tmp_path / "d.db")
+    s = sweep(jobs_from_paths(models[:3]), store, MeasureConfig(**FAST), reference_every=0, deadline=time.time() - 1)
+    assert (s.measured, s.left) == (1, 2)  # a slow start cannot leave every rerun with nothing done
+    s = sweep(jobs_from_paths(models[:3]), store, MeasureConfig(**FAST), reference_every=0, deadline=time.time() - 1)
+    assert (s.skipped, s.measured, s.left) == (1, 1, 1)
+
+
 def test_a_warm_up_loads_the_machine_first_and_keeps_nothing(tmp_path, models):
     store, heard = Store(tmp_path / "d.db"), []
     s = sweep(jobs_from_paths(models[:1]), store, MeasureConfig(**FAST), reference_every=0, warm_up_s=2.0,

@@ -244,7 +244,8 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
     (every job on the sweep's runtime and target, whatever its session options); rows measured outside
     it are flagged noisy. A ``summary`` given by the
     caller is filled as the sweep goes, so it still counts what was done when the sweep is interrupted.
-    ``deadline`` (a time.time()): start no job after it; the rest is left for the next sweep.
+    ``deadline`` (a time.time()): start no job after it but the first (a slow start must not leave a rerun
+    with nothing measured); the rest is left for the next sweep.
     ``warm_up_s``: keep the machine busy that long before the first job (progress kind "warm-up"), for
     machines whose speed settles only under sustained load."""
     check_config(cfg)
@@ -278,7 +279,7 @@ def sweep(jobs: list[Job], store: Store, cfg: MeasureConfig, pass_: str = "main"
             _warm_up(worker, exporter, cfg, warm_up_s, timeout, progress)
             summary.warm_up_s = time.time() - t_start
         for i, (job, jcfg, job_config_id) in enumerate(todo):
-            if deadline is not None and time.time() >= deadline:
+            if deadline is not None and i and time.time() >= deadline:  # the first job always: every sweep moves on
                 summary.left = len(todo) - i
                 break
             if reference_every and i % reference_every == 0:
