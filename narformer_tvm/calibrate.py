@@ -42,8 +42,6 @@ FOLD_ROWS = 200  # up to this many rows, trained adaptations train once per fold
 #   only: a quarter of many rows validates well enough, and four trainings would take too long
 REFERENCE_EVERY = 40  # models between re-measurements of the profiler's reference network (and one at the
 #   end): a machine whose speed moves while it is calibrated gets a warning, not a silently shifted predictor
-WARM_UP_S = 180.0  # load before measuring, outside the budget: a shared VM measured 4% faster cold than after
-#   minutes of load, and rows at two levels would mislabel each other (docs/results/calibrate-intel-warmup.md)
 FINETUNE = {"epochs": 40, "patience": 8, "lr": 2e-4, "batch_size": 16}  # small steps: the base already ranks well
 SCRATCH = {"epochs": 60, "patience": 15, "lr": 5e-4, "batch_size": 16}
 
@@ -334,9 +332,9 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
     measured), adapt the ``base`` profile's predictor, write the user profile and return its accuracy.
     ``variant`` (ort_variants.VARIANTS): every model is measured as that version of itself (int8, fp16),
     and the profile predicts models of that kind. ``folds``: of the cross-validation choosing the
-    adaptation. ``warm_up_s``: the machine is loaded that long first, outside the budget (WARM_UP_S is the
-    command's default). ``progress(kind, i, n, message)`` hears of the warm-up, each model ("start", "done")
-    and fine-tuning epoch."""
+    adaptation. ``warm_up_s``: the machine is loaded that long first, outside the budget (the command's
+    --warm-up). ``progress(kind, i, n, message)`` hears of the warm-up, each model ("start", "done") and
+    fine-tuning epoch."""
     from narformer_tvm.data.store import Store
     from narformer_tvm.learn.samples import load_samples
     from narformer_tvm.model.load import load_predictor

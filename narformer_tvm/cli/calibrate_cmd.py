@@ -25,6 +25,8 @@ def parse_budget(value: str, option: str = "--budget") -> float:
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="Intra-op threads (0 = physical cores).")
 @opt_level_option
 @click.option("--budget", default="10m", show_default=True, help="Profiling time, e.g. 5m, 90s, 1h.")
+# A shared VM measured 4% faster cold than after minutes of load, and rows at two levels would mislabel each
+# other (docs/results/calibrate-intel-warmup.md); 3 minutes: where its reference checks had risen.
 @click.option("--warm-up", "warm_up", default="3m", show_default=True,
               help="Load the machine this long before measuring, besides the budget (0 to skip): shared VMs "
                    "run faster cold than after minutes of load.")

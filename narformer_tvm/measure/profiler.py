@@ -385,11 +385,12 @@ def _warm_up(worker: Worker, exporter: Exporter, cfg: MeasureConfig, seconds: fl
              progress: Callable[[str, int, int, str], None] | None) -> None:
     """Run the reference network under ``cfg`` for ``seconds``, measuring nothing that is kept."""
     busy = replace(cfg, blocks=50, max_runs=10**6)  # ~10 s a call: few session starts, the runtime busy throughout
+    job, task = _reference_job(), {"cfg": busy.to_dict(), "need_graph": False, "tries": 1}
     t0 = time.time()
     while (spent := time.time() - t0) < seconds:
         if progress:
             progress("warm-up", int(spent), int(seconds), "loading the machine before measuring")
-        _call(worker, exporter, _reference_job(), {"cfg": busy.to_dict(), "need_graph": False, "tries": 1}, timeout)
+        _call(worker, exporter, job, task, timeout)
     if progress:
         progress("warm-up", int(seconds), int(seconds), "done")
 
