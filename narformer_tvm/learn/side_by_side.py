@@ -50,8 +50,8 @@ def run_side_by_side(calls: Sequence[Call], processes: int | None = None,
                      progress: Callable[[int, str | None], None] | None = None) -> list:
     """``fn(*args, progress=..., **kwargs)`` of each of ``calls``, in order of ``calls``, run by up to
     ``processes`` worker processes (default: the cores this process may use); ``progress(i, line)``
-    hears call i's lines, and ``progress(i, None)`` when it has finished. With one process or one call, they run here, one after another. The
-    functions, arguments and results travel by pickle."""
+    hears call i's lines, and ``progress(i, None)`` when it has finished. With one process or one call, they run here, one after
+    another. The functions, arguments and results travel by pickle."""
     processes = min(processes or available_cores(), len(calls))
     if processes <= 1:
         return [_run(i, fn, args, kwargs, progress) for i, (fn, args, kwargs) in enumerate(calls)]
@@ -62,9 +62,15 @@ def run_side_by_side(calls: Sequence[Call], processes: int | None = None,
     pool = ctx.Pool(processes, initializer=_start_worker, initargs=(lines if progress else None,))
     try:
         pending = [pool.apply_async(_run_in_worker, (i, fn, args, kwargs)) for i, (fn, args, kwargs) in enumerate(calls)]
+        finished: set[int] = set()
         while not all(p.ready() for p in pending):
-            _relay(lines, progress, wait_s=0.2)
-        _relay(lines, progress, wait_s=0.0)
+            _relay(lines, progress, finished, wait_s=0.2)
+        # A worker's lines reach the queue through a feeder thread and may trail its result: wait for the
+        # end line of every call that succeeded, a few seconds at most.
+        succeeded = {i for i, p in enumerate(pending) if p.successful()}
+        deadline = time.monotonic() + 5.0
+        while progress and not succeeded <= finished and time.monotonic() < deadline:
+            _relay(lines, progress, finished, wait_s=0.1)
         results = [p.get() for p in pending]  # a call's exception is raised here
         pool.close()
     except BaseException:
@@ -75,14 +81,17 @@ def run_side_by_side(calls: Sequence[Call], processes: int | None = None,
     return results
 
 
-def _relay(lines, progress, wait_s: float) -> None:
+def _relay(lines, progress, finished: set[int], wait_s: float) -> None:
+    """Hands the queued lines to ``progress``; notes in ``finished`` the calls whose end line came."""
     if progress is None:
         time.sleep(wait_s)
         return
     try:
-        item = lines.get(timeout=wait_s) if wait_s else lines.get_nowait()
+        item = lines.get(timeout=wait_s)
         while True:
             progress(*item)
+            if item[1] is None:
+                finished.add(item[0])
             item = lines.get_nowait()
     except queues.Empty:
         return
