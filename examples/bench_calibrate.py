@@ -26,6 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CHOICE = "cross-validation"  # how calibrate judges adaptations; results judged otherwise are not resumed
+LEVEL_WORDS = {"reference": "reference-corrected", "probes": "probe-level-corrected"}
 
 
 def evaluate_budget(minutes, cal, clock, test, p_cal, p_test, ckpt, s_cal, s_test, methods, level=None) -> dict:
@@ -73,7 +74,8 @@ def budget_rows(cal: list, clock: np.ndarray, minutes: float) -> tuple[np.ndarra
 
 
 def main() -> None:
-    from narformer_tvm.calibrate import TRAINED, accuracy, base_view, finetune_checkpoint, methods_of, reference_levels
+    from narformer_tvm.calibrate import (TRAINED, accuracy, base_view, finetune_checkpoint, methods_of, probe_levels,
+                                         reference_levels)
     from narformer_tvm.learn.samples import load_samples
     from narformer_tvm.model.load import load_predictor
     from narformer_tvm.profiles import list_profiles, resolve_predictor
@@ -94,9 +96,12 @@ def main() -> None:
                     help="label each test model by this pass of the test dataset only (e.g. one measured after a fix)")
     ap.add_argument("--exclude", default="", help="test models to leave out, by name (comma-separated): e.g. "
                     "a file exported before a fix, whose latency no model of its kind has")
-    ap.add_argument("--no-reference-correct", action="store_true",
-                    help="keep the calibration labels as measured (calibrate brings them to the budget's median level "
-                         "of the reference network where the calibration has reference checks)")
+    ap.add_argument("--level", choices=("reference", "probes", "measured"), default="reference",
+                    help="bring the calibration labels to the budget's median level of the reference network's checks "
+                         "(as calibrate does), of the rows' regime probes (the median of PROBE_LEVEL_ROWS rows around "
+                         "each), or keep them as measured")
+    ap.add_argument("--no-reference-correct", dest="level", action="store_const", const="measured",
+                    help="the same as --level measured")
     ap.add_argument("--test-how", default="", help="the command that measured --test-db, for the reproduce block")
     args = ap.parse_args()
 
@@ -109,14 +114,15 @@ def main() -> None:
     t_test = np.array([s.latency_ms for s in test])
     at = profiling_clock(folder / "calibration.db")
     clock = np.array([at[s.key] for s in cal])
-    level = None if args.no_reference_correct else reference_levels(folder / "calibration.db", cal)
+    levels = {"reference": reference_levels, "probes": probe_levels}
+    level = levels[args.level](folder / "calibration.db", cal) if args.level in levels else None
     ckpt = None if args.no_finetune else finetune_checkpoint(args.base)
     methods = methods_of(folder, args.base)
     state_path = args.out.with_suffix(".json")
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     labels = ("mean of passes" if args.test_mean_passes else f"{args.test_pass} pass") + (
         f" without {args.exclude}" if args.exclude else "") + (
-        "; calibration labels reference-corrected" if level is not None else "")
+        f"; calibration labels {LEVEL_WORDS[args.level]}" if level is not None else "")
     if state.get("test_labels", "main pass") != labels or state.get("choice") != CHOICE:  # scored otherwise: again
         state = {}
     # a row chosen among more methods stands where it did not choose the one left out (choose's order)
@@ -158,7 +164,7 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
     from narformer_tvm.profiles import list_profiles
 
     rows, base_acc = state["rows"], state["base"]
-    corrected = "reference-corrected" in state.get("test_labels", "")  # calibrate's reference checks were used
+    corrected = next((w for w in LEVEL_WORDS.values() if w in state.get("test_labels", "")), None)
     here = json.loads((folder / "profile.json").read_text())
     here_fp = here.get("fingerprint") or {}
     base_fp = json.loads((list_profiles()[args.base] / "profile.json").read_text()).get("fingerprint") or {}
@@ -173,8 +179,7 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
              + f". Unadapted base on the test models: MAPE "
              f"{100 * base_acc['mape']:.1f}%, Acc(10%) {100 * base_acc['acc10']:.0f}%, bias {100 * base_acc['bias']:+.0f}%."
              + (" Test labels: the geometric mean of each model's passes." if args.test_mean_passes else "")
-             + (" Calibration labels brought to the reference network's median level over each budget."
-                if corrected else "")
+             + (f" Calibration labels {corrected}: brought to the median level over each budget." if corrected else "")
              + (f" Test labels: the `{args.test_pass}` pass alone." if args.test_pass != "main" else "")
              + (f" Left out of the test: {args.exclude}." if args.exclude else "")
              + (f" Noise floor of this configuration (MAPE between the main and `{args.noise_pass}` passes over {floor['pairs']} test models): "
@@ -224,7 +229,7 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
               + (f"--test-pass {args.test_pass} " if args.test_pass != "main" else "")
               + ("--no-finetune " if args.no_finetune else "")
               + (f"--exclude {args.exclude} " if args.exclude else "")
-              + ("--no-reference-correct " if args.no_reference_correct else "")
+              + (f"--level {args.level} " if args.level != "reference" else "")
               + f"--out {args.out.relative_to(ROOT) if args.out.is_absolute() and args.out.is_relative_to(ROOT) else args.out}", "```", ""]
     args.out.write_text("\n".join(lines))
     print(f"written {args.out} ({time.strftime('%H:%M')})")

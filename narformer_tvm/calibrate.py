@@ -42,6 +42,7 @@ FOLD_ROWS = 200  # up to this many rows, trained adaptations train once per fold
 #   only: a quarter of many rows validates well enough, and four trainings would take too long
 REFERENCE_EVERY = 40  # models between re-measurements of the profiler's reference network (and one at the
 #   end): a machine whose speed moves while it is calibrated gets a warning, not a silently shifted predictor
+PROBE_LEVEL_ROWS = 21  # rows whose regime probes make one row's probe level: single probes scatter by several percent
 FINETUNE = {"epochs": 40, "patience": 8, "lr": 2e-4, "batch_size": 16}  # small steps: the base already ranks well
 SCRATCH = {"epochs": 60, "patience": 15, "lr": 5e-4, "batch_size": 16}
 
@@ -313,6 +314,25 @@ def reference_levels(db: Path, samples: list) -> np.ndarray | None:
         return None
     t, ms = np.array([epoch(r[0]) for r in refs]), np.array([r[1] for r in refs])
     return np.interp([epoch(at[s.key]) for s in samples], t, ms)
+
+
+def probe_levels(db: Path, samples: list, window: int = PROBE_LEVEL_ROWS) -> np.ndarray | None:
+    """The regime probes' level when each sample's main row was measured: the median of the quicker probe
+    of the ``window`` rows around it in the order measured (the regime gate probes before and after every
+    row); None where the rows of ``db`` carry no probes (a sweep without the gate)."""
+    from narformer_tvm.data.store import Store
+
+    with Store(db, readonly=True) as store:
+        rows = sorted((r["measured_at"], r["model_id"], r["key"], min(r["info"]["probe_ms"]))
+                      for r in store.rows() if r["info"].get("probe_ms"))
+    if not rows:
+        return None
+    probes = np.array([r[3] for r in rows])
+    half = window // 2
+    level = {r[2]: float(np.median(probes[max(0, i - half):i + half + 1])) for i, r in enumerate(rows)}
+    if any(s.key not in level for s in samples):
+        return None
+    return np.array([level[s.key] for s in samples])
 
 
 def level_corrected(samples: list, level: np.ndarray | None, to: float | None = None) -> list:

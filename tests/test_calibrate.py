@@ -9,7 +9,7 @@ from rich.console import Console
 
 from narformer_tvm.calibrate import (CALIBRATION_SET, FOLDS, METHODS, accuracy, adapt, apply, calibrate,
                                      calibration_variants, candidate_methods, choose, fit_method, folds_of, held_out,
-                                     level_corrected, reference_levels)
+                                     level_corrected, probe_levels, reference_levels)
 from narformer_tvm.cli.calibrate_cmd import parse_budget, print_result
 from narformer_tvm.cli.main import cli
 from narformer_tvm.errors import InputError
@@ -130,25 +130,38 @@ def test_a_complex_adaptation_is_kept_only_when_it_wins_beyond_chance():
     assert choose({"base": base, "scaled": base - 0.001 * rng.random(60), "loglinear": 0.5 * base}) == "loglinear"
 
 
-def test_calibration_labels_are_brought_to_the_reference_networks_level(tmp_path):
+def _calibration_db(tmp_path, times: list[str], probes: list | None = None):
+    """A calibration dataset of small conv networks measured at ``times`` (HH:MM), each row with its regime
+    probes where ``probes`` gives them."""
     import onnx
     from conftest import conv_model
 
     from narformer_tvm.data.store import Store
     from narformer_tvm.graph.onnx_graph import build_graph
     from narformer_tvm.graph.tokens import table
-    from narformer_tvm.learn.samples import load_samples
     from narformer_tvm.measure.backends import Measurement
 
     db = tmp_path / "calibration.db"
-    with Store(db) as store:  # rows at 10:00, 10:05, 10:10; the reference network 1 ms at 10:00, 2 ms at 10:10
+    with Store(db) as store:
         cid = store.config_id({"runtime": "onnxruntime", "target": "llvm", "threads": 2}, {"cpu": "x"})
-        for i in range(3):
+        for i, at in enumerate(times):
             onnx.save(conv_model(dims=(1, 3, 8 + 8 * i, 8)), tmp_path / f"m{i}.onnx")
             g = build_graph(tmp_path / f"m{i}.onnx")
             mid = store.add_model(f"m{i}", f"m{i}", table(g), {"macs": g.macs, "batch_size": 1}, family="conv")
-            store.add_measurement(mid, cid, Measurement(blocks=[[4.0] * 3] * 3))
-            store.db.execute("UPDATE measurements SET measured_at=? WHERE model_id=?", (f"2026-01-01T10:{5 * i:02d}:00", mid))
+            info = {"probe_ms": probes[i]} if probes else {}
+            store.add_measurement(mid, cid, Measurement(blocks=[[4.0] * 3] * 3, info=info))
+            store.db.execute("UPDATE measurements SET measured_at=? WHERE model_id=?", (f"2026-01-01T{at}:00", mid))
+        store.db.commit()
+    return db, cid
+
+
+def test_calibration_labels_are_brought_to_the_reference_networks_level(tmp_path):
+    from narformer_tvm.data.store import Store
+    from narformer_tvm.learn.samples import load_samples
+
+    # rows at 10:00, 10:05, 10:10; the reference network 1 ms at 10:00, 2 ms at 10:10
+    db, cid = _calibration_db(tmp_path, ["10:00", "10:05", "10:10"])
+    with Store(db) as store:
         for at, ms in (("10:00", 1.0), ("10:10", 2.0)):
             store.add_reference(cid, ms, 0.01)
             store.db.execute("UPDATE reference SET measured_at=? WHERE id=(SELECT MAX(id) FROM reference)",
@@ -164,6 +177,23 @@ def test_calibration_labels_are_brought_to_the_reference_networks_level(tmp_path
         store.db.execute("DELETE FROM reference WHERE latency_ms = 2.0")
         store.db.commit()
     assert reference_levels(db, samples) is None and level_corrected(samples, None) is samples
+
+
+def test_the_probe_level_is_the_median_of_the_quicker_probes_of_the_rows_around(tmp_path):
+    from narformer_tvm.learn.samples import load_samples
+
+    # measured in the reverse order of the rows' ids; by time the quicker probes are 1.0, 3.0, 1.2, 1.1, 2.0 ms
+    quicker = [1.0, 3.0, 1.2, 1.1, 2.0]
+    times = [f"10:{9 - i:02d}" for i in range(5)]
+    db, _ = _calibration_db(tmp_path, times, [[q + 0.5, q] for q in reversed(quicker)])
+    samples, _ = load_samples(db)
+    by_time = sorted(samples, key=lambda s: times[int(s.name[1:])])
+    level = dict(zip([s.key for s in samples], probe_levels(db, samples, window=3)))
+    # a row's level: the median over the row and its neighbours in time, fewer at the ends
+    assert [level[s.key] for s in by_time] == pytest.approx([2.0, 1.2, 1.2, 1.2, 1.55])
+    (tmp_path / "plain").mkdir()
+    plain, _ = _calibration_db(tmp_path / "plain", times[:2])
+    assert probe_levels(plain, load_samples(plain)[0]) is None  # a sweep without the regime gate
 
 
 def test_budgets_parse_and_bad_ones_are_refused():
