@@ -96,10 +96,10 @@ def main() -> None:
                     help="label each test model by this pass of the test dataset only (e.g. one measured after a fix)")
     ap.add_argument("--exclude", default="", help="test models to leave out, by name (comma-separated): e.g. "
                     "a file exported before a fix, whose latency no model of its kind has")
-    ap.add_argument("--level", choices=("reference", "probes", "measured"), default="reference",
-                    help="bring the calibration labels to the budget's median level of the reference network's checks "
-                         "(as calibrate does), of the rows' regime probes (the median of PROBE_LEVEL_ROWS rows around "
-                         "each), or keep them as measured")
+    ap.add_argument("--level", choices=("auto", "reference", "probes", "measured"), default="auto",
+                    help="bring the calibration labels to the budget's median level of the rows' regime probes (the "
+                         "median of PROBE_LEVEL_ROWS rows around each), of the reference network's checks, or keep them "
+                         "as measured; auto: as calibrate does (probes where the rows carry them, else the checks)")
     ap.add_argument("--no-reference-correct", dest="level", action="store_const", const="measured",
                     help="the same as --level measured")
     ap.add_argument("--test-how", default="", help="the command that measured --test-db, for the reproduce block")
@@ -115,6 +115,8 @@ def main() -> None:
     at = profiling_clock(folder / "calibration.db")
     clock = np.array([at[s.key] for s in cal])
     levels = {"reference": reference_levels, "probes": probe_levels}
+    if args.level == "auto":
+        args.level = "probes" if probe_levels(folder / "calibration.db", cal) is not None else "reference"
     level = levels[args.level](folder / "calibration.db", cal) if args.level in levels else None
     ckpt = None if args.no_finetune else finetune_checkpoint(args.base)
     methods = methods_of(folder, args.base)
@@ -229,7 +231,7 @@ def write_report(args, folder, cal, test, state, floor, families) -> None:
               + (f"--test-pass {args.test_pass} " if args.test_pass != "main" else "")
               + ("--no-finetune " if args.no_finetune else "")
               + (f"--exclude {args.exclude} " if args.exclude else "")
-              + (f"--level {args.level} " if args.level != "reference" else "")
+              + (f"--level {args.level} " if args.level != "auto" else "")
               + f"--out {args.out.relative_to(ROOT) if args.out.is_absolute() and args.out.is_relative_to(ROOT) else args.out}", "```", ""]
     args.out.write_text("\n".join(lines))
     print(f"written {args.out} ({time.strftime('%H:%M')})")

@@ -335,6 +335,13 @@ def probe_levels(db: Path, samples: list, window: int = PROBE_LEVEL_ROWS) -> np.
     return np.array([level[s.key] for s in samples])
 
 
+def label_levels(db: Path, samples: list) -> np.ndarray | None:
+    """The level each calibration label is brought from: the rows' regime probes where they carry them
+    (2-thread ONNX Runtime), else the reference network's checks; None: the labels stay as measured."""
+    level = probe_levels(db, samples)
+    return level if level is not None else reference_levels(db, samples)
+
+
 def level_corrected(samples: list, level: np.ndarray | None, to: float | None = None) -> list:
     """``samples`` with each label brought to the level ``to`` (default: the median of ``level``, the
     reference network's latency when each was measured): rows measured while the machine drifted agree."""
@@ -382,7 +389,7 @@ def calibrate(cfg, base: str | None = None, budget_s: float = 600.0, name: str |
                         warm_up_s=warm_up_s)
     try:
         samples, _ = load_samples(folder / "calibration.db", include_noisy=include_noisy)
-        samples = level_corrected(samples, reference_levels(folder / "calibration.db", samples))
+        samples = level_corrected(samples, label_levels(folder / "calibration.db", samples))
         every, _ = load_samples(folder / "calibration.db", include_noisy=True)
     except InputError:
         samples = every = []

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from narformer_tvm.calibrate import (CALIBRATION_SET, FOLDS, METHODS, accuracy, adapt, apply, calibrate,
                                      calibration_variants, candidate_methods, choose, fit_method, folds_of, held_out,
-                                     level_corrected, probe_levels, reference_levels)
+                                     label_levels, level_corrected, probe_levels, reference_levels)
 from narformer_tvm.cli.calibrate_cmd import parse_budget, print_result
 from narformer_tvm.cli.main import cli
 from narformer_tvm.errors import InputError
@@ -180,6 +180,7 @@ def test_calibration_labels_are_brought_to_the_reference_networks_level(tmp_path
 
 
 def test_the_probe_level_is_the_median_of_the_quicker_probes_of_the_rows_around(tmp_path):
+    from narformer_tvm.data.store import Store
     from narformer_tvm.learn.samples import load_samples
 
     # measured in the reverse order of the rows' ids; by time the quicker probes are 1.0, 3.0, 1.2, 1.1, 2.0 ms
@@ -191,9 +192,16 @@ def test_the_probe_level_is_the_median_of_the_quicker_probes_of_the_rows_around(
     level = dict(zip([s.key for s in samples], probe_levels(db, samples, window=3)))
     # a row's level: the median over the row and its neighbours in time, fewer at the ends
     assert [level[s.key] for s in by_time] == pytest.approx([2.0, 1.2, 1.2, 1.2, 1.55])
+    assert list(label_levels(db, samples)) == list(probe_levels(db, samples))  # calibrate's choice where rows have probes
     (tmp_path / "plain").mkdir()
-    plain, _ = _calibration_db(tmp_path / "plain", times[:2])
+    plain, cid = _calibration_db(tmp_path / "plain", times[:2])
     assert probe_levels(plain, load_samples(plain)[0]) is None  # a sweep without the regime gate
+    with Store(plain) as store:  # ... falls back on the reference network's checks
+        for ms in (1.0, 2.0):
+            store.add_reference(cid, ms, 0.01)
+        store.db.commit()
+    plain_samples = load_samples(plain)[0]
+    assert list(label_levels(plain, plain_samples)) == list(reference_levels(plain, plain_samples))
 
 
 def test_budgets_parse_and_bad_ones_are_refused():
