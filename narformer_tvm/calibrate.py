@@ -344,7 +344,7 @@ def label_levels(db: Path, samples: list) -> np.ndarray | None:
 
 def level_corrected(samples: list, level: np.ndarray | None, to: float | None = None) -> list:
     """``samples`` with each label brought to the level ``to`` (default: the median of ``level``, the
-    reference network's latency when each was measured): rows measured while the machine drifted agree."""
+    machine's level when each was measured, as label_levels reads it): rows measured while it drifted agree."""
     if level is None:
         return samples
     to = float(np.median(level)) if to is None else to

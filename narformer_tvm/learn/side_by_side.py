@@ -50,8 +50,8 @@ def run_side_by_side(calls: Sequence[Call], processes: int | None = None,
                      progress: Callable[[int, str | None], None] | None = None) -> list:
     """``fn(*args, progress=..., **kwargs)`` of each of ``calls``, in order of ``calls``, run by up to
     ``processes`` worker processes (default: the cores this process may use); ``progress(i, line)``
-    hears call i's lines, and ``progress(i, None)`` when it has finished. With one process or one call, they run here, one after
-    another. The functions, arguments and results travel by pickle."""
+    hears call i's lines, and ``progress(i, None)`` when it has finished. With one process or one call,
+    they run here, one after another. The functions, arguments and results travel by pickle."""
     processes = min(processes or available_cores(), len(calls))
     if processes <= 1:
         return [_run(i, fn, args, kwargs, progress) for i, (fn, args, kwargs) in enumerate(calls)]
