@@ -115,16 +115,16 @@ def main() -> None:
     at = profiling_clock(folder / "calibration.db")
     clock = np.array([at[s.key] for s in cal])
     levels = {"reference": reference_levels, "probes": probe_levels}
-    if args.level == "auto":
-        args.level = "probes" if probe_levels(folder / "calibration.db", cal) is not None else "reference"
-    level = levels[args.level](folder / "calibration.db", cal) if args.level in levels else None
+    used = args.level if args.level != "auto" else (  # as calibrate: the probes where the rows carry them
+        "probes" if probe_levels(folder / "calibration.db", cal) is not None else "reference")
+    level = levels[used](folder / "calibration.db", cal) if used in levels else None
     ckpt = None if args.no_finetune else finetune_checkpoint(args.base)
     methods = methods_of(folder, args.base)
     state_path = args.out.with_suffix(".json")
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     labels = ("mean of passes" if args.test_mean_passes else f"{args.test_pass} pass") + (
         f" without {args.exclude}" if args.exclude else "") + (
-        f"; calibration labels {LEVEL_WORDS[args.level]}" if level is not None else "")
+        f"; calibration labels {LEVEL_WORDS[used]}" if level is not None else "")
     if state.get("test_labels", "main pass") != labels or state.get("choice") != CHOICE:  # scored otherwise: again
         state = {}
     # a row chosen among more methods stands where it did not choose the one left out (choose's order)
